@@ -1,0 +1,31 @@
+"""oban: background jobs for Python on PostgreSQL, compatible with Elixir Oban.
+
+>>> from oban import Oban, worker
+"""
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
+from .decorators import job, worker
+from .job import Cancel, Job, JobState, Record, Snooze, current_job
+from .oban import Oban
+from .worker import Worker
+
+try:
+    __version__ = _version("oban")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Cancel",
+    "Job",
+    "JobState",
+    "Oban",
+    "Record",
+    "Snooze",
+    "Worker",
+    "__version__",
+    "current_job",
+    "job",
+    "worker",
+]

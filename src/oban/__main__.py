@@ -1,0 +1,5 @@
+"""``python -m oban`` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""Buffers acks and writes them in batches, one statement per batch.
+
+An ack is dropped from the buffer only after the database confirmed the write, so a failed
+round trip loses nothing: the batch is retried with backoff and flushed again on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ._engines.base import Ack, Engine
+
+logger = logging.getLogger("oban.acker")
+
+MAX_BATCH = 5_000
+
+
+class Acker:
+    """One per ``Oban`` instance; producers ``push`` and the acker writes."""
+
+    def __init__(self, engine: Engine, *, max_backoff: float = 5.0) -> None:
+        self._engine = engine
+        self._pending: list[Ack] = []
+        self._event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._max_backoff = max_backoff
+        self._failures = 0
+
+    @property
+    def pending(self) -> int:
+        """Acks not yet written."""
+        return len(self._pending)
+
+    def push(self, ack: Ack) -> None:
+        """Queue ``ack`` for the next batch."""
+        self._pending.append(ack)
+        self._event.set()
+
+    def start(self) -> None:
+        """Start writing in the background."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="oban-acker")
+
+    async def _loop(self) -> None:
+        while True:
+            await self._event.wait()
+            self._event.clear()
+            while self._pending:
+                if not await self._flush_once():
+                    delay = min(self._max_backoff, 0.05 * 2**self._failures)
+                    await asyncio.sleep(delay)
+
+    async def _flush_once(self) -> bool:
+        batch = self._pending[:MAX_BATCH]
+        try:
+            written = await self._engine.ack_jobs(batch)
+        except Exception as error:
+            self._failures += 1
+            logger.warning(
+                "writing %d acks failed (attempt %d), will retry: %s",
+                len(batch),
+                self._failures,
+                error,
+            )
+            return False
+        self._failures = 0
+        del self._pending[: len(batch)]
+        if len(written) != len(batch):
+            stale = [ack.id for ack in batch if ack.id not in written]
+            logger.warning(
+                "ignored %d stale acks for jobs no longer executing with the same attempt: %s",
+                len(stale),
+                stale[:20],
+            )
+        return True
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Stop the loop, then write what is left, retrying until ``timeout`` seconds."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        deadline = time.monotonic() + timeout
+        while self._pending:
+            if await self._flush_once():
+                continue
+            if time.monotonic() >= deadline:
+                logger.error(
+                    "could not write %d acks before shutdown; those jobs stay executing "
+                    "until rescued",
+                    len(self._pending),
+                )
+                return
+            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,1 @@
+"""Database engines: the only code that speaks SQL."""

@@ -1,0 +1,62 @@
+"""The engine protocol every database implementation provides."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from ..job import Job
+
+
+@dataclass(slots=True)
+class Ack:
+    """The outcome of one execution, waiting to be written.
+
+    ``attempted_at`` is the value the job was fetched with; the write is guarded by it.
+    """
+
+    id: int
+    attempted_at: datetime | None
+    state: str
+    attempt_change: int = 0
+    schedule_in: float | None = None
+    error: str | None = None
+    meta: dict[str, Any] | None = None
+    snooze: bool = False
+
+
+class Engine(Protocol):
+    """Whole database operations, taking and returning model objects."""
+
+    prefix: str
+
+    async def check_schema(self) -> None:
+        """Raise SchemaNotInstalledError/DatabaseUnavailableError when not usable."""
+
+    async def insert_jobs(self, jobs: Sequence[Job], conn: Any = None) -> list[Job]:
+        """Insert ``jobs`` in one statement; fill id, state and timestamps; return them."""
+
+    async def fetch_jobs(self, queue: str, demand: int, node: str, uuid: str) -> list[Job]:
+        """Claim up to ``demand`` available jobs of ``queue``, marking them executing."""
+
+    async def ack_jobs(self, acks: Sequence[Ack]) -> set[int]:
+        """Write finished executions; return the ids that were still executing."""
+
+    async def stage_jobs(self, queues: Sequence[str], limit: int) -> dict[str, int]:
+        """Make due scheduled/retryable jobs available; return how many per queue."""
+
+    async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
+        """Load jobs by id."""
+
+    async def insert_producer(
+        self, uuid: str, name: str, node: str, queue: str, meta: dict[str, Any]
+    ) -> None:
+        """Record a running producer."""
+
+    async def delete_producer(self, uuid: str) -> None:
+        """Forget a producer."""
+
+    async def notify(self, channel: str, payloads: Sequence[str]) -> None:
+        """Send ``payloads`` on ``channel`` (the short name, e.g. ``signal``)."""

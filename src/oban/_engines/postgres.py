@@ -1,0 +1,219 @@
+"""The PostgreSQL engine (psycopg 3, async, through a psycopg_pool pool)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection, OperationalError
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
+from ..job import Job, JobState
+from . import _sql
+from .base import Ack
+
+_ENGINE = "postgres"
+CONNECT_TIMEOUT = 10.0
+
+
+def _naive_utc(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat()
+
+
+def _encode_job(job: Job) -> dict[str, Any]:
+    return {
+        "state": job.state.value,
+        "queue": job.queue,
+        "worker": job.worker,
+        "args": job.args,
+        "meta": job.meta,
+        "tags": job.tags,
+        "priority": job.priority,
+        "max_attempts": job.max_attempts,
+        "scheduled_at": _naive_utc(job.scheduled_at),
+    }
+
+
+def _row_to_job(row: Sequence[Any]) -> Job:
+    return Job(
+        row[1],
+        id=row[0],
+        queue=row[2],
+        attempt=row[3],
+        max_attempts=row[4],
+        priority=row[5],
+        args=orjson.loads(row[6]),
+        meta=orjson.loads(row[7]) if row[7] is not None else {},
+        errors=orjson.loads(row[8]) if row[8] is not None else [],
+        tags=row[9] or [],
+        attempted_by=row[10],
+        inserted_at=row[11],
+        attempted_at=row[12],
+        scheduled_at=row[13],
+        state=row[14],
+        cancelled_at=row[15],
+        completed_at=row[16],
+        discarded_at=row[17],
+        _validate=False,
+    )
+
+
+async def unwrap_connection(conn: Any) -> AsyncConnection[Any]:
+    """The psycopg connection behind ``conn``.
+
+    Accepts a psycopg ``AsyncConnection`` or ``AsyncCursor``, or a SQLAlchemy
+    ``AsyncConnection``/``AsyncSession`` running on psycopg, so jobs join the caller's
+    transaction.
+    """
+    if isinstance(conn, AsyncConnection):
+        return conn
+    inner = getattr(conn, "connection", None)
+    if isinstance(inner, AsyncConnection):  # a psycopg AsyncCursor
+        return inner
+    module = type(conn).__module__
+    if module.startswith("sqlalchemy"):
+        if hasattr(conn, "get_raw_connection"):  # sqlalchemy AsyncConnection
+            raw = await conn.get_raw_connection()
+        else:  # sqlalchemy AsyncSession
+            raw = await (await conn.connection()).get_raw_connection()
+        driver = raw.driver_connection
+        if isinstance(driver, AsyncConnection):
+            return driver
+        raise TypeError(
+            f"conn uses the {type(driver).__name__} driver; oban needs psycopg "
+            "(postgresql+psycopg://...)"
+        )
+    raise TypeError(
+        "conn must be a psycopg AsyncConnection/AsyncCursor or a SQLAlchemy "
+        f"AsyncConnection/AsyncSession, got {type(conn).__name__}"
+    )
+
+
+class PostgresEngine:
+    """All SQL for PostgreSQL. Statements are loaded from ``queries/postgres``."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], *, prefix: str = "public") -> None:
+        if not isinstance(pool, AsyncConnectionPool):
+            raise TypeError(
+                f"pool must be a psycopg_pool.AsyncConnectionPool, got {type(pool).__name__}; "
+                "create one with Oban.create_pool(dsn=...)"
+            )
+        self.pool = pool
+        self.prefix = _sql.validate_prefix(prefix)
+        self.insert_channel = f"{prefix}.oban_insert"
+        self._legacy_errors: bool | None = None
+
+    def _q(self, name: str) -> str:
+        return _sql.to_pyformat(_sql.load(_ENGINE, name, self.prefix))
+
+    async def _execute(
+        self, conn: AsyncConnection[Any], name: str, params: tuple[Any, ...]
+    ) -> list[tuple[Any, ...]]:
+        cur = await conn.execute(self._q(name), _sql.bind(params))
+        return await cur.fetchall() if cur.description is not None else []
+
+    def channel(self, name: str) -> str:
+        """The full channel name for ``name`` (``insert`` -> ``public.oban_insert``)."""
+        return f"{self.prefix}.oban_{name}"
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection[Any]]:
+        try:
+            async with self.pool.connection(timeout=timeout) as conn:
+                yield conn
+        except PoolTimeout as error:
+            raise DatabaseUnavailableError(
+                f"could not get a database connection within {timeout or self.pool.timeout}s "
+                f"({self.pool.name}): is PostgreSQL reachable at the configured DSN?"
+            ) from error
+
+    async def _run(self, name: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        async with self._connection() as conn:
+            return await self._execute(conn, name, params)
+
+    async def check_schema(self) -> None:
+        try:
+            async with self._connection(timeout=CONNECT_TIMEOUT) as conn:
+                rows = await self._execute(conn, "check_schema", (self.prefix,))
+        except OperationalError as error:
+            raise DatabaseUnavailableError(f"cannot reach the database: {error}") from error
+        jobs, producers, _leaders, errors_type = rows[0]
+        if not (jobs and producers):
+            flag = "" if self.prefix == "public" else f" --prefix {self.prefix}"
+            raise SchemaNotInstalledError(
+                f"the oban tables are missing from schema {self.prefix!r}: run "
+                f"`oban install --dsn <dsn>{flag}` (or oban.schema.install(pool)) first"
+            )
+        self._legacy_errors = errors_type == "jsonb"
+
+    async def insert_jobs(self, jobs: Sequence[Job], conn: Any = None) -> list[Job]:
+        if not jobs:
+            return []
+        payload = orjson.dumps([_encode_job(job) for job in jobs]).decode()
+        params = (payload, self.insert_channel)
+        if conn is not None:
+            rows = await self._execute(await unwrap_connection(conn), "insert_jobs", params)
+        else:
+            rows = await self._run("insert_jobs", params)
+        for job, (id_, state, inserted_at, scheduled_at) in zip(jobs, rows, strict=True):
+            job.id = id_
+            job.state = JobState(state)
+            job.inserted_at = inserted_at.replace(tzinfo=UTC)
+            job.scheduled_at = scheduled_at.replace(tzinfo=UTC)
+        return list(jobs)
+
+    async def fetch_jobs(self, queue: str, demand: int, node: str, uuid: str) -> list[Job]:
+        rows = await self._run("fetch_jobs", (queue, demand, node, uuid))
+        return [_row_to_job(row) for row in rows]
+
+    async def ack_jobs(self, acks: Sequence[Ack]) -> set[int]:
+        if not acks:
+            return set()
+        if self._legacy_errors is None:
+            await self.check_schema()
+        payload = orjson.dumps(
+            [
+                {
+                    "id": ack.id,
+                    "attempted_at": _naive_utc(ack.attempted_at),
+                    "state": ack.state,
+                    "attempt_change": ack.attempt_change,
+                    "schedule_in": ack.schedule_in,
+                    "error": ack.error,
+                    "meta": ack.meta,
+                    "snooze": ack.snooze,
+                }
+                for ack in acks
+            ]
+        ).decode()
+        rows = await self._run("ack_jobs_legacy" if self._legacy_errors else "ack_jobs", (payload,))
+        return {row[0] for row in rows}
+
+    async def stage_jobs(self, queues: Sequence[str], limit: int) -> dict[str, int]:
+        if not queues:
+            return {}
+        rows = await self._run("stage_jobs", (list(queues), limit, self.insert_channel))
+        return {row[0]: row[1] for row in rows}
+
+    async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
+        rows = await self._run("get_jobs", (list(ids),))
+        return [_row_to_job(row) for row in rows]
+
+    async def insert_producer(
+        self, uuid: str, name: str, node: str, queue: str, meta: dict[str, Any]
+    ) -> None:
+        await self._run("insert_producer", (uuid, name, node, queue, orjson.dumps(meta).decode()))
+
+    async def delete_producer(self, uuid: str) -> None:
+        await self._run("delete_producer", (uuid,))
+
+    async def notify(self, channel: str, payloads: Sequence[str]) -> None:
+        await self._run("notify", (self.channel(channel), list(payloads)))

@@ -1,0 +1,155 @@
+"""Runs one job and turns its result into an Ack."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from . import telemetry
+from ._backoff import jittery_clamped
+from ._engines.base import Ack
+from .errors import JobTimeoutError
+from .job import Cancel, Job, JobState, Record, Snooze, _current_job
+from .telemetry.core import has_handlers
+from .worker import resolve_worker
+
+logger = logging.getLogger("oban.executor")
+
+# worker class -> whether process is a coroutine function
+_is_async: dict[type[Any], bool] = {}
+
+
+def _worker_is_async(cls: type[Any]) -> bool:
+    known = _is_async.get(cls)
+    if known is None:
+        known = _is_async[cls] = inspect.iscoroutinefunction(cls.process)
+    return known
+
+
+def _format_error(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error)).rstrip()
+
+
+def _backoff(instance: Any, job: Job) -> float:
+    custom = getattr(instance, "backoff", None)
+    if custom is not None:
+        try:
+            return float(custom(job))
+        except Exception:
+            logger.exception("backoff() of %s failed; using the default backoff", job.worker)
+    return jittery_clamped(job.attempt, job.max_attempts)
+
+
+class Executor:
+    """Executes jobs: async workers on the loop, sync workers in a thread pool."""
+
+    def __init__(self, *, threads: ThreadPoolExecutor, safe: bool = True) -> None:
+        self._threads = threads
+        self._safe = safe
+
+    async def run(self, job: Job) -> tuple[Ack, Any]:
+        """Execute ``job``; return its ack and the worker's raw result."""
+        token = _current_job.set(job)
+        started = time.monotonic_ns()
+        if has_handlers("oban.job.start"):
+            telemetry.execute("oban.job.start", {"job": job, "monotonic_time": started})
+        instance: Any = None
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            cls = resolve_worker(job.worker)
+            instance = cls()
+            timeout = instance.timeout(job) if hasattr(instance, "timeout") else None
+            result = await self._call(cls, instance, job, timeout)
+        except Exception as caught:
+            if not self._safe:
+                raise
+            error = caught
+        finally:
+            _current_job.reset(token)
+
+        ack = self._outcome(job, instance, result, error)
+        self._emit(job, ack, error, started)
+        return ack, result
+
+    async def _call(self, cls: type[Any], instance: Any, job: Job, timeout: float | None) -> Any:
+        if _worker_is_async(cls):
+            pending: Any = instance.process(job)
+        else:
+            context = contextvars.copy_context()
+            pending = asyncio.get_running_loop().run_in_executor(
+                self._threads, context.run, instance.process, job
+            )
+        if timeout is None:
+            result = await pending
+        else:
+            try:
+                async with asyncio.timeout(timeout) as scope:
+                    result = await pending
+            except TimeoutError:
+                if scope.expired():
+                    raise JobTimeoutError(
+                        f"{job.worker} timed out after {timeout:g}s"
+                    ) from None
+                raise
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _outcome(self, job: Job, instance: Any, result: Any, error: BaseException | None) -> Ack:
+        base = {"id": job.id, "attempted_at": job.attempted_at}
+        if error is not None:
+            text = _format_error(error)
+            if job.attempt >= job.max_attempts:
+                return Ack(**base, state=JobState.DISCARDED, error=text)  # type: ignore[arg-type]
+            return Ack(
+                **base,  # type: ignore[arg-type]
+                state=JobState.RETRYABLE,
+                error=text,
+                schedule_in=_backoff(instance, job),
+            )
+        if isinstance(result, Snooze):
+            return Ack(
+                **base,  # type: ignore[arg-type]
+                state=JobState.SCHEDULED,
+                schedule_in=float(result.seconds),
+                attempt_change=-1,
+                meta=result.meta,
+                snooze=True,
+            )
+        if isinstance(result, Cancel):
+            return Ack(**base, state=JobState.CANCELLED, error=str(result.reason))  # type: ignore[arg-type]
+        if isinstance(result, Record):
+            return Ack(
+                **base,  # type: ignore[arg-type]
+                state=JobState.COMPLETED,
+                meta={"recorded": True, "return": result.encoded},
+            )
+        return Ack(**base, state=JobState.COMPLETED)  # type: ignore[arg-type]
+
+    def _emit(self, job: Job, ack: Ack, error: BaseException | None, started: int) -> None:
+        event = "oban.job.exception" if error is not None else "oban.job.stop"
+        if not has_handlers(event):
+            return
+        now = time.monotonic_ns()
+        queue_time = 0
+        if job.attempted_at is not None and job.scheduled_at is not None:
+            queue_time = int((job.attempted_at - job.scheduled_at).total_seconds() * 1e9)
+        meta: dict[str, Any] = {
+            "job": job,
+            "monotonic_time": now,
+            "duration": now - started,
+            "queue_time": queue_time,
+            "state": ack.state,
+        }
+        if error is not None:
+            meta["error_message"] = str(error)
+            meta["error_type"] = type(error).__name__
+            meta["traceback"] = ack.error
+        telemetry.execute(event, meta)

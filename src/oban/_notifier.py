@@ -1,0 +1,143 @@
+"""LISTEN/NOTIFY on one dedicated connection per node, fanned out in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+
+logger = logging.getLogger("oban.notifier")
+
+Callback = Callable[[dict[str, Any]], Any]
+
+
+def encode_payload(message: dict[str, Any]) -> str:
+    """Python-sent payloads: base64 of gzipped JSON, as Elixir Oban sends them."""
+    return base64.b64encode(gzip.compress(orjson.dumps(message))).decode()
+
+
+def decode_payload(payload: str) -> dict[str, Any]:
+    """Accept plain JSON (from SQL) and base64+gzip JSON (from Oban nodes)."""
+    if payload.startswith("{"):
+        data = orjson.loads(payload)
+    else:
+        data = orjson.loads(gzip.decompress(base64.b64decode(payload)))
+    if not isinstance(data, dict):
+        raise ValueError(f"notification payload is not an object: {payload[:100]!r}")
+    return data
+
+
+class PostgresNotifier:
+    """Listens on ``{prefix}.oban_<channel>``; reconnects with backoff when the link drops."""
+
+    def __init__(self, *, conninfo: str, connect_kwargs: dict[str, Any], prefix: str) -> None:
+        self._conninfo = conninfo
+        self._connect_kwargs = {
+            k: v for k, v in connect_kwargs.items() if k not in ("autocommit", "row_factory")
+        }
+        self._prefix = prefix
+        self._subscribers: dict[str, dict[int, Callback]] = {}
+        self._next_token = 0
+        self._task: asyncio.Task[None] | None = None
+        self._listening: set[str] = set()
+        self._connected = asyncio.Event()
+
+    def full_channel(self, channel: str) -> str:
+        """``insert`` -> ``public.oban_insert``."""
+        return f"{self._prefix}.oban_{channel}"
+
+    def listen(self, channel: str, callback: Callback) -> int:
+        """Call ``callback(payload)`` for each message on ``channel``; returns a token."""
+        self._next_token += 1
+        self._subscribers.setdefault(channel, {})[self._next_token] = callback
+        return self._next_token
+
+    def unlisten(self, token: int) -> None:
+        """Remove a subscription."""
+        for subscribers in self._subscribers.values():
+            subscribers.pop(token, None)
+
+    async def start(self, wait: float = 5.0) -> None:
+        """Connect and LISTEN in the background; wait up to ``wait`` seconds for the link."""
+        self._task = asyncio.create_task(self._run(), name="oban-notifier")
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout=wait)
+        except TimeoutError:
+            logger.warning("notifier not connected yet; producers poll meanwhile")
+
+    async def stop(self) -> None:
+        """Close the listening connection."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the LISTEN connection is up."""
+        return self._connected.is_set()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, **self._connect_kwargs
+                )
+            except Exception as error:
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures) * (0.75 + random.random() / 2)  # noqa: S311
+                logger.warning("notifier cannot connect (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                continue
+            try:
+                failures = 0
+                self._listening = set()
+                await self._listen_all(conn)
+                self._connected.set()
+                while True:
+                    async for notify in conn.notifies(timeout=1.0):
+                        self._dispatch(notify.channel, notify.payload)
+                    await self._listen_all(conn)
+                    await conn.execute("SELECT 1")
+            except asyncio.CancelledError:
+                await conn.close()
+                raise
+            except Exception as error:
+                self._connected.clear()
+                logger.warning("notifier connection lost (%s); reconnecting", error)
+                await conn.close()
+                await asyncio.sleep(0.2 * (1 + random.random()))  # noqa: S311
+
+    async def _listen_all(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        for channel in list(self._subscribers):
+            if channel not in self._listening:
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.full_channel(channel))))
+                self._listening.add(channel)
+
+    def _dispatch(self, full_channel: str, payload: str) -> None:
+        channel = full_channel.removeprefix(f"{self._prefix}.oban_")
+        subscribers = self._subscribers.get(channel)
+        if not subscribers:
+            return
+        try:
+            message = decode_payload(payload)
+        except Exception:
+            logger.warning("ignoring undecodable notification on %s: %r", full_channel, payload[:200])
+            return
+        for callback in list(subscribers.values()):
+            try:
+                callback(message)
+            except Exception:
+                logger.exception("notification handler failed on %s", full_channel)

@@ -1,0 +1,230 @@
+"""One producer per queue: claims jobs up to the free slots and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid as uuid_lib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import telemetry
+from ._acker import Acker
+from ._engines.base import Engine
+from ._executor import Executor
+from .job import Job
+
+logger = logging.getLogger("oban.producer")
+
+POLL_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A snapshot of one queue on this node."""
+
+    limit: int
+    meta: dict[str, Any]
+    node: str
+    paused: bool
+    queue: str
+    running: list[int]
+    started_at: datetime
+    uuid: str = field(default="")
+
+
+class Producer:
+    """Fetches and executes the jobs of one queue on this node."""
+
+    def __init__(
+        self,
+        *,
+        acker: Acker,
+        debounce_interval: float = 0.005,
+        engine: Engine,
+        executor: Executor,
+        limit: int,
+        name: str,
+        node: str,
+        paused: bool = False,
+        queue: str,
+        **meta: Any,
+    ) -> None:
+        self.queue = queue
+        self.limit = limit
+        self.paused = paused
+        self.meta = meta
+        self.node = node
+        self.name = name
+        self.uuid = str(uuid_lib.uuid4())
+        self.started_at = datetime.now(UTC)
+        self._acker = acker
+        self._debounce = debounce_interval
+        self._engine = engine
+        self._executor = executor
+        self._running: dict[int, tuple[Job, asyncio.Task[None]]] = {}
+        self._wake = asyncio.Event()
+        self._saturated = False
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def info(self) -> QueueInfo:
+        """The queue's current state."""
+        return QueueInfo(
+            limit=self.limit,
+            meta=dict(self.meta),
+            node=self.node,
+            paused=self.paused,
+            queue=self.queue,
+            running=list(self._running),
+            started_at=self.started_at,
+            uuid=self.uuid,
+        )
+
+    @property
+    def running(self) -> int:
+        """How many jobs are executing now."""
+        return len(self._running)
+
+    def notify(self) -> None:
+        """Fetch soon: jobs may be available."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Record the producer and start its loop."""
+        await self._engine.insert_producer(
+            self.uuid, self.name, self.node, self.queue, self._producer_meta()
+        )
+        self._task = asyncio.create_task(self._loop(), name=f"oban-producer-{self.queue}")
+        self.notify()
+
+    def _producer_meta(self) -> dict[str, Any]:
+        return {"local_limit": self.limit, "paused": self.paused, **self.meta}
+
+    async def pause(self) -> None:
+        """Stop fetching; running jobs finish."""
+        self.paused = True
+
+    async def resume(self) -> None:
+        """Fetch again."""
+        self.paused = False
+        self.notify()
+
+    async def scale(self, limit: int) -> None:
+        """Change the concurrency limit; a larger limit fetches at once."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        self.limit = limit
+        self.notify()
+
+    def cancel_job(self, job_id: int) -> bool:
+        """Ask a running job to stop: sets what ``job.cancelled()`` reads."""
+        entry = self._running.get(job_id)
+        if entry is None:
+            return False
+        job = entry[0]
+        if job._cancellation is not None:
+            job._cancellation.set()
+        return True
+
+    async def _loop(self) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=POLL_INTERVAL)
+            except TimeoutError:
+                pass
+            if self._stopping:
+                break
+            self._wake.clear()
+            if self._debounce > 0:
+                await asyncio.sleep(self._debounce * (0.5 + random.random()))  # noqa: S311
+            try:
+                await self._dispatch()
+                failures = 0
+            except Exception as error:
+                failures += 1
+                delay = min(5.0, 0.1 * 2**failures)
+                logger.warning(
+                    "fetching jobs for queue %r failed (attempt %d), retrying in %.1fs: %s",
+                    self.queue,
+                    failures,
+                    delay,
+                    error,
+                )
+                await asyncio.sleep(delay)
+
+    async def _dispatch(self) -> None:
+        if self.paused or self._stopping:
+            return
+        demand = self.limit - len(self._running)
+        if demand <= 0:
+            return
+        with telemetry.span("oban.producer.get", {"queue": self.queue}) as span:
+            jobs = await self._engine.fetch_jobs(self.queue, demand, self.node, self.uuid)
+            span.add({"count": len(jobs)})
+        # A full batch means more jobs are probably waiting: fetch again as slots free up.
+        self._saturated = len(jobs) == demand
+        for job in jobs:
+            job._cancellation = asyncio.Event()
+            task = asyncio.create_task(self._execute(job), name=f"oban-job-{job.id}")
+            self._running[job.id] = (job, task)  # type: ignore[index]
+            self._idle.clear()
+
+    async def _execute(self, job: Job) -> None:
+        try:
+            ack, _ = await self._executor.run(job)
+            self._acker.push(ack)
+        finally:
+            self._running.pop(job.id, None)  # type: ignore[arg-type]
+            if not self._running:
+                self._idle.set()
+            if self._saturated:
+                self._wake.set()
+
+    async def stop(self, grace_period: float | None) -> list[int]:
+        """Stop fetching, wait up to ``grace_period`` for running jobs, forget the producer.
+
+        Returns the ids of jobs still running after the grace period; they are cancelled
+        locally and left ``executing`` for rescue.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        started = time.monotonic()
+        orphaned: list[int] = []
+        if self._running:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=grace_period)
+            except TimeoutError:
+                orphaned = list(self._running)
+                for _job, task in list(self._running.values()):
+                    task.cancel()
+                await asyncio.gather(
+                    *(task for _job, task in self._running.values()), return_exceptions=True
+                )
+        telemetry.execute(
+            "oban.queue.shutdown",
+            {"elapsed": time.monotonic() - started, "orphaned": orphaned, "queue": self.queue},
+        )
+        if orphaned:
+            logger.warning(
+                "queue %r shut down with %d jobs still running; they will be rescued: %s",
+                self.queue,
+                len(orphaned),
+                orphaned,
+            )
+        return orphaned
+
+    async def forget(self) -> None:
+        """Delete this producer's row (after acks are flushed)."""
+        try:
+            await self._engine.delete_producer(self.uuid)
+        except Exception as error:
+            logger.warning("could not delete producer %s: %s", self.uuid, error)

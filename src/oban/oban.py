@@ -1,0 +1,381 @@
+"""The ``Oban`` facade: configuration, engine and runtime wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, ClassVar
+
+from psycopg_pool import AsyncConnectionPool
+
+from ._acker import Acker
+from ._config import Config
+from ._engines.postgres import PostgresEngine
+from ._executor import Executor
+from ._notifier import PostgresNotifier, encode_payload
+from ._producer import Producer, QueueInfo
+from ._stager import Stager
+from .errors import DatabaseUnavailableError, InstanceNotFoundError
+from .job import Job
+
+__all__ = ["Oban", "QueueInfo"]
+
+logger = logging.getLogger("oban")
+
+_instances: dict[str, Oban] = {}
+
+
+def default_node() -> str:
+    """``hostname.pid``, so two processes on one host are distinct nodes."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+class Oban:
+    """A job system instance: enqueue jobs and, with ``queues``, run them.
+
+    Args:
+        pool: a ``psycopg_pool.AsyncConnectionPool`` (see :meth:`create_pool`).
+        queues: queue name -> limit, or -> ``{"limit": n, "paused": bool, ...}``. Without
+            queues the instance only enqueues (client mode).
+        name: registry name for :meth:`get_instance` and ``@worker(oban=...)``.
+        node: this node's name, default ``hostname.pid``.
+        prefix: the PostgreSQL schema holding the tables, default ``public``.
+        notifier: ``{"type": "postgres"}`` (LISTEN/NOTIFY, default) or ``{"type": "poll"}``.
+        shutdown_grace_period: seconds ``stop()`` waits for running jobs (``None``: forever).
+        stager, pruner, lifeline, refresher, scheduler, metrics, leadership: component options.
+
+    >>> async def main():                                      # doctest: +SKIP
+    ...     pool = await Oban.create_pool(dsn="postgresql://localhost/app")
+    ...     async with Oban(pool=pool, queues={"default": 10}):
+    ...         await asyncio.sleep(60)
+    """
+
+    _instances: ClassVar[dict[str, Oban]] = _instances
+
+    def __init__(
+        self,
+        *,
+        pool: AsyncConnectionPool[Any],
+        dispatcher: Any = None,
+        leadership: bool | None = None,
+        lifeline: dict[str, Any] | None = None,
+        metrics: bool | dict[str, Any] | None = None,
+        name: str | None = None,
+        node: str | None = None,
+        notifier: dict[str, Any] | None = None,
+        prefix: str | None = None,
+        pruner: dict[str, Any] | None = None,
+        queues: dict[str, int | dict[str, Any]] | None = None,
+        refresher: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        shutdown_grace_period: float | None = 15.0,
+        stager: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = Config(
+            leadership=leadership,
+            lifeline=dict(lifeline or {}),
+            metrics=metrics,
+            name=name or "Oban",
+            node=node,
+            notifier=dict(notifier or {}),
+            prefix=prefix or "public",
+            pruner=dict(pruner or {}),
+            queues=dict(queues or {}),  # type: ignore[arg-type]
+            refresher=dict(refresher or {}),
+            scheduler=dict(scheduler or {}),
+            shutdown_grace_period=shutdown_grace_period,
+            stager=dict(stager or {}),
+        )
+        self.name = self.config.name
+        self.node = self.config.node or default_node()
+        self.prefix = self.config.prefix
+        self.pool = pool
+        self._engine = PostgresEngine(pool, prefix=self.prefix)
+        self._leadership = bool(self.config.queues) if leadership is None else leadership
+        self._producers: dict[str, Producer] = {}
+        self._notifier: PostgresNotifier | None = None
+        self._acker: Acker | None = None
+        self._stager: Stager | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._started = False
+        self._lock = asyncio.Lock()
+        _instances[self.name] = self
+
+    # Registry and pool
+
+    @classmethod
+    def get_instance(cls, name: str = "Oban") -> Oban:
+        """The instance registered under ``name``.
+
+        Raises:
+            InstanceNotFoundError: (a ``RuntimeError``) no such instance.
+        """
+        try:
+            return _instances[name]
+        except KeyError:
+            raise InstanceNotFoundError(
+                f"Oban instance {name!r} not found: create Oban(name={name!r}, ...) first"
+            ) from None
+
+    @staticmethod
+    async def create_pool(
+        dsn: str | None = None,
+        *,
+        max_size: int | None = None,
+        min_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncConnectionPool[Any]:
+        """Open a connection pool from ``dsn`` (or ``oban.toml`` / ``OBAN_DSN``).
+
+        Raises:
+            ValueError: no DSN anywhere.
+            DatabaseUnavailableError: the database did not answer within ``timeout``.
+        """
+        config = Config.load(dsn=dsn, pool_max_size=max_size, pool_min_size=min_size,
+                             pool_timeout=timeout)
+        if not config.dsn:
+            raise ValueError("no database DSN: pass dsn=..., set OBAN_DSN or dsn in oban.toml")
+        kwargs = config.pool_kwargs()
+        check = AsyncConnectionPool.check_connection if kwargs.pop("check", False) else None
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            config.dsn, open=False, check=check, **kwargs
+        )
+        try:
+            await pool.open(wait=True, timeout=config.pool_timeout)
+        except Exception as error:
+            await pool.close()
+            raise DatabaseUnavailableError(
+                f"could not connect to the database within {config.pool_timeout}s: {error}"
+            ) from error
+        return pool
+
+    # Lifecycle
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this node leads the cluster (always ``False`` with leadership off)."""
+        return False
+
+    async def __aenter__(self) -> Oban:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start the queues (no-op without queues, or when already started).
+
+        Raises:
+            SchemaNotInstalledError: the tables are missing (run ``oban install``).
+            DatabaseUnavailableError: the database cannot be reached.
+        """
+        async with self._lock:
+            if self._started:
+                return
+            if not self.config.queues:
+                self._started = True
+                return
+            await self._engine.check_schema()
+            try:
+                await self._start_components()
+            except BaseException:
+                await self._teardown()
+                raise
+            self._started = True
+
+    async def _start_components(self) -> None:
+        total = sum(opts["limit"] for opts in self.config.queues.values())
+        self._threads = ThreadPoolExecutor(
+            max_workers=max(4, total), thread_name_prefix=f"oban-{self.name}"
+        )
+        self._acker = Acker(self._engine)
+        self._acker.start()
+        executor = Executor(threads=self._threads)
+        for queue, opts in self.config.queues.items():
+            producer = Producer(
+                acker=self._acker,
+                engine=self._engine,
+                executor=executor,
+                name=self.name,
+                node=self.node,
+                queue=queue,
+                **opts,
+            )
+            self._producers[queue] = producer
+        await asyncio.gather(*(p.start() for p in self._producers.values()))
+
+        if self.config.notifier.get("type", "postgres") == "postgres":
+            conninfo = self.pool.conninfo
+            self._notifier = PostgresNotifier(
+                conninfo=conninfo, connect_kwargs=dict(self.pool.kwargs or {}), prefix=self.prefix
+            )
+            self._notifier.listen("insert", self._on_insert)
+            self._notifier.listen("signal", self._on_signal)
+            await self._notifier.start()
+
+        self._stager = Stager(
+            engine=self._engine,
+            on_staged=self._wake,
+            queues=lambda: list(self._producers),
+            **self.config.stager,
+        )
+        self._stager.start()
+
+    async def stop(self) -> None:
+        """Stop fetching, wait for running jobs (up to the grace period), flush acks."""
+        async with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            await self._teardown()
+
+    async def _teardown(self) -> None:
+        if self._stager is not None:
+            await self._stager.stop()
+            self._stager = None
+        grace = self.config.shutdown_grace_period
+        await asyncio.gather(*(p.stop(grace) for p in self._producers.values()))
+        if self._acker is not None:
+            await self._acker.stop()
+            self._acker = None
+        await asyncio.gather(*(p.forget() for p in self._producers.values()))
+        self._producers.clear()
+        if self._notifier is not None:
+            await self._notifier.stop()
+            self._notifier = None
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
+
+    def _wake(self, queues: Iterable[str]) -> None:
+        for queue in queues:
+            producer = self._producers.get(queue)
+            if producer is not None:
+                producer.notify()
+
+    def _on_insert(self, message: dict[str, Any]) -> None:
+        queue = message.get("queue")
+        if isinstance(queue, str):
+            self._wake([queue])
+
+    def _on_signal(self, message: dict[str, Any]) -> None:
+        ident = message.get("ident", "any")
+        if ident not in ("any", f"{self.name}.{self.node}"):
+            return
+        action = message.get("action")
+        if action == "pkill":
+            job_id = message.get("job_id")
+            for producer in self._producers.values():
+                if producer.cancel_job(job_id):  # type: ignore[arg-type]
+                    break
+            return
+        queue = message.get("queue")
+        targets = (
+            list(self._producers.values())
+            if queue == "*"
+            else [p for q, p in self._producers.items() if q == queue]
+        )
+        for producer in targets:
+            if action == "pause":
+                producer.paused = True
+            elif action == "resume":
+                producer.paused = False
+                producer.notify()
+            elif action == "scale" and isinstance(message.get("limit"), int):
+                producer.limit = message["limit"]
+                producer.notify()
+
+    # Enqueueing
+
+    async def enqueue(self, job: Job, *, conn: Any = None) -> Job:
+        """Insert one job and return it with ``id``, ``state`` and timestamps set.
+
+        ``conn`` (a psycopg ``AsyncConnection``, or a SQLAlchemy ``AsyncConnection`` /
+        ``AsyncSession``) inserts inside the caller's transaction: rolled back, no job.
+        """
+        jobs = await self.enqueue_many([job], conn=conn)
+        return jobs[0]
+
+    async def enqueue_many(
+        self, jobs_or_first: Job | Iterable[Job], /, *rest: Job, conn: Any = None
+    ) -> list[Job]:
+        """Insert many jobs in one statement; accepts an iterable or several jobs."""
+        if isinstance(jobs_or_first, Job):
+            jobs = [jobs_or_first, *rest]
+        else:
+            jobs = [*jobs_or_first, *rest]
+        for job in jobs:
+            if not isinstance(job, Job):
+                raise TypeError(f"enqueue_many takes Job objects, got {type(job).__name__}")
+        return await self._engine.insert_jobs(jobs, conn=conn)
+
+    # Jobs
+
+    async def get_job(self, job_id: int | Job) -> Job | None:
+        """The job with ``job_id`` as it is now in the database, or ``None``."""
+        key = job_id.id if isinstance(job_id, Job) else job_id
+        if key is None:
+            return None
+        found = await self._engine.get_jobs([key])
+        return found[0] if found else None
+
+    # Queues
+
+    def check_queue(self, queue: str) -> QueueInfo | None:
+        """This node's view of ``queue``, or ``None`` if it does not run here."""
+        producer = self._producers.get(queue)
+        return producer.info() if producer else None
+
+    def check_all_queues(self) -> list[QueueInfo]:
+        """This node's view of every queue it runs."""
+        return [p.info() for p in self._producers.values()]
+
+    async def _signal(self, message: dict[str, Any], node: str | None) -> None:
+        message["ident"] = "any" if node is None else f"{self.name}.{node}"
+        await self._engine.notify("signal", [encode_payload(message)])
+
+    async def pause_queue(self, queue: str, *, node: str | None = None) -> None:
+        """Stop fetching from ``queue`` (running jobs finish), here and on other nodes."""
+        if node in (None, self.node):
+            self._on_signal({"action": "pause", "queue": queue, "ident": "any"})
+        if node != self.node:
+            await self._signal({"action": "pause", "queue": queue}, node)
+
+    async def resume_queue(self, queue: str, *, node: str | None = None) -> None:
+        """Fetch from ``queue`` again, here and on other nodes."""
+        if node in (None, self.node):
+            self._on_signal({"action": "resume", "queue": queue, "ident": "any"})
+        if node != self.node:
+            await self._signal({"action": "resume", "queue": queue}, node)
+
+    async def pause_all_queues(self, *, node: str | None = None) -> None:
+        """Pause every queue."""
+        await self.pause_queue("*", node=node)
+
+    async def resume_all_queues(self, *, node: str | None = None) -> None:
+        """Resume every queue."""
+        await self.resume_queue("*", node=node)
+
+    async def scale_queue(self, *, queue: str, limit: int, node: str | None = None) -> None:
+        """Change ``queue``'s concurrency limit, here and on other nodes."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        if node in (None, self.node):
+            self._on_signal({"action": "scale", "queue": queue, "limit": limit, "ident": "any"})
+            if self._threads is not None:
+                total = sum(p.limit for p in self._producers.values())
+                # ThreadPoolExecutor creates threads lazily up to this bound.
+                self._threads._max_workers = max(self._threads._max_workers, total)
+        if node != self.node:
+            await self._signal({"action": "scale", "queue": queue, "limit": limit}, node)

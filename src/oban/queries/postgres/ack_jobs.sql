@@ -1,0 +1,35 @@
+-- For Elixir's schema: errors is jsonb[].
+-- $1: a JSON array of acks. Each update is guarded by the state and attempted_at the job was
+-- fetched with, so a stale ack (the job was rescued meanwhile) changes nothing.
+UPDATE {prefix}.oban_jobs AS j
+SET state = a.state::{prefix}.oban_job_state,
+    attempt = j.attempt + a.attempt_change,
+    completed_at = CASE WHEN a.state = 'completed' THEN timezone('UTC', now()) ELSE j.completed_at END,
+    cancelled_at = CASE WHEN a.state = 'cancelled' THEN timezone('UTC', now()) ELSE j.cancelled_at END,
+    discarded_at = CASE WHEN a.state = 'discarded' THEN timezone('UTC', now()) ELSE j.discarded_at END,
+    scheduled_at = CASE
+      WHEN a.schedule_in IS NULL THEN j.scheduled_at
+      ELSE timezone('UTC', now()) + make_interval(secs => a.schedule_in)
+    END,
+    errors = CASE
+      WHEN a.error IS NULL THEN j.errors
+      ELSE j.errors || jsonb_build_object(
+        'attempt', j.attempt,
+        'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        'error', a.error
+      )
+    END,
+    meta = CASE
+      WHEN a.meta IS NULL AND NOT a.snooze THEN j.meta
+      ELSE COALESCE(j.meta, '{}') || COALESCE(a.meta, '{}') || CASE
+        WHEN a.snooze
+          THEN jsonb_build_object('snoozed', COALESCE((j.meta->>'snoozed')::integer, 0) + 1)
+        ELSE '{}'
+      END
+    END
+FROM jsonb_to_recordset($1::jsonb) AS a (
+  id bigint, attempted_at timestamp, state text, attempt_change integer,
+  schedule_in double precision, error text, meta jsonb, snooze boolean
+)
+WHERE j.id = a.id AND j.state = 'executing' AND j.attempted_at = a.attempted_at
+RETURNING j.id
