@@ -94,9 +94,7 @@ class Executor:
                     result = await pending
             except TimeoutError:
                 if scope.expired():
-                    raise JobTimeoutError(
-                        f"{job.worker} timed out after {timeout:g}s"
-                    ) from None
+                    raise JobTimeoutError(f"{job.worker} timed out after {timeout:g}s") from None
                 raise
         if inspect.isawaitable(result):
             result = await result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import inspect
 import logging
 import random
 from collections.abc import Callable
@@ -38,11 +39,11 @@ def decode_payload(payload: str) -> dict[str, Any]:
 class PostgresNotifier:
     """Listens on ``{prefix}.oban_<channel>``; reconnects with backoff when the link drops."""
 
-    def __init__(self, *, conninfo: str, connect_kwargs: dict[str, Any], prefix: str) -> None:
+    def __init__(self, *, conninfo: Any, connect_kwargs: Any, prefix: str) -> None:
+        # Either may be a (sync or async) callable, as psycopg_pool allows: resolved at
+        # each connect so rotating credentials keep working.
         self._conninfo = conninfo
-        self._connect_kwargs = {
-            k: v for k, v in connect_kwargs.items() if k not in ("autocommit", "row_factory")
-        }
+        self._connect_kwargs = connect_kwargs
         self._prefix = prefix
         self._subscribers: dict[str, dict[int, Callback]] = {}
         self._next_token = 0
@@ -92,9 +93,8 @@ class PostgresNotifier:
         failures = 0
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, **self._connect_kwargs
-                )
+                conninfo, kwargs = await self._connect_params()
+                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, **kwargs)
             except Exception as error:
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures) * (0.75 + random.random() / 2)  # noqa: S311
@@ -120,10 +120,26 @@ class PostgresNotifier:
                 await conn.close()
                 await asyncio.sleep(0.2 * (1 + random.random()))  # noqa: S311
 
+    async def _connect_params(self) -> tuple[str, dict[str, Any]]:
+        async def resolve(value: Any) -> Any:
+            if callable(value):
+                value = value()
+                if inspect.isawaitable(value):
+                    value = await value
+            return value
+
+        conninfo = await resolve(self._conninfo)
+        kwargs = dict(await resolve(self._connect_kwargs) or {})
+        for key in ("autocommit", "row_factory", "prepare_threshold"):
+            kwargs.pop(key, None)
+        return conninfo, kwargs
+
     async def _listen_all(self, conn: psycopg.AsyncConnection[Any]) -> None:
         for channel in list(self._subscribers):
             if channel not in self._listening:
-                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.full_channel(channel))))
+                await conn.execute(
+                    sql.SQL("LISTEN {}").format(sql.Identifier(self.full_channel(channel)))
+                )
                 self._listening.add(channel)
 
     def _dispatch(self, full_channel: str, payload: str) -> None:
@@ -134,7 +150,9 @@ class PostgresNotifier:
         try:
             message = decode_payload(payload)
         except Exception:
-            logger.warning("ignoring undecodable notification on %s: %r", full_channel, payload[:200])
+            logger.warning(
+                "ignoring undecodable notification on %s: %r", full_channel, payload[:200]
+            )
             return
         for callback in list(subscribers.values()):
             try:

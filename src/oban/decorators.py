@@ -56,7 +56,9 @@ def _register_cron(cls: type[Any], cron: str | dict[str, Any] | None) -> None:
     cron_entries.append(CronEntry.build(cron, cls))
 
 
-def worker(*, oban: str = "Oban", cron: str | dict[str, Any] | None = None, **overrides: Any) -> Callable[[C], C]:
+def worker(
+    *, oban: str = "Oban", cron: str | dict[str, Any] | None = None, **overrides: Any
+) -> Callable[[C], C]:
     """Turn a class with ``process(self, job)`` into a worker.
 
     Options (``queue``, ``priority``, ``max_attempts``, ``tags``, ``meta``, ...) are the
@@ -141,7 +143,9 @@ def _split_call(
     return positional, keywords
 
 
-def job(*, oban: str = "Oban", cron: str | dict[str, Any] | None = None, **overrides: Any) -> Callable[[F], F]:
+def job(
+    *, oban: str = "Oban", cron: str | dict[str, Any] | None = None, **overrides: Any
+) -> Callable[[F], F]:
     """Turn a plain function (sync or async) into a worker.
 
     The function's own arguments become the job's args: ``send.enqueue(3, b=4)`` stores
@@ -177,8 +181,7 @@ def job(*, oban: str = "Oban", cron: str | dict[str, Any] | None = None, **overr
             "__qualname__": func.__qualname__,
             "__doc__": func.__doc__,
         }
-        cls = type(func.__name__, (), namespace)
-        cls = worker(oban=oban, cron=cron, **overrides)(cls)
+        cls: Any = worker(oban=oban, cron=cron, **overrides)(type(func.__name__, (), namespace))
 
         def bind(*args: Any, **kwargs: Any) -> dict[str, Any]:
             try:
@@ -198,10 +201,12 @@ def job(*, oban: str = "Oban", cron: str | dict[str, Any] | None = None, **overr
             return values
 
         def new(*args: Any, **kwargs: Any) -> Job:
-            return cls.new(bind(*args, **kwargs))
+            built: Job = cls.new(bind(*args, **kwargs))
+            return built
 
         async def enqueue(*args: Any, conn: Any = None, **kwargs: Any) -> Job:
-            return await cls.enqueue(bind(*args, **kwargs), conn=conn)
+            inserted: Job = await cls.enqueue(bind(*args, **kwargs), conn=conn)
+            return inserted
 
         target: Any = func
         target.new = new

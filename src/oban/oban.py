@@ -136,8 +136,9 @@ class Oban:
             ValueError: no DSN anywhere.
             DatabaseUnavailableError: the database did not answer within ``timeout``.
         """
-        config = Config.load(dsn=dsn, pool_max_size=max_size, pool_min_size=min_size,
-                             pool_timeout=timeout)
+        config = Config.load(
+            dsn=dsn, pool_max_size=max_size, pool_min_size=min_size, pool_timeout=timeout
+        )
         if not config.dsn:
             raise ValueError("no database DSN: pass dsn=..., set OBAN_DSN or dsn in oban.toml")
         kwargs = config.pool_kwargs()
@@ -216,9 +217,8 @@ class Oban:
         await asyncio.gather(*(p.start() for p in self._producers.values()))
 
         if self.config.notifier.get("type", "postgres") == "postgres":
-            conninfo = self.pool.conninfo
             self._notifier = PostgresNotifier(
-                conninfo=conninfo, connect_kwargs=dict(self.pool.kwargs or {}), prefix=self.prefix
+                conninfo=self.pool.conninfo, connect_kwargs=self.pool.kwargs, prefix=self.prefix
             )
             self._notifier.listen("insert", self._on_insert)
             self._notifier.listen("signal", self._on_signal)

@@ -125,7 +125,9 @@ class PostgresEngine:
         return f"{self.prefix}.oban_{name}"
 
     @contextlib.asynccontextmanager
-    async def _connection(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection[Any]]:
+    async def _connection(
+        self, timeout: float | None = None
+    ) -> AsyncIterator[AsyncConnection[Any]]:
         try:
             async with self.pool.connection(timeout=timeout) as conn:
                 yield conn

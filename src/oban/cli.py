@@ -1,0 +1,241 @@
+"""The ``oban`` command: install/uninstall the schema and run queues."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__, schema
+from ._config import Config, parse_queues
+from .errors import ObanError
+
+logger = logging.getLogger("oban.cli")
+
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Path to oban.toml (default: ./oban.toml when present).",
+)
+_dsn_option = click.option("--dsn", default=None, help="PostgreSQL DSN [env OBAN_DSN].")
+_prefix_option = click.option("--prefix", default=None, help="Schema name [env OBAN_PREFIX].")
+
+
+def _load(**options: Any) -> Config:
+    try:
+        return Config.load(**options)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.UsageError(str(error)) from error
+
+
+async def _with_pool(config: Config, action: Any) -> None:
+    from .oban import Oban
+
+    pool = await Oban.create_pool(dsn=config.dsn, min_size=1, max_size=2)
+    try:
+        await action(pool)
+    finally:
+        await pool.close()
+
+
+def _run(coro: Any) -> None:
+    try:
+        asyncio.run(coro)
+    except ObanError as error:
+        raise click.ClickException(str(error)) from error
+
+
+@click.group(invoke_without_command=False)
+@click.version_option(__version__, prog_name="oban")
+def main() -> None:
+    """oban: background jobs on PostgreSQL."""
+
+
+@main.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(__version__)
+
+
+@main.command()
+@_config_option
+@_dsn_option
+@_prefix_option
+def install(config_path: str | None, dsn: str | None, prefix: str | None) -> None:
+    """Install or upgrade the schema (Elixir Oban v14 plus the Python tables)."""
+    config = _load(config_path=config_path, dsn=dsn, prefix=prefix)
+    if not config.dsn:
+        raise click.UsageError("no DSN: pass --dsn, set OBAN_DSN or dsn in oban.toml")
+
+    async def act(pool: Any) -> None:
+        await schema.install(pool, config.prefix)
+
+    _run(_with_pool(config, act))
+    click.echo(f"oban schema installed in {config.prefix!r} (version {schema.SCHEMA_VERSION})")
+
+
+@main.command()
+@_config_option
+@_dsn_option
+@_prefix_option
+@click.confirmation_option(prompt="Drop every oban table and all jobs in them?")
+def uninstall(config_path: str | None, dsn: str | None, prefix: str | None) -> None:
+    """Drop the oban tables (and every job in them)."""
+    config = _load(config_path=config_path, dsn=dsn, prefix=prefix)
+    if not config.dsn:
+        raise click.UsageError("no DSN: pass --dsn, set OBAN_DSN or dsn in oban.toml")
+
+    async def act(pool: Any) -> None:
+        await schema.uninstall(pool, config.prefix)
+
+    _run(_with_pool(config, act))
+    click.echo(f"oban schema removed from {config.prefix!r}")
+
+
+def _import_modules(modules: list[str]) -> None:
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as error:
+            raise click.UsageError(f"cannot import worker module {module!r}: {error}") from error
+
+
+def _import_paths(paths: list[str]) -> None:
+    for raw in paths:
+        path = Path(raw).resolve()
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            relative = file.relative_to(Path.cwd()) if file.is_relative_to(Path.cwd()) else None
+            if relative is None:
+                raise click.UsageError(f"{file} is outside the working directory")
+            module = ".".join(relative.with_suffix("").parts)
+            _import_modules([module.removesuffix(".__init__")])
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+@main.command()
+@_config_option
+@_dsn_option
+@_prefix_option
+@click.option(
+    "--queues", default=None, help='Queues and limits, "default:10,mail:5" [env OBAN_QUEUES].'
+)
+@click.option("--node", default=None, help="Node name [env OBAN_NODE].")
+@click.option("--pool-min-size", type=int, default=None, help="[env OBAN_POOL_MIN_SIZE]")
+@click.option("--pool-max-size", type=int, default=None, help="[env OBAN_POOL_MAX_SIZE]")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    default="INFO",
+)
+@click.option(
+    "--cron-modules", default=None, help="Modules with workers to import [env OBAN_CRON_MODULES]."
+)
+@click.option(
+    "--cron-paths",
+    default=None,
+    help="Files/directories of workers to import [env OBAN_CRON_PATHS].",
+)
+@click.option("--dry-run", is_flag=True, help="Validate the configuration and exit.")
+def start(
+    config_path: str | None,
+    dsn: str | None,
+    prefix: str | None,
+    queues: str | None,
+    node: str | None,
+    pool_min_size: int | None,
+    pool_max_size: int | None,
+    log_level: str,
+    cron_modules: str | None,
+    cron_paths: str | None,
+    dry_run: bool,
+) -> None:
+    """Run the configured queues until SIGTERM/SIGINT (a second SIGINT forces exit)."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        queue_config = parse_queues(queues) if queues is not None else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--queues") from error
+    config = _load(
+        config_path=config_path,
+        dsn=dsn,
+        prefix=prefix,
+        queues=queue_config,
+        node=node,
+        pool_min_size=pool_min_size,
+        pool_max_size=pool_max_size,
+    )
+    if not config.dsn:
+        raise click.UsageError("no DSN: pass --dsn, set OBAN_DSN or dsn in oban.toml")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    _import_modules(_split(cron_modules or os.environ.get("OBAN_CRON_MODULES")))
+    _import_paths(_split(cron_paths or os.environ.get("OBAN_CRON_PATHS")))
+    queue_list = ", ".join(f"{q}:{o['limit']}" for q, o in config.queues.items()) or "(none)"
+    click.echo(f"oban {__version__} | prefix {config.prefix} | queues {queue_list}")
+    if dry_run:
+        click.echo("configuration is valid (dry run)")
+        return
+    _run(_serve(config))
+
+
+async def _serve(config: Config) -> None:
+    from .oban import Oban
+
+    pool = await Oban.create_pool(
+        dsn=config.dsn, min_size=config.pool_min_size, max_size=config.pool_max_size
+    )
+    oban = Oban(
+        pool=pool,
+        leadership=config.leadership,
+        lifeline=config.lifeline,
+        metrics=config.metrics,
+        name=config.name,
+        node=config.node,
+        notifier=config.notifier,
+        prefix=config.prefix,
+        pruner=config.pruner,
+        queues=config.queues,  # type: ignore[arg-type]
+        refresher=config.refresher,
+        scheduler=config.scheduler,
+        shutdown_grace_period=config.shutdown_grace_period,
+        stager=config.stager,
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal interrupts
+        if signum == signal.SIGINT:
+            interrupts += 1
+            if interrupts > 1:
+                logger.warning("second interrupt: exiting without waiting for jobs")
+                os._exit(1)
+        logger.info("received %s, shutting down gracefully", signal.Signals(signum).name)
+        stopping.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await oban.start()
+        logger.info("node %s running queues %s", oban.node, ", ".join(config.queues))
+        await stopping.wait()
+        await oban.stop()
+        logger.info("stopped")
+    finally:
+        await pool.close()

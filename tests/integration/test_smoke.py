@@ -1,0 +1,25 @@
+from oban import worker
+from tests.helpers import eventually
+
+SEEN: list[int] = []
+
+
+@worker(queue="default")
+class Smoke:
+    async def process(self, job):
+        SEEN.append(job.args["n"])
+
+
+async def test_job_runs_and_completes(make_oban, sql):
+    oban = make_oban(queues={"default": 2})
+    async with oban:
+        job = await Smoke.enqueue({"n": 1})
+        await eventually(lambda: 1 in SEEN, message="job executed")
+        await eventually(
+            lambda: sql("SELECT state FROM oban_jobs WHERE id = %s", (job.id,)),
+        )
+
+        async def completed():
+            return (await sql("SELECT state::text FROM oban_jobs WHERE id = %s", (job.id,)))[0][0] == "completed"
+
+        await eventually(completed)
