@@ -130,7 +130,16 @@ class PostgresEngine:
     ) -> AsyncIterator[AsyncConnection[Any]]:
         try:
             async with self.pool.connection(timeout=timeout) as conn:
-                yield conn
+                # Each operation is one statement: autocommit saves the BEGIN/COMMIT round
+                # trips. The pool is the caller's, so its setting is restored afterwards.
+                restore = not conn.autocommit
+                if restore:
+                    await conn.set_autocommit(True)
+                try:
+                    yield conn
+                finally:
+                    if restore and not conn.closed:
+                        await conn.set_autocommit(False)
         except PoolTimeout as error:
             raise DatabaseUnavailableError(
                 f"could not get a database connection within {timeout or self.pool.timeout}s "

@@ -1,0 +1,126 @@
+"""The ``oban`` command as users run it: real subprocesses against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from oban import Job, Oban, schema
+from tests.helpers import eventually
+
+OBAN = [sys.executable, "-m", "oban"]
+
+WORKERS = textwrap.dedent(
+    """
+    import time
+    from pathlib import Path
+
+    from oban import worker
+
+    @worker(queue="default")
+    class Touch:
+        def process(self, job):
+            time.sleep(job.args.get("sleep", 0))
+            Path(job.args["path"]).write_text("ran")
+    """
+)
+
+
+async def run(*args: str, cwd: Path | None = None, timeout: float = 30) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode()
+
+
+@pytest.fixture
+async def fresh_prefix(pool):
+    name = f"cli_{uuid.uuid4().hex[:10]}"
+    yield name
+    async with pool.connection() as conn:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+async def test_version_and_module_entry_point():
+    code, out = await run(*OBAN, "--version")
+    assert code == 0
+    assert "version" in out
+
+
+async def test_install_is_idempotent_and_writes_version(dsn, pool, fresh_prefix):
+    for _ in range(2):
+        code, out = await run(*OBAN, "install", "--dsn", dsn, "--prefix", fresh_prefix)
+        assert code == 0, out
+    assert await schema.version(pool, fresh_prefix) == 14
+
+
+async def test_install_rejects_a_bad_prefix(dsn):
+    code, out = await run(*OBAN, "install", "--dsn", dsn, "--prefix", "x; drop table y")
+    assert code != 0
+    assert "prefix" in out
+
+
+async def test_start_without_schema_says_to_install(dsn, fresh_prefix):
+    code, out = await run(
+        *OBAN, "start", "--dsn", dsn, "--prefix", fresh_prefix, "--queues", "default:2"
+    )
+    assert code != 0
+    assert "oban install" in out
+
+
+async def test_start_rejects_bad_queues(dsn):
+    code, out = await run(*OBAN, "start", "--dsn", dsn, "--queues", "default:ten")
+    assert code != 0
+    assert "default:ten" in out
+
+
+async def test_start_runs_jobs_and_stops_gracefully_on_sigterm(dsn, pool, prefix, tmp_path):
+    (tmp_path / "cli_workers.py").write_text(WORKERS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = await asyncio.create_subprocess_exec(
+        *OBAN, "start", "--dsn", dsn, "--prefix", prefix, "--queues", "default:2",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    client = Oban(pool=pool, prefix=prefix, name=f"cli-{prefix}")
+    try:
+        quick = await client.enqueue(
+            Job("cli_workers.Touch", args={"path": str(tmp_path / "quick")})
+        )
+        await eventually(lambda: (tmp_path / "quick").exists(), timeout=15, message="quick job ran")
+
+        slow = await client.enqueue(
+            Job("cli_workers.Touch", args={"path": str(tmp_path / "slow"), "sleep": 1.5})
+        )
+
+        async def executing() -> bool:
+            job = await client.get_job(slow.id)
+            return job is not None and job.state == "executing"
+
+        await eventually(executing, timeout=15, message="slow job started")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, out.decode()
+
+        # The running job was allowed to finish and its ack was written before exit.
+        assert (tmp_path / "slow").read_text() == "ran"
+        for job_id in (quick.id, slow.id):
+            job = await client.get_job(job_id)
+            assert job is not None and job.state == "completed", job
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
