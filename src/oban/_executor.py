@@ -69,13 +69,15 @@ class Executor:
             result = await self._call(cls, instance, job, timeout)
         except Exception as caught:
             if not self._safe:
+                _current_job.reset(token)
                 raise
             error = caught
+        try:
+            ack = self._outcome(job, instance, result, error)
+            self._emit(job, ack, error, started)
         finally:
+            # Reset after the stop/exception events so their handlers see current_job().
             _current_job.reset(token)
-
-        ack = self._outcome(job, instance, result, error)
-        self._emit(job, ack, error, started)
         return ack, result
 
     async def _call(self, cls: type[Any], instance: Any, job: Job, timeout: float | None) -> Any:

@@ -41,7 +41,7 @@ def _build_job(cls: type[Any], args: Any, params: dict[str, Any]) -> Job:
     options = {**cls._opts, **params}
     fields = {k: v for k, v in options.items() if k in JOB_OPTIONS}
     extra = {k: v for k, v in options.items() if k not in JOB_OPTIONS}
-    if "tags" in fields and fields["tags"] is not None:
+    if isinstance(fields.get("tags"), list | tuple | set | frozenset):
         fields["tags"] = list(fields["tags"])
     if "meta" in fields and isinstance(fields["meta"], dict):
         fields["meta"] = dict(fields["meta"])

@@ -232,8 +232,10 @@ class Job:
         self.args = args if args is not None else {}
         self.meta = meta if meta is not None else {}
         self.errors = errors if errors is not None else []
+        if isinstance(tags, str):
+            raise TypeError(f"tags must be a list of strings, got the string {tags!r}")
         self.tags: list[str] = list(tags) if tags is not None else []
-        self.attempted_by = attempted_by
+        self.attempted_by = attempted_by if attempted_by is not None else []
         self.extra = extra if extra is not None else {}
         self._cancellation: asyncio.Event | None = None
 
@@ -295,6 +297,10 @@ class Job:
         if delay is not None:
             changes["scheduled_at"] = scheduled_from_now(delay)
         if "tags" in changes:
+            if isinstance(changes["tags"], str):
+                raise TypeError(
+                    f"tags must be a list of strings, got the string {changes['tags']!r}"
+                )
             changes["tags"] = list(changes["tags"] or [])
         for key, value in changes.items():
             setattr(self, key, value)
