@@ -89,7 +89,14 @@ async def test_start_runs_jobs_and_stops_gracefully_on_sigterm(dsn, pool, prefix
     (tmp_path / "cli_workers.py").write_text(WORKERS)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = await asyncio.create_subprocess_exec(
-        *OBAN, "start", "--dsn", dsn, "--prefix", prefix, "--queues", "default:2",
+        *OBAN,
+        "start",
+        "--dsn",
+        dsn,
+        "--prefix",
+        prefix,
+        "--queues",
+        "default:2",
         cwd=tmp_path,
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -20,6 +20,8 @@ async def test_job_runs_and_completes(make_oban, sql):
         )
 
         async def completed():
-            return (await sql("SELECT state::text FROM oban_jobs WHERE id = %s", (job.id,)))[0][0] == "completed"
+            return (await sql("SELECT state::text FROM oban_jobs WHERE id = %s", (job.id,)))[0][
+                0
+            ] == "completed"
 
         await eventually(completed)

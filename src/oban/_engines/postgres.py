@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection, OperationalError
+from psycopg import AsyncConnection, AsyncCursor, OperationalError
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
@@ -75,11 +75,9 @@ async def unwrap_connection(conn: Any) -> AsyncConnection[Any]:
     """
     if isinstance(conn, AsyncConnection):
         return conn
-    inner = getattr(conn, "connection", None)
-    if isinstance(inner, AsyncConnection):  # a psycopg AsyncCursor
-        return inner
-    module = type(conn).__module__
-    if module.startswith("sqlalchemy"):
+    if isinstance(conn, AsyncCursor):
+        return conn.connection
+    if type(conn).__module__.startswith("sqlalchemy"):
         if hasattr(conn, "get_raw_connection"):  # sqlalchemy AsyncConnection
             raw = await conn.get_raw_connection()
         else:  # sqlalchemy AsyncSession
