@@ -74,7 +74,9 @@ async def main() -> None:
 
     async with Oban(pool=pool, prefix=PREFIX, queues={"default": 5, "mailers": 10}) as oban:
         say("enqueueing jobs")
-        await oban.enqueue_many(*(WelcomeEmail.new({"to": f"user{i}@example.com"}) for i in range(3)))
+        await oban.enqueue_many(
+            *(WelcomeEmail.new({"to": f"user{i}@example.com"}) for i in range(3))
+        )
         payment = await FlakyPayment.enqueue({"cents": 1999})
         stock = await WaitForStock.enqueue({"sku": "ABC-1"})
         cancelled = await Obsolete.enqueue({})
@@ -91,7 +93,9 @@ async def main() -> None:
         print()
         for j in [await oban.get_job(i) for i in ids]:
             assert j is not None
-            line = f"job {j.id:>3} {j.worker.rsplit('.', 1)[-1]:<13} {j.state:<10} attempt {j.attempt}"
+            line = (
+                f"job {j.id:>3} {j.worker.rsplit('.', 1)[-1]:<13} {j.state:<10} attempt {j.attempt}"
+            )
             if j.errors:
                 line += f", errors: {[e['error'].splitlines()[-1] for e in j.errors]}"
             if j.meta.get("recorded"):

@@ -27,6 +27,7 @@ class Acker:
         self._task: asyncio.Task[None] | None = None
         self._max_backoff = max_backoff
         self._failures = 0
+        self._deadline: float | None = None
 
     @property
     def pending(self) -> int:
@@ -48,9 +49,13 @@ class Acker:
             await self._event.wait()
             self._event.clear()
             while self._pending:
-                if not await self._flush_once():
-                    delay = min(self._max_backoff, 0.05 * 2**self._failures)
-                    await asyncio.sleep(delay)
+                if await self._flush_once():
+                    continue
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    return
+                await asyncio.sleep(min(self._max_backoff, 0.05 * 2**self._failures))
+            if self._deadline is not None:
+                return
 
     async def _flush_once(self) -> bool:
         batch = self._pending[:MAX_BATCH]
@@ -76,24 +81,34 @@ class Acker:
             )
         return True
 
-    async def stop(self, timeout: float = 15.0) -> None:
-        """Stop the loop, then write what is left, retrying until ``timeout`` seconds."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until what is buffered now has been written; False on timeout."""
         deadline = time.monotonic() + timeout
-        while self._pending:
-            if await self._flush_once():
-                continue
-            if time.monotonic() >= deadline:
-                logger.error(
-                    "could not write %d acks before shutdown; those jobs stay executing "
-                    "until rescued",
-                    len(self._pending),
-                )
-                return
-            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        self._event.set()
+        while self._pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return not self._pending
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Write what is left, retrying for up to ``timeout`` seconds, then stop.
+
+        The loop drains itself rather than being cancelled, so a batch the database already
+        committed is never written twice.
+        """
+        task, self._task = self._task, None
+        self._deadline = time.monotonic() + timeout
+        if task is None and self._pending:
+            task = asyncio.create_task(self._loop(), name="oban-acker-drain")
+        self._event.set()
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, timeout + 5.0)
+            except TimeoutError:
+                pass
+        if self._pending:
+            logger.error(
+                "could not write %d acks before shutdown; those jobs stay executing until "
+                "rescued: %s",
+                len(self._pending),
+                [ack.id for ack in self._pending[:20]],
+            )

@@ -153,8 +153,12 @@ _TABLE_OPTIONS: dict[str, dict[str, _Check]] = {
         "notify_timeout": _check_positive_number,
         "poll_interval": _check_positive_number,
     },
+    "leader": {
+        "interval": _check_positive_number,
+    },
     "lifeline": {
         "interval": _check_positive_number,
+        "limit": _check_positive_int,
         "rescue_after": _check_positive_number,
     },
     "pruner": {
@@ -448,8 +452,10 @@ class Config:
     """Notifier settings: ``type`` and optional timing options."""
     shutdown_grace_period: float | None = 15.0
     """Seconds to wait for running jobs on shutdown; ``None`` waits indefinitely."""
+    leader: dict[str, Any] = field(default_factory=dict)
+    """Leader election options: ``interval`` (the lease, in seconds; default 30)."""
     lifeline: dict[str, Any] = field(default_factory=dict)
-    """Lifeline (orphan rescue) plugin options: ``interval``, ``rescue_after``."""
+    """Lifeline (orphan rescue) plugin options: ``interval``, ``limit``, ``rescue_after``."""
     pruner: dict[str, Any] = field(default_factory=dict)
     """Pruner plugin options: ``interval``, ``limit``, ``max_age``."""
     refresher: dict[str, Any] = field(default_factory=dict)

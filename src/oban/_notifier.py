@@ -8,12 +8,15 @@ import gzip
 import inspect
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import psycopg
 from psycopg import sql
+
+from . import telemetry
 
 logger = logging.getLogger("oban.notifier")
 
@@ -39,17 +42,22 @@ def decode_payload(payload: str) -> dict[str, Any]:
 class PostgresNotifier:
     """Listens on ``{prefix}.oban_<channel>``; reconnects with backoff when the link drops."""
 
-    def __init__(self, *, conninfo: Any, connect_kwargs: Any, prefix: str) -> None:
+    def __init__(
+        self, *, beat_interval: float = 30.0, conninfo: Any, connect_kwargs: Any, prefix: str
+    ) -> None:
         # Either may be a (sync or async) callable, as psycopg_pool allows: resolved at
         # each connect so rotating credentials keep working.
         self._conninfo = conninfo
         self._connect_kwargs = connect_kwargs
+        self._beat_interval = beat_interval
         self._prefix = prefix
         self._subscribers: dict[str, dict[int, Callback]] = {}
         self._next_token = 0
         self._task: asyncio.Task[None] | None = None
         self._listening: set[str] = set()
         self._connected = asyncio.Event()
+        #: "listening" while LISTEN works, "polling" while it does not (producers poll).
+        self.status = "starting"
 
     def full_channel(self, channel: str) -> str:
         """``insert`` -> ``public.oban_insert``."""
@@ -89,6 +97,16 @@ class PostgresNotifier:
         """Whether the LISTEN connection is up."""
         return self._connected.is_set()
 
+    def _set_status(self, status: str, reason: str | None = None) -> None:
+        if status == self.status:
+            return
+        self.status = status
+        if status == "listening":
+            logger.info("notifier listening on %s.oban_*", self._prefix)
+        else:
+            logger.warning("notifier down (%s); producers poll until it reconnects", reason)
+        telemetry.execute("oban.notifier.status", {"status": status, "reason": reason})
+
     async def _run(self) -> None:
         failures = 0
         while True:
@@ -97,28 +115,34 @@ class PostgresNotifier:
                 conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, **kwargs)
             except Exception as error:
                 failures += 1
-                delay = min(30.0, 0.5 * 2**failures) * (0.75 + random.random() / 2)  # noqa: S311
-                logger.warning("notifier cannot connect (%s); retrying in %.1fs", error, delay)
+                self._set_status("polling", f"cannot connect: {error}")
+                delay = min(30.0, 0.25 * 2**failures) * (0.75 + random.random() / 2)  # noqa: S311
                 await asyncio.sleep(delay)
                 continue
             try:
-                failures = 0
                 self._listening = set()
                 await self._listen_all(conn)
+                failures = 0
                 self._connected.set()
+                self._set_status("listening")
+                beat = time.monotonic()
                 while True:
                     async for notify in conn.notifies(timeout=1.0):
                         self._dispatch(notify.channel, notify.payload)
                     await self._listen_all(conn)
-                    await conn.execute("SELECT 1")
+                    if time.monotonic() - beat >= self._beat_interval:
+                        # A silently dropped link only shows when we talk on it.
+                        async with asyncio.timeout(10.0):
+                            await conn.execute("SELECT 1")
+                        beat = time.monotonic()
             except asyncio.CancelledError:
                 await conn.close()
                 raise
             except Exception as error:
                 self._connected.clear()
-                logger.warning("notifier connection lost (%s); reconnecting", error)
+                self._set_status("polling", f"connection lost: {error}")
                 await conn.close()
-                await asyncio.sleep(0.2 * (1 + random.random()))  # noqa: S311
+                await asyncio.sleep(0.1 * (1 + random.random()))  # noqa: S311
 
     async def _connect_params(self) -> tuple[str, dict[str, Any]]:
         async def resolve(value: Any) -> Any:

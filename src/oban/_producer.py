@@ -50,6 +50,7 @@ class Producer:
         name: str,
         node: str,
         paused: bool = False,
+        poll_interval: float = POLL_INTERVAL,
         queue: str,
         **meta: Any,
     ) -> None:
@@ -63,6 +64,7 @@ class Producer:
         self.started_at = datetime.now(UTC)
         self._acker = acker
         self._debounce = debounce_interval
+        self._poll_interval = poll_interval
         self._engine = engine
         self._executor = executor
         self._running: dict[int, tuple[Job, asyncio.Task[None]]] = {}
@@ -72,6 +74,7 @@ class Producer:
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._orphaned: list[int] = []
 
     def info(self) -> QueueInfo:
         """The queue's current state."""
@@ -95,15 +98,20 @@ class Producer:
         """Fetch soon: jobs may be available."""
         self._wake.set()
 
+    async def register(self) -> None:
+        """Write (or restore) this producer's row."""
+        await self._engine.insert_producer(
+            self.uuid, self.name, self.node, self.queue, self.producer_meta()
+        )
+
     async def start(self) -> None:
         """Record the producer and start its loop."""
-        await self._engine.insert_producer(
-            self.uuid, self.name, self.node, self.queue, self._producer_meta()
-        )
+        await self.register()
         self._task = asyncio.create_task(self._loop(), name=f"oban-producer-{self.queue}")
         self.notify()
 
-    def _producer_meta(self) -> dict[str, Any]:
+    def producer_meta(self) -> dict[str, Any]:
+        """What the producer row's ``meta`` holds."""
         return {"local_limit": self.limit, "paused": self.paused, **self.meta}
 
     async def pause(self) -> None:
@@ -136,7 +144,7 @@ class Producer:
         failures = 0
         while not self._stopping:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=POLL_INTERVAL)
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
             except TimeoutError:
                 pass
             if self._stopping:
@@ -220,11 +228,18 @@ class Producer:
                 len(orphaned),
                 orphaned,
             )
+        self._orphaned = orphaned
         return orphaned
 
     async def forget(self) -> None:
-        """Delete this producer's row (after acks are flushed)."""
+        """Remove this producer's row (after acks are flushed).
+
+        With orphaned jobs the row is expired instead, so the lifeline rescues them at once.
+        """
         try:
-            await self._engine.delete_producer(self.uuid)
+            if self._orphaned:
+                await self._engine.expire_producer(self.uuid)
+            else:
+                await self._engine.delete_producer(self.uuid)
         except Exception as error:
-            logger.warning("could not delete producer %s: %s", self.uuid, error)
+            logger.warning("could not remove producer %s: %s", self.uuid, error)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
 from . import telemetry
 from ._engines.base import Engine
+from ._looper import Looper
 
 logger = logging.getLogger("oban.stager")
 
 
-class Stager:
+class Stager(Looper):
     """Runs every ``interval`` seconds on each node, for the queues this node runs."""
+
+    name = "stager"
 
     def __init__(
         self,
@@ -24,26 +26,19 @@ class Stager:
         on_staged: Callable[[Sequence[str]], None],
         queues: Callable[[], Sequence[str]],
     ) -> None:
+        super().__init__(interval=interval)
         self._engine = engine
-        self._interval = interval
         self._limit = limit
         self._on_staged = on_staged
         self._queues = queues
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Start the timer."""
-        self._task = asyncio.create_task(self._loop(), name="oban-stager")
-
-    async def stop(self) -> None:
-        """Stop the timer."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+    async def tick(self) -> None:
+        try:
+            await self.stage()
+        except Exception:
+            # Fall back to polling: producers look for available jobs themselves.
+            self._on_staged(list(self._queues()))
+            raise
 
     async def stage(self) -> dict[str, int]:
         """Stage once; return how many jobs each queue received."""
@@ -54,12 +49,3 @@ class Stager:
         if staged:
             self._on_staged(list(staged))
         return staged
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.stage()
-            except Exception as error:
-                logger.warning("staging failed: %s; waking all producers to poll", error)
-                self._on_staged(list(self._queues()))
-            await asyncio.sleep(self._interval)

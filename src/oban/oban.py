@@ -15,11 +15,19 @@ from psycopg_pool import AsyncConnectionPool
 
 from ._acker import Acker
 from ._config import Config
+from ._cron import CronEntry
 from ._engines.postgres import PostgresEngine
 from ._executor import Executor
+from ._leader import Leader
+from ._lifeline import Lifeline
+from ._looper import Looper
 from ._notifier import PostgresNotifier, encode_payload
 from ._producer import Producer, QueueInfo
+from ._pruner import Pruner
+from ._refresher import Refresher
+from ._scheduler import Scheduler
 from ._stager import Stager
+from .decorators import cron_entries
 from .errors import DatabaseUnavailableError, InstanceNotFoundError
 from .job import Job
 
@@ -47,7 +55,10 @@ class Oban:
         prefix: the PostgreSQL schema holding the tables, default ``public``.
         notifier: ``{"type": "postgres"}`` (LISTEN/NOTIFY, default) or ``{"type": "poll"}``.
         shutdown_grace_period: seconds ``stop()`` waits for running jobs (``None``: forever).
-        stager, pruner, lifeline, refresher, scheduler, metrics, leadership: component options.
+        leadership: take part in leader election (default: when queues are given); the
+            leader prunes, rescues orphans and inserts cron jobs for the whole cluster.
+        leader: ``{"interval": 30.0}``, the leadership lease in seconds.
+        stager, pruner, lifeline, refresher, scheduler, metrics: component options.
 
     >>> async def main():                                      # doctest: +SKIP
     ...     pool = await Oban.create_pool(dsn="postgresql://localhost/app")
@@ -62,6 +73,7 @@ class Oban:
         *,
         pool: AsyncConnectionPool[Any],
         dispatcher: Any = None,
+        leader: dict[str, Any] | None = None,
         leadership: bool | None = None,
         lifeline: dict[str, Any] | None = None,
         metrics: bool | dict[str, Any] | None = None,
@@ -77,6 +89,7 @@ class Oban:
         stager: dict[str, Any] | None = None,
     ) -> None:
         self.config = Config(
+            leader=dict(leader or {}),
             leadership=leadership,
             lifeline=dict(lifeline or {}),
             metrics=metrics,
@@ -101,6 +114,10 @@ class Oban:
         self._notifier: PostgresNotifier | None = None
         self._acker: Acker | None = None
         self._stager: Stager | None = None
+        self._leader: Leader | None = None
+        self._plugins: list[Looper] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._executor: Executor | None = None
         self._threads: ThreadPoolExecutor | None = None
         self._started = False
         self._lock = asyncio.Lock()
@@ -160,7 +177,7 @@ class Oban:
     @property
     def is_leader(self) -> bool:
         """Whether this node leads the cluster (always ``False`` with leadership off)."""
-        return False
+        return self._leader is not None and self._leader.is_leader
 
     async def __aenter__(self) -> Oban:
         await self.start()
@@ -184,7 +201,7 @@ class Oban:
         async with self._lock:
             if self._started:
                 return
-            if not self.config.queues:
+            if not self.config.queues and not self._leadership:
                 self._started = True
                 return
             await self._engine.check_schema()
@@ -196,41 +213,91 @@ class Oban:
             self._started = True
 
     async def _start_components(self) -> None:
-        total = sum(opts["limit"] for opts in self.config.queues.values())
+        config = self.config
+        total = sum(opts["limit"] for opts in config.queues.values())
         self._threads = ThreadPoolExecutor(
             max_workers=max(4, total), thread_name_prefix=f"oban-{self.name}"
         )
         self._acker = Acker(self._engine)
         self._acker.start()
-        executor = Executor(threads=self._threads)
-        for queue, opts in self.config.queues.items():
-            producer = Producer(
-                acker=self._acker,
-                engine=self._engine,
-                executor=executor,
-                name=self.name,
-                node=self.node,
-                queue=queue,
-                **opts,
-            )
-            self._producers[queue] = producer
-        await asyncio.gather(*(p.start() for p in self._producers.values()))
+        self._executor = Executor(threads=self._threads)
 
-        if self.config.notifier.get("type", "postgres") == "postgres":
+        if config.notifier.get("type", "postgres") == "postgres":
             self._notifier = PostgresNotifier(
-                conninfo=self.pool.conninfo, connect_kwargs=self.pool.kwargs, prefix=self.prefix
+                beat_interval=config.notifier.get("beat_interval", 30.0),
+                conninfo=self.pool.conninfo,
+                connect_kwargs=self.pool.kwargs,
+                prefix=self.prefix,
             )
             self._notifier.listen("insert", self._on_insert)
             self._notifier.listen("signal", self._on_signal)
+            if self._leadership:
+                self._notifier.listen("leader", self._on_leader)
             await self._notifier.start()
 
+        for queue, opts in config.queues.items():
+            self._producers[queue] = self._make_producer(queue, opts)
+        await asyncio.gather(*(p.start() for p in self._producers.values()))
+
+        if self._leadership:
+            self._leader = Leader(
+                engine=self._engine,
+                interval=config.leader.get("interval", 30.0),
+                name=self.name,
+                node=self.node,
+            )
+            await self._leader.tick_safely()
+            self._leader.start()
+
+        refresher = Refresher(
+            engine=self._engine,
+            is_leader=lambda: self.is_leader,
+            producers=lambda: list(self._producers.values()),
+            **config.refresher,
+        )
         self._stager = Stager(
             engine=self._engine,
             on_staged=self._wake,
             queues=lambda: list(self._producers),
-            **self.config.stager,
+            **config.stager,
         )
-        self._stager.start()
+        self._plugins = [self._stager, refresher]
+        if self._leadership:
+            self._plugins += [
+                Pruner(engine=self._engine, is_leader=lambda: self.is_leader, **config.pruner),
+                Lifeline(
+                    engine=self._engine,
+                    is_leader=lambda: self.is_leader,
+                    producer_max_age=refresher.max_age,
+                    **config.lifeline,
+                ),
+                Scheduler(
+                    engine=self._engine,
+                    entries=self._cron_entries,
+                    instance=self.name,
+                    is_leader=lambda: self.is_leader,
+                    **config.scheduler,
+                ),
+            ]
+        for plugin in self._plugins:
+            plugin.start()
+
+    def _make_producer(self, queue: str, opts: dict[str, Any]) -> Producer:
+        assert self._acker is not None and self._executor is not None
+        poll = self.config.notifier.get("poll_interval", 1.0)
+        return Producer(
+            acker=self._acker,
+            engine=self._engine,
+            executor=self._executor,
+            name=self.name,
+            node=self.node,
+            poll_interval=poll,
+            queue=queue,
+            **opts,
+        )
+
+    def _cron_entries(self) -> list[CronEntry]:
+        return [e for e in cron_entries if getattr(e.worker, "_oban_name", "Oban") == self.name]
 
     async def stop(self) -> None:
         """Stop fetching, wait for running jobs (up to the grace period), flush acks."""
@@ -241,9 +308,13 @@ class Oban:
             await self._teardown()
 
     async def _teardown(self) -> None:
-        if self._stager is not None:
-            await self._stager.stop()
-            self._stager = None
+        for plugin in self._plugins:
+            await plugin.stop()
+        self._plugins = []
+        self._stager = None
+        if self._leader is not None:
+            await self._leader.resign()
+            self._leader = None
         grace = self.config.shutdown_grace_period
         await asyncio.gather(*(p.stop(grace) for p in self._producers.values()))
         if self._acker is not None:
@@ -251,6 +322,8 @@ class Oban:
             self._acker = None
         await asyncio.gather(*(p.forget() for p in self._producers.values()))
         self._producers.clear()
+        for task in list(self._background):
+            task.cancel()
         if self._notifier is not None:
             await self._notifier.stop()
             self._notifier = None
@@ -269,6 +342,15 @@ class Oban:
         if isinstance(queue, str):
             self._wake([queue])
 
+    def _on_leader(self, message: dict[str, Any]) -> None:
+        if self._leader is not None:
+            self._leader.on_message(message)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _on_signal(self, message: dict[str, Any]) -> None:
         ident = message.get("ident", "any")
         if ident not in ("any", f"{self.name}.{self.node}"):
@@ -281,6 +363,12 @@ class Oban:
                     break
             return
         queue = message.get("queue")
+        if action == "start" and isinstance(queue, str):
+            self._spawn(self._start_queue(queue, message))
+            return
+        if action == "stop" and isinstance(queue, str):
+            self._spawn(self._stop_queue(queue))
+            return
         targets = (
             list(self._producers.values())
             if queue == "*"
@@ -295,6 +383,38 @@ class Oban:
             elif action == "scale" and isinstance(message.get("limit"), int):
                 producer.limit = message["limit"]
                 producer.notify()
+
+    async def _start_queue(self, queue: str, message: dict[str, Any]) -> None:
+        if queue in self._producers or not self._started or self._acker is None:
+            return
+        opts = {"limit": message.get("limit", 10), "paused": bool(message.get("paused", False))}
+        for key, value in message.items():
+            if key not in ("action", "ident", "queue", "limit", "paused"):
+                opts[key] = value
+        producer = self._make_producer(queue, opts)
+        self._producers[queue] = producer
+        try:
+            await producer.start()
+        except Exception:
+            self._producers.pop(queue, None)
+            raise
+        if self._threads is not None:
+            self._grow_threads()
+
+    async def _stop_queue(self, queue: str) -> None:
+        producer = self._producers.pop(queue, None)
+        if producer is None:
+            return
+        await producer.stop(self.config.shutdown_grace_period)
+        if self._acker is not None:
+            await self._acker.flush()
+        await producer.forget()
+
+    def _grow_threads(self) -> None:
+        if self._threads is not None:
+            total = sum(p.limit for p in self._producers.values())
+            # ThreadPoolExecutor creates threads lazily up to this bound.
+            self._threads._max_workers = max(self._threads._max_workers, total)
 
     # Enqueueing
 
@@ -373,9 +493,50 @@ class Oban:
             raise ValueError(f"limit must be a positive integer, got {limit!r}")
         if node in (None, self.node):
             self._on_signal({"action": "scale", "queue": queue, "limit": limit, "ident": "any"})
-            if self._threads is not None:
-                total = sum(p.limit for p in self._producers.values())
-                # ThreadPoolExecutor creates threads lazily up to this bound.
-                self._threads._max_workers = max(self._threads._max_workers, total)
+            self._grow_threads()
         if node != self.node:
             await self._signal({"action": "scale", "queue": queue, "limit": limit}, node)
+
+    async def start_queue(
+        self, *, queue: str, limit: int, paused: bool = False, node: str | None = None, **opts: Any
+    ) -> None:
+        """Start running ``queue`` at runtime, here and on other nodes (or only on ``node``)."""
+        Job("_.check", queue=queue)  # validates the queue name
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        message = {"action": "start", "queue": queue, "limit": limit, "paused": paused, **opts}
+        if node in (None, self.node):
+            await self._start_queue(queue, message)
+        if node != self.node:
+            await self._signal(message, node)
+
+    async def stop_queue(self, queue: str, *, node: str | None = None) -> None:
+        """Stop running ``queue`` (running jobs finish first), here and on other nodes."""
+        if node in (None, self.node):
+            await self._stop_queue(queue)
+        if node != self.node:
+            await self._signal({"action": "stop", "queue": queue}, node)
+
+    async def cancel_job(self, job: Job | int) -> int:
+        """Cancel one job; see :meth:`cancel_many_jobs`."""
+        return await self.cancel_many_jobs([job])
+
+    async def cancel_many_jobs(self, jobs: Iterable[Job | int]) -> int:
+        """Cancel incomplete jobs; return how many were cancelled or signalled.
+
+        Jobs that are not running become ``cancelled`` at once. Running jobs are signalled on
+        whichever node runs them: ``job.cancelled()`` turns true there and the worker decides
+        how to stop (returning ``Cancel(...)`` records it). Finished jobs are left alone.
+        """
+        ids = [i for i in (j.id if isinstance(j, Job) else j for j in jobs) if i is not None]
+        if not ids:
+            return 0
+        cancelled, executing = await self._engine.cancel_jobs(ids)
+        if executing:
+            messages = [{"action": "pkill", "job_id": job_id} for job_id in executing]
+            for message in messages:
+                self._on_signal({**message, "ident": "any"})
+            await self._engine.notify(
+                "signal", [encode_payload({**m, "ident": "any"}) for m in messages]
+            )
+        return len(cancelled) + len(executing)

@@ -60,3 +60,32 @@ class Engine(Protocol):
 
     async def notify(self, channel: str, payloads: Sequence[str]) -> None:
         """Send ``payloads`` on ``channel`` (the short name, e.g. ``signal``)."""
+
+    async def elect_leader(self, name: str, node: str, ttl: float) -> bool:
+        """Take or extend the lead for ``name``; whether ``node`` leads now."""
+
+    async def resign_leader(self, name: str, node: str) -> None:
+        """Give up the lead if ``node`` holds it."""
+
+    async def prune_jobs(self, max_age: float, limit: int) -> int:
+        """Delete up to ``limit`` finished jobs older than ``max_age`` seconds."""
+
+    async def rescue_jobs(
+        self, rescue_after: float, producer_max_age: float, limit: int
+    ) -> dict[str, int]:
+        """Rescue orphaned executing jobs; counts by the state they moved to."""
+
+    async def refresh_producers(self, producers: Sequence[tuple[str, dict[str, Any]]]) -> set[str]:
+        """Heartbeat producers (uuid, meta); return the uuids that had a row."""
+
+    async def cleanup_producers(self, max_age: float) -> int:
+        """Delete producers silent for ``max_age`` seconds with nothing executing."""
+
+    async def expire_producer(self, uuid: str) -> None:
+        """Mark a producer's heartbeat as long gone."""
+
+    async def insert_cron_jobs(self, name: str, jobs: Sequence[Job]) -> list[int]:
+        """Insert cron jobs, skipping entries that already have a job for their minute."""
+
+    async def cancel_jobs(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Cancel ``ids``; return (cancelled ids, executing ids to signal)."""

@@ -226,3 +226,66 @@ class PostgresEngine:
 
     async def notify(self, channel: str, payloads: Sequence[str]) -> None:
         await self._run("notify", (self.channel(channel), list(payloads)))
+
+    # Cluster
+
+    async def elect_leader(self, name: str, node: str, ttl: float) -> bool:
+        rows = await self._run("elect_leader", (name, node, ttl))
+        return bool(rows) and rows[0][0] == node
+
+    async def resign_leader(self, name: str, node: str) -> None:
+        await self._run("resign_leader", (name, node))
+
+    async def prune_jobs(self, max_age: float, limit: int) -> int:
+        return len(await self._run("prune_jobs", (max_age, limit)))
+
+    async def rescue_jobs(
+        self, rescue_after: float, producer_max_age: float, limit: int
+    ) -> dict[str, int]:
+        rows = await self._run("rescue_jobs", (rescue_after, producer_max_age, limit))
+        counts = {"available": 0, "discarded": 0}
+        for _id, state in rows:
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    async def refresh_producers(self, producers: Sequence[tuple[str, dict[str, Any]]]) -> set[str]:
+        if not producers:
+            return set()
+        uuids = [uuid for uuid, _meta in producers]
+        metas = [orjson.dumps(meta).decode() for _uuid, meta in producers]
+        rows = await self._run("refresh_producers", (uuids, metas))
+        return {row[0] for row in rows}
+
+    async def cleanup_producers(self, max_age: float) -> int:
+        return len(await self._run("cleanup_producers", (max_age,)))
+
+    async def expire_producer(self, uuid: str) -> None:
+        await self._run("expire_producer", (uuid,))
+
+    async def insert_cron_jobs(self, name: str, jobs: Sequence[Job]) -> list[int]:
+        if not jobs:
+            return []
+        payload = orjson.dumps(
+            [
+                {
+                    "queue": job.queue,
+                    "worker": job.worker,
+                    "args": job.args,
+                    "meta": job.meta,
+                    "tags": job.tags,
+                    "priority": job.priority,
+                    "max_attempts": job.max_attempts,
+                }
+                for job in jobs
+            ]
+        ).decode()
+        async with self._connection() as conn:
+            async with conn.transaction():
+                await self._execute(conn, "lock_cron", (name,))
+                rows = await self._execute(conn, "insert_cron_jobs", (payload, self.insert_channel))
+        return [row[0] for row in rows]
+
+    async def cancel_jobs(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Cancel ``ids``; return (cancelled ids, executing ids to signal)."""
+        rows = await self._run("cancel_jobs", (list(ids),))
+        return [r[0] for r in rows if not r[1]], [r[0] for r in rows if r[1]]

@@ -16,7 +16,13 @@ Handler = Callable[[str, dict[str, Any]], Any]
 _SPANS = (
     "oban.producer.get",
     "oban.producer.ack",
+    "oban.leader.election",
     "oban.stager.stage",
+    "oban.lifeline.rescue",
+    "oban.pruner.prune",
+    "oban.refresher.refresh",
+    "oban.refresher.cleanup",
+    "oban.scheduler.evaluate",
 )
 
 #: Every event oban emits.
@@ -26,6 +32,7 @@ EVENTS: list[str] = [
     "oban.job.exception",
     *(f"{prefix}.{kind}" for prefix in _SPANS for kind in ("start", "stop", "exception")),
     "oban.queue.shutdown",
+    "oban.notifier.status",
 ]
 
 # event name -> {handler id -> handler}

@@ -1,0 +1,38 @@
+-- $1 rescue_after seconds, $2 producer max_age seconds, $3 limit.
+-- An executing job is an orphan when the producer that claimed it (attempted_by[2]) has a
+-- stale heartbeat, or when no producer row knows it and it started over rescue_after ago.
+-- A job whose producer still heartbeats is never rescued, however long it runs.
+-- Orphans with attempts left go back to available; the others are discarded. Available jobs
+-- that already used every attempt are discarded too (the fetch skips them).
+WITH live AS (
+  SELECT uuid::text AS uuid,
+         updated_at >= timezone('UTC', now()) - make_interval(secs => $2::double precision) AS fresh
+  FROM {prefix}.oban_producers
+), orphans AS MATERIALIZED (
+  SELECT j.id
+  FROM {prefix}.oban_jobs AS j
+  LEFT JOIN live AS p ON p.uuid = j.attempted_by[2]
+  WHERE (
+      j.state = 'executing'
+      AND (
+        p.fresh IS FALSE
+        OR (p.uuid IS NULL
+            AND j.attempted_at < timezone('UTC', now()) - make_interval(secs => $1::double precision))
+      )
+    )
+    OR (j.state = 'available' AND j.attempt >= j.max_attempts)
+  ORDER BY j.id
+  LIMIT $3::integer
+  FOR UPDATE OF j SKIP LOCKED
+)
+UPDATE {prefix}.oban_jobs AS j
+SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'available' END::{prefix}.oban_job_state,
+    discarded_at = CASE WHEN j.attempt >= j.max_attempts THEN timezone('UTC', now()) ELSE j.discarded_at END,
+    meta = CASE
+      WHEN j.state = 'executing'
+        THEN COALESCE(j.meta, '{}') || jsonb_build_object('rescued', COALESCE((j.meta->>'rescued')::integer, 0) + 1)
+      ELSE j.meta
+    END
+FROM orphans
+WHERE j.id = orphans.id
+RETURNING j.id, j.state::text
