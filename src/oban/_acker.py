@@ -28,6 +28,8 @@ class Acker:
         self._max_backoff = max_backoff
         self._failures = 0
         self._deadline: float | None = None
+        self._drained = asyncio.Event()
+        self._drained.set()
 
     @property
     def pending(self) -> int:
@@ -37,6 +39,7 @@ class Acker:
     def push(self, ack: Ack) -> None:
         """Queue ``ack`` for the next batch."""
         self._pending.append(ack)
+        self._drained.clear()
         self._event.set()
 
     def start(self) -> None:
@@ -72,6 +75,8 @@ class Acker:
             return False
         self._failures = 0
         del self._pending[: len(batch)]
+        if not self._pending:
+            self._drained.set()
         if len(written) != len(batch):
             stale = [ack.id for ack in batch if ack.id not in written]
             logger.warning(
@@ -83,11 +88,12 @@ class Acker:
 
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait until what is buffered now has been written; False on timeout."""
-        deadline = time.monotonic() + timeout
         self._event.set()
-        while self._pending and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        return not self._pending
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def stop(self, timeout: float = 15.0) -> None:
         """Write what is left, retrying for up to ``timeout`` seconds, then stop.

@@ -121,6 +121,25 @@ def _import_paths(paths: list[str]) -> None:
             _import_modules([module.removesuffix(".__init__")])
 
 
+_SKIPPED_DIRS = frozenset({".venv", "venv", ".tox", "node_modules", "__pycache__", "site-packages"})
+
+
+def _discover_cron_modules(root: Path) -> list[str]:
+    """Modules under ``root`` that declare cron workers (``@worker``/``@job`` with ``cron=``)."""
+    found: list[str] = []
+    for file in sorted(root.rglob("*.py")):
+        relative = file.relative_to(root)
+        if any(part in _SKIPPED_DIRS or part.startswith(".") for part in relative.parts[:-1]):
+            continue
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "cron=" in text and ("@worker" in text or "@job" in text):
+            found.append(".".join(relative.with_suffix("").parts).removesuffix(".__init__"))
+    return found
+
+
 def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
@@ -183,8 +202,21 @@ def start(
         raise click.UsageError("no DSN: pass --dsn, set OBAN_DSN or dsn in oban.toml")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    _import_modules(_split(cron_modules or os.environ.get("OBAN_CRON_MODULES")))
-    _import_paths(_split(cron_paths or os.environ.get("OBAN_CRON_PATHS")))
+    modules = _split(cron_modules or os.environ.get("OBAN_CRON_MODULES"))
+    paths = _split(cron_paths or os.environ.get("OBAN_CRON_PATHS"))
+    if modules or paths:
+        _import_modules(modules)
+        _import_paths(paths)
+    else:
+        for module in _discover_cron_modules(Path.cwd()):
+            try:
+                importlib.import_module(module)
+            except Exception as error:
+                logger.warning("skipping cron module %s: cannot import it: %s", module, error)
+    from .decorators import cron_entries
+
+    for entry in cron_entries:
+        click.echo(f"cron {entry.expression.source} -> {entry.worker._worker_name}")
     queue_list = ", ".join(f"{q}:{o['limit']}" for q, o in config.queues.items()) or "(none)"
     click.echo(f"oban {__version__} | prefix {config.prefix} | queues {queue_list}")
     if dry_run:
