@@ -16,6 +16,7 @@ import click
 from . import __version__, schema
 from ._config import Config, parse_queues
 from .errors import ObanError
+from .worker import worker_name
 
 logger = logging.getLogger("oban.cli")
 
@@ -216,7 +217,7 @@ def start(
     from .decorators import cron_entries
 
     for entry in cron_entries:
-        click.echo(f"cron {entry.expression.source} -> {entry.worker._worker_name}")
+        click.echo(f"cron {entry.expression.source} -> {worker_name(entry.worker)}")
     queue_list = ", ".join(f"{q}:{o['limit']}" for q, o in config.queues.items()) or "(none)"
     click.echo(f"oban {__version__} | prefix {config.prefix} | queues {queue_list}")
     if dry_run:
