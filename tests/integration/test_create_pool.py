@@ -1,0 +1,53 @@
+"""Oban.create_pool reads the DSN and pool options from kwargs, OBAN_* and oban.toml."""
+
+from __future__ import annotations
+
+import pytest
+
+from oban import Oban
+
+
+async def test_dsn_from_environment(dsn, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OBAN_DSN", dsn)
+    monkeypatch.setenv("OBAN_POOL_MAX_SIZE", "3")
+    pool = await Oban.create_pool()
+    try:
+        assert pool.max_size == 3
+        async with pool.connection() as conn:
+            assert (await (await conn.execute("SELECT 1")).fetchone()) == (1,)
+    finally:
+        await pool.close()
+
+
+async def test_dsn_from_toml_and_env_overrides_toml_and_kwargs_override_env(
+    dsn, monkeypatch, tmp_path
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OBAN_DSN", raising=False)
+    (tmp_path / "oban.toml").write_text(f'dsn = "{dsn}"\npool_max_size = 4\npool_min_size = 1\n')
+    pool = await Oban.create_pool()
+    try:
+        assert pool.max_size == 4
+    finally:
+        await pool.close()
+
+    monkeypatch.setenv("OBAN_POOL_MAX_SIZE", "5")
+    pool = await Oban.create_pool()
+    try:
+        assert pool.max_size == 5
+    finally:
+        await pool.close()
+
+    pool = await Oban.create_pool(max_size=6)
+    try:
+        assert pool.max_size == 6
+    finally:
+        await pool.close()
+
+
+async def test_no_dsn_anywhere_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OBAN_DSN", raising=False)
+    with pytest.raises(ValueError, match="OBAN_DSN"):
+        await Oban.create_pool()
