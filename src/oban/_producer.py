@@ -150,7 +150,8 @@ class Producer:
             if self._stopping:
                 break
             self._wake.clear()
-            if self._debounce > 0:
+            # Batch the wake-ups of finishing jobs; an idle queue fetches at once.
+            if self._debounce > 0 and self._running:
                 await asyncio.sleep(self._debounce * (0.5 + random.random()))  # noqa: S311
             try:
                 await self._dispatch()

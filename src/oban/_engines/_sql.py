@@ -47,3 +47,9 @@ def load(engine: str, name: str, prefix: str) -> str:
     validate_prefix(prefix)
     text = _read(engine, name)
     return text.replace("{prefix_name}", f"'{prefix}'").replace("{prefix}", f'"{prefix}"')
+
+
+@functools.cache
+def load_pyformat(engine: str, name: str, prefix: str) -> str:
+    """:func:`load`, converted for psycopg by :func:`to_pyformat` (cached)."""
+    return to_pyformat(load(engine, name, prefix))

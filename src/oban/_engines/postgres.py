@@ -110,7 +110,7 @@ class PostgresEngine:
         self._legacy_errors: bool | None = None
 
     def _q(self, name: str) -> str:
-        return _sql.to_pyformat(_sql.load(_ENGINE, name, self.prefix))
+        return _sql.load_pyformat(_ENGINE, name, self.prefix)
 
     async def _execute(
         self, conn: AsyncConnection[Any], name: str, params: tuple[Any, ...]
