@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, ClassVar
@@ -528,7 +528,7 @@ class Oban:
         whichever node runs them: ``job.cancelled()`` turns true there and the worker decides
         how to stop (returning ``Cancel(...)`` records it). Finished jobs are left alone.
         """
-        ids = [i for i in (j.id if isinstance(j, Job) else j for j in jobs) if i is not None]
+        ids = _ids(jobs)
         if not ids:
             return 0
         cancelled, executing = await self._engine.cancel_jobs(ids)
@@ -540,3 +540,70 @@ class Oban:
                 "signal", [encode_payload({**m, "ident": "any"}) for m in messages]
             )
         return len(cancelled) + len(executing)
+
+    async def retry_job(self, job: Job | int) -> int:
+        """Retry one job; see :meth:`retry_many_jobs`."""
+        return await self.retry_many_jobs([job])
+
+    async def retry_many_jobs(self, jobs: Iterable[Job | int]) -> int:
+        """Make jobs available to run now; return how many changed.
+
+        Applies to every state except ``available`` and ``executing``. A job that used all
+        its attempts gets one more; finished timestamps are cleared.
+        """
+        return await self._engine.retry_jobs(_ids(jobs))
+
+    async def delete_job(self, job: Job | int) -> int:
+        """Delete one job; see :meth:`delete_many_jobs`."""
+        return await self.delete_many_jobs([job])
+
+    async def delete_many_jobs(self, jobs: Iterable[Job | int]) -> int:
+        """Delete jobs that are not executing; return how many were deleted."""
+        return await self._engine.delete_jobs(_ids(jobs))
+
+    async def update_job(
+        self, job: Job | int, changes: dict[str, Any] | Callable[[Job], dict[str, Any]]
+    ) -> Job:
+        """Update one job; see :meth:`update_many_jobs`. Returns the updated job.
+
+        Raises:
+            ValueError: the job does not exist, is executing, or a change is invalid.
+        """
+        updated = await self.update_many_jobs([job], changes)
+        if not updated:
+            raise ValueError(f"job {_ids([job])[0]} is executing and cannot be updated")
+        return updated[0]
+
+    async def update_many_jobs(
+        self,
+        jobs: Iterable[Job | int],
+        changes: dict[str, Any] | Callable[[Job], dict[str, Any]],
+    ) -> list[Job]:
+        """Change args, max_attempts, meta, priority, queue, scheduled_at/scheduled_in, tags
+        or worker of jobs that are not running; return them as stored.
+
+        ``changes`` is a dict, or a callable ``job -> dict`` for per-job changes. Each job is
+        re-validated. Waiting jobs become ``scheduled`` or ``available`` by their new
+        ``scheduled_at``. Executing jobs are not changed (and not returned).
+
+        Raises:
+            ValueError: an id that does not exist, or an invalid change.
+        """
+        ids = _ids(jobs)
+        current = {job.id: job for job in await self._engine.get_jobs(ids)}
+        missing = [i for i in ids if i not in current]
+        if missing:
+            raise ValueError(f"cannot update jobs that do not exist: {missing}")
+        for job in current.values():
+            job.update(changes(job) if callable(changes) else changes)
+        return await self._engine.update_jobs(list(current.values()))
+
+
+def _ids(jobs: Iterable[Job | int]) -> list[int]:
+    ids: list[int] = []
+    for job in jobs:
+        key = job.id if isinstance(job, Job) else job
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise TypeError(f"expected a Job with an id or an integer id, got {job!r}")
+        ids.append(key)
+    return ids

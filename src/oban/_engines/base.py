@@ -89,3 +89,12 @@ class Engine(Protocol):
 
     async def cancel_jobs(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
         """Cancel ``ids``; return (cancelled ids, executing ids to signal)."""
+
+    async def retry_jobs(self, ids: Sequence[int]) -> int:
+        """Make non-running, non-available jobs available now; return how many."""
+
+    async def delete_jobs(self, ids: Sequence[int]) -> int:
+        """Delete non-running jobs; return how many."""
+
+    async def update_jobs(self, jobs: Sequence[Job]) -> list[Job]:
+        """Write the updatable fields of non-running ``jobs``; return them as stored."""

@@ -289,3 +289,33 @@ class PostgresEngine:
         """Cancel ``ids``; return (cancelled ids, executing ids to signal)."""
         rows = await self._run("cancel_jobs", (list(ids),))
         return [r[0] for r in rows if not r[1]], [r[0] for r in rows if r[1]]
+
+    # Management
+
+    async def retry_jobs(self, ids: Sequence[int]) -> int:
+        return len(await self._run("retry_jobs", (list(ids),)))
+
+    async def delete_jobs(self, ids: Sequence[int]) -> int:
+        return len(await self._run("delete_jobs", (list(ids),)))
+
+    async def update_jobs(self, jobs: Sequence[Job]) -> list[Job]:
+        if not jobs:
+            return []
+        payload = orjson.dumps(
+            [
+                {
+                    "id": job.id,
+                    "args": job.args,
+                    "max_attempts": job.max_attempts,
+                    "meta": job.meta,
+                    "priority": job.priority,
+                    "queue": job.queue,
+                    "scheduled_at": _naive_utc(job.scheduled_at),
+                    "tags": job.tags,
+                    "worker": job.worker,
+                }
+                for job in jobs
+            ]
+        ).decode()
+        rows = await self._run("update_jobs", (payload,))
+        return [_row_to_job(row) for row in rows]
