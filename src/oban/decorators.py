@@ -48,12 +48,12 @@ def _build_job(cls: type[Any], args: Any, params: dict[str, Any]) -> Job:
     return Job(cls._worker_name, args=args, extra=extra or None, **fields)
 
 
-def _register_cron(cls: type[Any], cron: str | dict[str, Any] | None) -> None:
+def _build_cron(cls: type[Any], cron: str | dict[str, Any] | None) -> CronEntry | None:
     if cron is None:
-        return
+        return None
     from ._cron import CronEntry
 
-    cron_entries.append(CronEntry.build(cron, cls))
+    return CronEntry.build(cron, cls)
 
 
 def worker(
@@ -110,8 +110,10 @@ def worker(
         enqueue.__doc__ = f"Build and insert a job for {name}; returns it with its id."
         cls.new = classmethod(new)
         cls.enqueue = classmethod(enqueue)
+        entry = _build_cron(cls, cron)
         register_worker(cls, name)
-        _register_cron(cls, cron)
+        if entry is not None:
+            cron_entries.append(entry)
         return cls
 
     return decorate
