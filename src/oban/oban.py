@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from psycopg_pool import AsyncConnectionPool
 
+from . import telemetry
 from ._acker import Acker
 from ._config import Config
 from ._cron import CronEntry
@@ -30,6 +31,7 @@ from ._stager import Stager
 from .decorators import cron_entries
 from .errors import DatabaseUnavailableError, InstanceNotFoundError
 from .job import Job
+from .telemetry.core import has_span_handlers
 
 __all__ = ["Oban", "QueueInfo"]
 
@@ -438,7 +440,11 @@ class Oban:
         for job in jobs:
             if not isinstance(job, Job):
                 raise TypeError(f"enqueue_many takes Job objects, got {type(job).__name__}")
-        return await self._engine.insert_jobs(jobs, conn=conn)
+        if not has_span_handlers("oban.enqueue"):
+            return await self._engine.insert_jobs(jobs, conn=conn)
+        # Handlers of oban.enqueue.start may still add to each job's meta (trace context).
+        with telemetry.span("oban.enqueue", {"jobs": jobs, "count": len(jobs)}):
+            return await self._engine.insert_jobs(jobs, conn=conn)
 
     # Jobs
 

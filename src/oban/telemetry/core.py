@@ -14,6 +14,7 @@ logger = logging.getLogger("oban.telemetry")
 Handler = Callable[[str, dict[str, Any]], Any]
 
 _SPANS = (
+    "oban.enqueue",
     "oban.producer.get",
     "oban.producer.ack",
     "oban.leader.election",
@@ -55,6 +56,11 @@ def detach(id: str) -> None:
 def has_handlers(name: str) -> bool:
     """Whether anything listens to ``name`` (lets hot paths skip building metadata)."""
     return bool(_handlers.get(name))
+
+
+def has_span_handlers(prefix: str) -> bool:
+    """Whether anything listens to ``prefix.start``, ``.stop`` or ``.exception``."""
+    return any(_handlers.get(f"{prefix}.{kind}") for kind in ("start", "stop", "exception"))
 
 
 def execute(name: str, meta: dict[str, Any]) -> None:
