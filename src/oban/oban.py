@@ -22,6 +22,7 @@ from ._executor import Executor
 from ._leader import Leader
 from ._lifeline import Lifeline
 from ._looper import Looper
+from ._modes import testing_mode
 from ._notifier import PostgresNotifier, encode_payload
 from ._producer import Producer, QueueInfo
 from ._pruner import Pruner
@@ -440,6 +441,12 @@ class Oban:
         for job in jobs:
             if not isinstance(job, Job):
                 raise TypeError(f"enqueue_many takes Job objects, got {type(job).__name__}")
+        if testing_mode.get() == "inline":
+            from .testing import process_job
+
+            for job in jobs:
+                await process_job(job)
+            return jobs
         if not has_span_handlers("oban.enqueue"):
             return await self._engine.insert_jobs(jobs, conn=conn)
         # Handlers of oban.enqueue.start may still add to each job's meta (trace context).

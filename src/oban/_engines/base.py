@@ -98,3 +98,12 @@ class Engine(Protocol):
 
     async def update_jobs(self, jobs: Sequence[Job]) -> list[Job]:
         """Write the updatable fields of non-running ``jobs``; return them as stored."""
+
+    async def all_enqueued(self) -> list[Job]:
+        """Jobs waiting to run, newest first (testing)."""
+
+    async def stage_all_jobs(self, queue: str) -> int:
+        """Make every scheduled/retryable job of ``queue`` available (testing)."""
+
+    async def reset(self) -> None:
+        """Empty the oban tables (testing)."""

@@ -319,3 +319,14 @@ class PostgresEngine:
         ).decode()
         rows = await self._run("update_jobs", (payload,))
         return [_row_to_job(row) for row in rows]
+
+    # Testing
+
+    async def all_enqueued(self) -> list[Job]:
+        return [_row_to_job(row) for row in await self._run("all_enqueued", ())]
+
+    async def stage_all_jobs(self, queue: str) -> int:
+        return len(await self._run("stage_all_jobs", (queue,)))
+
+    async def reset(self) -> None:
+        await self._run("reset", ())
