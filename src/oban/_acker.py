@@ -11,6 +11,7 @@ import logging
 import time
 
 from ._engines.base import Ack, Engine
+from ._tasks import cancel_and_wait
 
 logger = logging.getLogger("oban.acker")
 
@@ -107,10 +108,8 @@ class Acker:
             task = asyncio.create_task(self._loop(), name="oban-acker-drain")
         self._event.set()
         if task is not None:
-            try:
-                await asyncio.wait_for(task, timeout + 5.0)
-            except TimeoutError:
-                pass
+            await asyncio.wait({task}, timeout=timeout + 5.0)
+            await cancel_and_wait(task, timeout=5.0)
         if self._pending:
             logger.error(
                 "could not write %d acks before shutdown; those jobs stay executing until "

@@ -7,6 +7,8 @@ import logging
 import random
 from typing import Any
 
+from ._tasks import cancel_and_wait
+
 logger = logging.getLogger("oban")
 
 
@@ -43,11 +45,7 @@ class Looper:
         """Stop ticking (idempotent)."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(task)
 
     async def tick_safely(self) -> None:
         """Tick once now, logging (not raising) a failure."""

@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from . import telemetry
+from ._tasks import cancel_and_wait
 
 logger = logging.getLogger("oban.notifier")
 
@@ -84,13 +85,9 @@ class PostgresNotifier:
 
     async def stop(self) -> None:
         """Close the listening connection."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task)
 
     @property
     def connected(self) -> bool:

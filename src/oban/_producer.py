@@ -15,6 +15,7 @@ from . import telemetry
 from ._acker import Acker
 from ._engines.base import Engine
 from ._executor import Executor
+from ._tasks import cancel_and_wait
 from .job import Job
 
 logger = logging.getLogger("oban.producer")
@@ -213,10 +214,11 @@ class Producer:
                 await asyncio.wait_for(self._idle.wait(), timeout=grace_period)
             except TimeoutError:
                 orphaned = list(self._running)
-                for _job, task in list(self._running.values()):
-                    task.cancel()
                 await asyncio.gather(
-                    *(task for _job, task in self._running.values()), return_exceptions=True
+                    *(
+                        cancel_and_wait(task, timeout=5.0)
+                        for _job, task in list(self._running.values())
+                    )
                 )
         telemetry.execute(
             "oban.queue.shutdown",

@@ -234,6 +234,7 @@ async def _serve(config: Config) -> None:
     )
     oban = Oban(
         pool=pool,
+        leader=config.leader,
         leadership=config.leadership,
         lifeline=config.lifeline,
         metrics=config.metrics,

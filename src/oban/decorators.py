@@ -100,11 +100,16 @@ def worker(
             conn: Any = None,
             **params: Any,
         ) -> Job:
+            from ._modes import testing_mode
             from .oban import Oban
 
-            return await Oban.get_instance(klass._oban_name).enqueue(
-                _build_job(klass, args, params), conn=conn
-            )
+            job = _build_job(klass, args, params)
+            if testing_mode.get() == "inline":  # no instance or database needed
+                from .testing import process_job
+
+                await process_job(job)
+                return job
+            return await Oban.get_instance(klass._oban_name).enqueue(job, conn=conn)
 
         new.__doc__ = f"Build (without inserting) a job for {name}."
         enqueue.__doc__ = f"Build and insert a job for {name}; returns it with its id."

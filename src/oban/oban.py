@@ -29,6 +29,7 @@ from ._pruner import Pruner
 from ._refresher import Refresher
 from ._scheduler import Scheduler
 from ._stager import Stager
+from ._tasks import cancel_and_wait
 from .decorators import cron_entries
 from .errors import DatabaseUnavailableError, InstanceNotFoundError
 from .job import Job
@@ -326,7 +327,7 @@ class Oban:
         await asyncio.gather(*(p.forget() for p in self._producers.values()))
         self._producers.clear()
         for task in list(self._background):
-            task.cancel()
+            await cancel_and_wait(task)
         if self._notifier is not None:
             await self._notifier.stop()
             self._notifier = None
@@ -584,7 +585,10 @@ class Oban:
         """
         updated = await self.update_many_jobs([job], changes)
         if not updated:
-            raise ValueError(f"job {_ids([job])[0]} is executing and cannot be updated")
+            raise ValueError(
+                f"job {_ids([job])[0]} is executing (or changed state while being updated) "
+                "and was not updated"
+            )
         return updated[0]
 
     async def update_many_jobs(
@@ -597,7 +601,8 @@ class Oban:
 
         ``changes`` is a dict, or a callable ``job -> dict`` for per-job changes. Each job is
         re-validated. Waiting jobs become ``scheduled`` or ``available`` by their new
-        ``scheduled_at``. Executing jobs are not changed (and not returned).
+        ``scheduled_at``. Executing jobs, and jobs whose state changes between the read and
+        the write, are not changed (and not returned).
 
         Raises:
             ValueError: an id that does not exist, or an invalid change.

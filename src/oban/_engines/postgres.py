@@ -305,6 +305,7 @@ class PostgresEngine:
             [
                 {
                     "id": job.id,
+                    "state": job.state.value,
                     "args": job.args,
                     "max_attempts": job.max_attempts,
                     "meta": job.meta,
