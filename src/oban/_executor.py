@@ -67,6 +67,12 @@ class Executor:
             instance = cls()
             timeout = instance.timeout(job) if hasattr(instance, "timeout") else None
             result = await self._call(cls, instance, job, timeout)
+        except asyncio.CancelledError as cancelled:
+            # Shutdown cut the job short: it stays executing for rescue, but observers still
+            # get the end of what they saw start.
+            self._emit(job, Ack(job.id, job.attempted_at, JobState.EXECUTING), cancelled, started)  # type: ignore[arg-type]
+            _current_job.reset(token)
+            raise
         except Exception as caught:
             if not self._safe:
                 _current_job.reset(token)

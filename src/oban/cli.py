@@ -249,6 +249,9 @@ async def _serve(config: Config) -> None:
         shutdown_grace_period=config.shutdown_grace_period,
         stager=config.stager,
     )
+    from .telemetry import logger as telemetry_logger
+
+    telemetry_logger.attach()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     interrupts = 0

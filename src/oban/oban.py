@@ -466,14 +466,32 @@ class Oban:
 
     # Queues
 
+    @property
+    def notifier_status(self) -> str:
+        """How this node hears about new jobs and signals: ``"listening"`` (LISTEN/NOTIFY
+        works), ``"polling"`` (the LISTEN connection is down, or ``notifier={"type":
+        "poll"}``) or ``"stopped"``."""
+        if self._notifier is not None:
+            return "listening" if self._notifier.status == "listening" else "polling"
+        return "polling" if self._started and self._producers else "stopped"
+
     def check_queue(self, queue: str) -> QueueInfo | None:
-        """This node's view of ``queue``, or ``None`` if it does not run here."""
+        """This node's view of ``queue``, or ``None`` if it does not run here.
+
+        ``meta`` holds the queue's extra options plus ``"notifier"``, the
+        :attr:`notifier_status`.
+        """
         producer = self._producers.get(queue)
-        return producer.info() if producer else None
+        return self._info(producer) if producer else None
 
     def check_all_queues(self) -> list[QueueInfo]:
-        """This node's view of every queue it runs."""
-        return [p.info() for p in self._producers.values()]
+        """This node's view of every queue it runs (see :meth:`check_queue`)."""
+        return [self._info(p) for p in self._producers.values()]
+
+    def _info(self, producer: Producer) -> QueueInfo:
+        info = producer.info()
+        info.meta["notifier"] = self.notifier_status
+        return info
 
     async def _signal(self, message: dict[str, Any], node: str | None) -> None:
         message["ident"] = "any" if node is None else f"{self.name}.{node}"

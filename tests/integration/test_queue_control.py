@@ -591,3 +591,16 @@ async def test_poll_notifier_opens_no_listen_connection_and_still_runs_jobs(
         latency = (done.attempted_at - done.inserted_at).total_seconds()
         assert latency < 1.3, f"job {job.id} started {latency:.2f}s after insert"
     assert await _listen_pids(pool, prefix) == []
+
+
+async def test_notifier_status_is_visible_in_check_queue(make_oban):
+    listening = make_oban(name="StatusListen", node="status-l", queues={"default": 1})
+    polling = make_oban(
+        name="StatusPoll", node="status-p", queues={"default": 1}, notifier={"type": "poll"}
+    )
+    assert listening.notifier_status == "stopped"
+    await listening.start()
+    await polling.start()
+    assert listening.check_queue("default").meta["notifier"] == "listening"
+    assert polling.check_queue("default").meta["notifier"] == "polling"
+    assert polling.notifier_status == "polling"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -148,10 +149,34 @@ class PostgresEngine:
         async with self._connection() as conn:
             return await self._execute(conn, name, params)
 
+    async def _diagnose(self) -> None:
+        """Connect directly (not through the pool) to surface why the database is
+        unreachable; raise DatabaseUnavailableError with that reason."""
+        conninfo: Any = self.pool.conninfo
+        if callable(conninfo):
+            conninfo = conninfo()
+            if inspect.isawaitable(conninfo):
+                conninfo = await conninfo
+        try:
+            kwargs = self.pool.kwargs if isinstance(self.pool.kwargs, dict) else {}
+            kwargs = {**kwargs, "connect_timeout": int(CONNECT_TIMEOUT)}
+            conn = await AsyncConnection.connect(conninfo, **kwargs)
+        except Exception as error:
+            raise DatabaseUnavailableError(
+                f"cannot connect to the database: {str(error).strip()}"
+            ) from error
+        await conn.close()
+
     async def check_schema(self) -> None:
         try:
-            async with self._connection(timeout=CONNECT_TIMEOUT) as conn:
-                rows = await self._execute(conn, "check_schema", (self.prefix,))
+            try:
+                async with self._connection(timeout=2.0) as conn:
+                    rows = await self._execute(conn, "check_schema", (self.prefix,))
+            except DatabaseUnavailableError:
+                # No pooled connection quickly: find out why, else wait longer for one.
+                await self._diagnose()
+                async with self._connection(timeout=CONNECT_TIMEOUT) as conn:
+                    rows = await self._execute(conn, "check_schema", (self.prefix,))
         except OperationalError as error:
             raise DatabaseUnavailableError(f"cannot reach the database: {error}") from error
         jobs, producers, _leaders, errors_type = rows[0]

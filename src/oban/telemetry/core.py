@@ -97,7 +97,7 @@ def span(prefix: str, meta: dict[str, Any]) -> Iterator[Collector]:
     collector = Collector()
     try:
         yield collector
-    except Exception as error:
+    except BaseException as error:  # cancellation too, so every start gets its end
         execute(
             f"{prefix}.exception",
             {
