@@ -131,3 +131,72 @@ async def test_start_runs_jobs_and_stops_gracefully_on_sigterm(dsn, pool, prefix
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+CRON_WORKERS = textwrap.dedent(
+    """
+    from oban import worker
+
+    @worker(queue="default", cron="@hourly")
+    class Hourly:
+        async def process(self, job):
+            return None
+    """
+)
+
+
+async def test_start_discovers_cron_workers_in_the_working_directory(dsn, tmp_path):
+    package = tmp_path / "app"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "jobs.py").write_text(CRON_WORKERS)
+    hidden = tmp_path / ".venv" / "lib"
+    hidden.mkdir(parents=True)
+    (hidden / "ignored.py").write_text(CRON_WORKERS.replace("Hourly", "Ignored"))
+    code, out = await run(
+        *OBAN, "start", "--dsn", dsn, "--queues", "default:1", "--dry-run", cwd=tmp_path
+    )
+    assert code == 0, out
+    assert "cron @hourly -> app.jobs.Hourly" in out
+    assert "Ignored" not in out
+
+
+async def test_second_interrupt_forces_exit(dsn, pool, prefix, tmp_path):
+    (tmp_path / "cli_workers.py").write_text(WORKERS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = await asyncio.create_subprocess_exec(
+        *OBAN,
+        "start",
+        "--dsn",
+        dsn,
+        "--prefix",
+        prefix,
+        "--queues",
+        "default:1",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    client = Oban(pool=pool, prefix=prefix, name=f"int-{prefix}")
+    try:
+        slow = await client.enqueue(
+            Job("cli_workers.Touch", args={"path": str(tmp_path / "slow"), "sleep": 30})
+        )
+
+        async def executing() -> bool:
+            job = await client.get_job(slow.id)
+            return job is not None and job.state == "executing"
+
+        await eventually(executing, timeout=15, message="slow job started")
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.5)
+        assert proc.returncode is None  # the first interrupt waits for the running job
+        proc.send_signal(signal.SIGINT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 1, out.decode()
+        assert not (tmp_path / "slow").exists()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
