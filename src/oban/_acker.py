@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 
+from . import telemetry
 from ._engines.base import Ack, Engine
 from ._tasks import cancel_and_wait
 
@@ -63,8 +64,12 @@ class Acker:
 
     async def _flush_once(self) -> bool:
         batch = self._pending[:MAX_BATCH]
+        queues = sorted({ack.queue for ack in batch})
+        meta = {"queue": queues[0] if len(queues) == 1 else None, "queues": queues}
         try:
-            written = await self._engine.ack_jobs(batch)
+            with telemetry.span("oban.producer.ack", meta) as span:
+                written = await self._engine.ack_jobs(batch)
+                span.add({"count": len(written)})
         except Exception as error:
             self._failures += 1
             logger.warning(

@@ -47,6 +47,8 @@ QUEUE_NAME_MAX_LENGTH = 127
 
 _PREFIX_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _QUEUE_LIMIT_PATTERN = re.compile(r"[0-9]+")
+#: The limit of a queue configured without one (as oban-py).
+DEFAULT_QUEUE_LIMIT = 10
 _QUEUES_SYNTAX = 'expected name:limit pairs like "default:10,mailers:5"'
 _TRUE_WORDS = frozenset({"true", "1", "yes"})
 _FALSE_WORDS = frozenset({"false", "0", "no"})
@@ -231,9 +233,7 @@ def _normalise_queue_name(name: Any) -> str:
 def _normalise_queue(name: str, value: Any) -> dict[str, Any]:
     label = f"queues.{name}"
     if isinstance(value, Mapping):
-        if "limit" not in value:
-            raise ValueError(f"{label}.limit is required")
-        settings = dict(value)
+        settings = {"limit": DEFAULT_QUEUE_LIMIT, **value}
     elif isinstance(value, int) and not isinstance(value, bool):
         settings = {"limit": value}
     else:

@@ -109,7 +109,7 @@ class Executor:
         return result
 
     def _outcome(self, job: Job, instance: Any, result: Any, error: BaseException | None) -> Ack:
-        base = {"id": job.id, "attempted_at": job.attempted_at}
+        base = {"id": job.id, "attempted_at": job.attempted_at, "queue": job.queue}
         if error is not None:
             text = _format_error(error)
             if job.attempt >= job.max_attempts:

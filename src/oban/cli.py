@@ -50,7 +50,12 @@ async def _with_pool(config: Config, action: Any) -> None:
 
 def _run(coro: Any) -> None:
     try:
-        asyncio.run(coro)
+        try:
+            import uvloop  # type: ignore[import-not-found]
+        except ImportError:
+            asyncio.run(coro)
+        else:
+            uvloop.run(coro)
     except ObanError as error:
         raise click.ClickException(str(error)) from error
 
@@ -88,10 +93,12 @@ def install(config_path: str | None, dsn: str | None, prefix: str | None) -> Non
 @_config_option
 @_dsn_option
 @_prefix_option
-@click.confirmation_option(prompt="Drop every oban table and all jobs in them?")
-def uninstall(config_path: str | None, dsn: str | None, prefix: str | None) -> None:
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
+def uninstall(config_path: str | None, dsn: str | None, prefix: str | None, yes: bool) -> None:
     """Drop the oban tables (and every job in them)."""
     config = _load(config_path=config_path, dsn=dsn, prefix=prefix)
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Drop every oban table and all jobs in {config.prefix!r}?", abort=True)
     if not config.dsn:
         raise click.UsageError("no DSN: pass --dsn, set OBAN_DSN or dsn in oban.toml")
 

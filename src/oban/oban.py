@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -92,6 +93,8 @@ class Oban:
         shutdown_grace_period: float | None = 15.0,
         stager: dict[str, Any] | None = None,
     ) -> None:
+        if dispatcher is not None:
+            raise ValueError("dispatcher: custom dispatchers are not supported; leave it None")
         self.config = Config(
             leader=dict(leader or {}),
             leadership=leadership,
@@ -108,6 +111,18 @@ class Oban:
             shutdown_grace_period=shutdown_grace_period,
             stager=dict(stager or {}),
         )
+        if metrics:
+            logger.warning(
+                "metrics=%r is accepted for compatibility, but gossip/metrics broadcasts for "
+                "Oban Web are not implemented yet",
+                metrics,
+            )
+        timezone = self.config.scheduler.get("timezone")
+        if timezone is not None:
+            try:
+                ZoneInfo(timezone)
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                raise ValueError(f"scheduler.timezone: unknown timezone {timezone!r}") from None
         self.name = self.config.name
         self.node = self.config.node or default_node()
         self.prefix = self.config.prefix
@@ -239,6 +254,12 @@ class Oban:
                 self._notifier.listen("leader", self._on_leader)
             await self._notifier.start()
 
+        elif config.queues:
+            logger.info("notifier: poll mode, producers poll every %ss", self._poll_interval())
+            telemetry.execute(
+                "oban.notifier.status", {"status": "polling", "reason": "poll mode configured"}
+            )
+
         for queue, opts in config.queues.items():
             self._producers[queue] = self._make_producer(queue, opts)
         await asyncio.gather(*(p.start() for p in self._producers.values()))
@@ -288,7 +309,7 @@ class Oban:
 
     def _make_producer(self, queue: str, opts: dict[str, Any]) -> Producer:
         assert self._acker is not None and self._executor is not None
-        poll = self.config.notifier.get("poll_interval", 1.0)
+        poll = self._poll_interval()
         return Producer(
             acker=self._acker,
             engine=self._engine,
@@ -299,6 +320,10 @@ class Oban:
             queue=queue,
             **opts,
         )
+
+    def _poll_interval(self) -> float:
+        interval: float = self.config.notifier.get("poll_interval", 1.0)
+        return interval
 
     def _cron_entries(self) -> list[CronEntry]:
         return [e for e in cron_entries if getattr(e.worker, "_oban_name", "Oban") == self.name]
@@ -519,8 +544,16 @@ class Oban:
         """Resume every queue."""
         await self.resume_queue("*", node=node)
 
-    async def scale_queue(self, *, queue: str, limit: int, node: str | None = None) -> None:
-        """Change ``queue``'s concurrency limit, here and on other nodes."""
+    async def scale_queue(self, *, queue: str, node: str | None = None, **options: Any) -> None:
+        """Change ``queue``'s concurrency ``limit=``, here and on other nodes.
+
+        Raises:
+            ValueError: no ``limit``, a limit below 1, or an option other than ``limit``.
+        """
+        unknown = set(options) - {"limit"}
+        if unknown:
+            raise ValueError(f"scale_queue supports only limit=, got {sorted(unknown)}")
+        limit = options.get("limit")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive integer, got {limit!r}")
         if node in (None, self.node):

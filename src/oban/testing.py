@@ -224,8 +224,8 @@ async def refute_enqueued(*, oban: str | Oban = "Oban", timeout: float = 0, **fi
 
 async def drain_queue(
     queue: str = "default",
-    *,
     oban: str | Oban = "Oban",
+    *,
     with_recursion: bool = True,
     with_safety: bool = False,
     with_scheduled: bool = True,

@@ -541,7 +541,6 @@ def test_queue_names_colliding_after_strip_are_rejected() -> None:
         ({"default": -5}, "queues.default.limit must be a positive integer, got -5"),
         ({"default": True}, "queues.default must be a positive integer limit"),
         ({"default": "10"}, "queues.default must be a positive integer limit"),
-        ({"default": {"paused": True}}, "queues.default.limit is required"),
         ({"default": {"limit": 2.5}}, "queues.default.limit must be a positive integer"),
         ({"default": {"limit": False}}, "queues.default.limit must be a positive integer"),
         ({"default": {"limit": 1, "paused": "yes"}}, "queues.default.paused must be true or"),
@@ -792,3 +791,8 @@ def test_pool_kwargs_with_check() -> None:
 
     assert kwargs["check"] is True
     assert set(kwargs) == {"min_size", "max_size", "timeout", "max_lifetime", "max_idle", "check"}
+
+
+def test_a_queue_table_without_limit_defaults_to_ten() -> None:
+    config = Config(queues={"default": {"paused": True}})
+    assert config.queues == {"default": {"limit": 10, "paused": True}}

@@ -25,6 +25,7 @@ class Ack:
     error: str | None = None
     meta: dict[str, Any] | None = None
     snooze: bool = False
+    queue: str = ""
 
 
 class Engine(Protocol):
