@@ -1,19 +1,22 @@
 """A tour of oban: workers defined, jobs enqueued, executed, retried, snoozed, recorded.
 
-Run with ``make demo``. Uses OBAN_DSN (default postgresql://postgres@127.0.0.1:5432/test)
-and installs the schema into its own PostgreSQL schema, ``oban_demo``.
+Run with ``make demo``. With no configuration it runs on the embedded SQLite engine (a
+database file in a temporary directory): nothing else to install. Set OBAN_DSN to a
+``postgresql://`` DSN to run it on PostgreSQL instead (schema ``oban_demo``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import time
+from pathlib import Path
 
 from oban import Cancel, Oban, Record, Snooze, job, schema, worker
 from oban._recorded import decode_recorded
 
-DSN = os.environ.get("OBAN_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+DSN = os.environ.get("OBAN_DSN")
 PREFIX = "oban_demo"
 START = time.monotonic()
 
@@ -67,12 +70,20 @@ def add(a: int, b: int = 2) -> Record:
 
 
 async def main() -> None:
-    pool = await Oban.create_pool(dsn=DSN)
-    await schema.install(pool, PREFIX)
-    async with pool.connection() as conn:
-        await conn.execute(f"TRUNCATE {PREFIX}.oban_jobs")
+    pool = None
+    if DSN and DSN.startswith(("postgres://", "postgresql://")):
+        pool = await Oban.create_pool(dsn=DSN)
+        await schema.install(pool, PREFIX)
+        async with pool.connection() as conn:
+            await conn.execute(f"TRUNCATE {PREFIX}.oban_jobs")
+        oban = Oban(pool=pool, prefix=PREFIX, queues={"default": 5, "mailers": 10})
+        say(f"PostgreSQL, schema {PREFIX}")
+    else:
+        path = Path(tempfile.mkdtemp(prefix="oban-demo-")) / "jobs.db"
+        oban = Oban(dsn=f"sqlite:///{path}", queues={"default": 5, "mailers": 10})
+        say(f"SQLite, {path}")
 
-    async with Oban(pool=pool, prefix=PREFIX, queues={"default": 5, "mailers": 10}) as oban:
+    async with oban:
         say("enqueueing jobs")
         await oban.enqueue_many(
             *(WelcomeEmail.new({"to": f"user{i}@example.com"}) for i in range(3))
@@ -103,7 +114,8 @@ async def main() -> None:
             if j.meta.get("snoozed"):
                 line += f", snoozed {j.meta['snoozed']}x"
             print(line)
-    await pool.close()
+    if pool is not None:
+        await pool.close()
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ class Producer:
         self._acker = acker
         self._debounce = debounce_interval
         self._poll_interval = poll_interval
+        self._last_fetch = 0.0
         self._engine = engine
         self._executor = executor
         self._running: dict[int, tuple[Job, asyncio.Task[None]]] = {}
@@ -151,9 +152,11 @@ class Producer:
             if self._stopping:
                 break
             self._wake.clear()
-            # Batch the wake-ups of finishing jobs; an idle queue fetches at once.
-            if self._debounce > 0 and self._running:
-                await asyncio.sleep(self._debounce * (0.5 + random.random()))  # noqa: S311
+            # Fetches are at least debounce_interval apart, which batches the wake-ups of
+            # finishing jobs; a queue idle for longer than that fetches at once.
+            wait = self._debounce - (time.monotonic() - self._last_fetch)
+            if wait > 0:
+                await asyncio.sleep(wait * (0.75 + random.random() / 2))  # noqa: S311
             try:
                 await self._dispatch()
                 failures = 0
@@ -175,6 +178,7 @@ class Producer:
         demand = self.limit - len(self._running)
         if demand <= 0:
             return
+        self._last_fetch = time.monotonic()
         with telemetry.span("oban.producer.get", {"queue": self.queue}) as span:
             jobs = await self._engine.fetch_jobs(self.queue, demand, self.node, self.uuid)
             span.add({"count": len(jobs)})

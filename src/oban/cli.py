@@ -15,6 +15,7 @@ import click
 
 from . import __version__, schema
 from ._config import Config, parse_queues
+from ._engines._dsn import is_postgres, sqlite_path
 from .errors import ObanError
 from .worker import worker_name
 
@@ -36,6 +37,20 @@ def _load(**options: Any) -> Config:
         return Config.load(**options)
     except (ValueError, FileNotFoundError) as error:
         raise click.UsageError(str(error)) from error
+
+
+async def _sqlite(config: Config, action: str) -> None:
+    from ._engines.sqlite import SQLiteEngine
+
+    try:
+        engine = SQLiteEngine(sqlite_path(config.dsn), prefix=config.prefix)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
+    await engine.open()
+    try:
+        await getattr(engine, action)()
+    finally:
+        await engine.close()
 
 
 async def _with_pool(config: Config, action: Any) -> None:
@@ -79,8 +94,10 @@ def version() -> None:
 def install(config_path: str | None, dsn: str | None, prefix: str | None) -> None:
     """Install or upgrade the schema (Elixir Oban v14 plus the Python tables)."""
     config = _load(config_path=config_path, dsn=dsn, prefix=prefix)
-    if not config.dsn:
-        raise click.UsageError("no DSN: pass --dsn, set OBAN_DSN or dsn in oban.toml")
+    if not is_postgres(config.dsn):
+        _run(_sqlite(config, "install"))
+        click.echo(f"oban schema installed in {sqlite_path(config.dsn)}")
+        return
 
     async def act(pool: Any) -> None:
         await schema.install(pool, config.prefix)
@@ -99,8 +116,10 @@ def uninstall(config_path: str | None, dsn: str | None, prefix: str | None, yes:
     config = _load(config_path=config_path, dsn=dsn, prefix=prefix)
     if not yes and sys.stdin.isatty():
         click.confirm(f"Drop every oban table and all jobs in {config.prefix!r}?", abort=True)
-    if not config.dsn:
-        raise click.UsageError("no DSN: pass --dsn, set OBAN_DSN or dsn in oban.toml")
+    if not is_postgres(config.dsn):
+        _run(_sqlite(config, "uninstall"))
+        click.echo(f"oban schema removed from {sqlite_path(config.dsn)}")
+        return
 
     async def act(pool: Any) -> None:
         await schema.uninstall(pool, config.prefix)
@@ -206,8 +225,11 @@ def start(
         pool_min_size=pool_min_size,
         pool_max_size=pool_max_size,
     )
-    if not config.dsn:
-        raise click.UsageError("no DSN: pass --dsn, set OBAN_DSN or dsn in oban.toml")
+    if not is_postgres(config.dsn):
+        try:
+            sqlite_path(config.dsn)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from error
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     modules = _split(cron_modules or os.environ.get("OBAN_CRON_MODULES"))
@@ -226,7 +248,8 @@ def start(
     for entry in cron_entries:
         click.echo(f"cron {entry.expression.source} -> {worker_name(entry.worker)}")
     queue_list = ", ".join(f"{q}:{o['limit']}" for q, o in config.queues.items()) or "(none)"
-    click.echo(f"oban {__version__} | prefix {config.prefix} | queues {queue_list}")
+    where = f"prefix {config.prefix}" if is_postgres(config.dsn) else sqlite_path(config.dsn)
+    click.echo(f"oban {__version__} | {where} | queues {queue_list}")
     if dry_run:
         click.echo("configuration is valid (dry run)")
         return
@@ -236,10 +259,13 @@ def start(
 async def _serve(config: Config) -> None:
     from .oban import Oban
 
-    pool = await Oban.create_pool(
-        dsn=config.dsn, min_size=config.pool_min_size, max_size=config.pool_max_size
-    )
+    pool = None
+    if is_postgres(config.dsn):
+        pool = await Oban.create_pool(
+            dsn=config.dsn, min_size=config.pool_min_size, max_size=config.pool_max_size
+        )
     oban = Oban(
+        dsn=None if pool is not None else config.dsn,
         pool=pool,
         leader=config.leader,
         leadership=config.leadership,
@@ -282,4 +308,5 @@ async def _serve(config: Config) -> None:
         await oban.stop()
         logger.info("stopped")
     finally:
-        await pool.close()
+        if pool is not None:
+            await pool.close()

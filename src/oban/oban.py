@@ -18,7 +18,9 @@ from . import telemetry
 from ._acker import Acker
 from ._config import Config
 from ._cron import CronEntry
-from ._engines.postgres import PostgresEngine
+from ._engines._dsn import is_postgres, sqlite_path
+from ._engines.base import Engine
+from ._engines.postgres import CONNECT_TIMEOUT, PostgresEngine
 from ._executor import Executor
 from ._leader import Leader
 from ._lifeline import Lifeline
@@ -53,6 +55,9 @@ class Oban:
 
     Args:
         pool: a ``psycopg_pool.AsyncConnectionPool`` (see :meth:`create_pool`).
+        dsn: instead of ``pool``: ``postgresql://...`` (a pool is opened and closed with the
+            instance) or ``sqlite:///path/to/jobs.db``. With neither, the embedded SQLite
+            engine uses ``./oban.db``.
         queues: queue name -> limit, or -> ``{"limit": n, "paused": bool, ...}``. Without
             queues the instance only enqueues (client mode).
         name: registry name for :meth:`get_instance` and ``@worker(oban=...)``.
@@ -76,8 +81,9 @@ class Oban:
     def __init__(
         self,
         *,
-        pool: AsyncConnectionPool[Any],
+        pool: AsyncConnectionPool[Any] | None = None,
         dispatcher: Any = None,
+        dsn: str | None = None,
         leader: dict[str, Any] | None = None,
         leadership: bool | None = None,
         lifeline: dict[str, Any] | None = None,
@@ -126,8 +132,27 @@ class Oban:
         self.name = self.config.name
         self.node = self.config.node or default_node()
         self.prefix = self.config.prefix
+        self._engine: Engine
+        self._owns_pool = False
+        self._ready_lock = asyncio.Lock()
+        self._engine_ready = False
+        self.sqlite_path: str | None = None
+        if pool is not None:
+            self._engine = PostgresEngine(pool, prefix=self.prefix)
+        elif is_postgres(dsn):
+            assert dsn is not None
+            # Opened at start (or the first call that needs it), closed at stop.
+            pool = AsyncConnectionPool(dsn, open=False, min_size=1, max_size=10)
+            self._owns_pool = True
+            self._engine = PostgresEngine(pool, prefix=self.prefix)
+        else:
+            from ._engines.sqlite import SQLiteEngine
+
+            self.sqlite_path = sqlite_path(dsn)
+            engine = SQLiteEngine(self.sqlite_path, prefix=self.prefix)
+            engine.local_notify = self._on_local_message
+            self._engine = engine
         self.pool = pool
-        self._engine = PostgresEngine(pool, prefix=self.prefix)
         self._leadership = bool(self.config.queues) if leadership is None else leadership
         self._producers: dict[str, Producer] = {}
         self._notifier: PostgresNotifier | None = None
@@ -141,6 +166,34 @@ class Oban:
         self._started = False
         self._lock = asyncio.Lock()
         _instances[self.name] = self
+
+    async def _ready(self) -> Engine:
+        """The engine, opened (and for SQLite, installed) on first use."""
+        if self._engine_ready:
+            return self._engine
+        async with self._ready_lock:
+            if not self._engine_ready:
+                if self.sqlite_path is not None:
+                    await self._engine.open()  # type: ignore[attr-defined]
+                    await self._engine.install()  # type: ignore[attr-defined]
+                elif self._owns_pool and self.pool is not None:
+                    try:
+                        await self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+                    except Exception as error:
+                        raise DatabaseUnavailableError(
+                            f"could not connect to the database: {error}"
+                        ) from error
+                self._engine_ready = True
+        return self._engine
+
+    def _on_local_message(self, channel: str, message: dict[str, Any]) -> None:
+        # The SQLite engine's in-process notifications.
+        if channel == "insert":
+            self._on_insert(message)
+        elif channel == "signal":
+            self._on_signal(message)
+        elif channel == "leader":
+            self._on_leader(message)
 
     # Registry and pool
 
@@ -223,6 +276,7 @@ class Oban:
             if not self.config.queues and not self._leadership:
                 self._started = True
                 return
+            await self._ready()
             await self._engine.check_schema()
             try:
                 await self._start_components()
@@ -241,7 +295,9 @@ class Oban:
         self._acker.start()
         self._executor = Executor(threads=self._threads)
 
-        if config.notifier.get("type", "postgres") == "postgres":
+        if self.sqlite_path is not None:
+            pass  # in-process notifications; other processes are noticed by polling
+        elif config.notifier.get("type", "postgres") == "postgres" and self.pool is not None:
             self._notifier = PostgresNotifier(
                 beat_interval=config.notifier.get("beat_interval", 30.0),
                 conninfo=self.pool.conninfo,
@@ -359,6 +415,19 @@ class Oban:
         if self._threads is not None:
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._threads = None
+        await self._close_engine()
+
+    async def _close_engine(self) -> None:
+        if not self._engine_ready:
+            return
+        self._engine_ready = False
+        if self.sqlite_path is not None:
+            await self._engine.close()  # type: ignore[attr-defined]
+        elif self._owns_pool and self.pool is not None:
+            await self.pool.close()
+            # A closed pool cannot reopen: make a fresh one for a later start().
+            self.pool = AsyncConnectionPool(self.pool.conninfo, open=False, min_size=1, max_size=10)
+            self._engine = PostgresEngine(self.pool, prefix=self.prefix)
 
     def _wake(self, queues: Iterable[str]) -> None:
         for queue in queues:
@@ -474,10 +543,10 @@ class Oban:
                 await process_job(job)
             return jobs
         if not has_span_handlers("oban.enqueue"):
-            return await self._engine.insert_jobs(jobs, conn=conn)
+            return await (await self._ready()).insert_jobs(jobs, conn=conn)
         # Handlers of oban.enqueue.start may still add to each job's meta (trace context).
         with telemetry.span("oban.enqueue", {"jobs": jobs, "count": len(jobs)}):
-            return await self._engine.insert_jobs(jobs, conn=conn)
+            return await (await self._ready()).insert_jobs(jobs, conn=conn)
 
     # Jobs
 
@@ -486,7 +555,7 @@ class Oban:
         key = job_id.id if isinstance(job_id, Job) else job_id
         if key is None:
             return None
-        found = await self._engine.get_jobs([key])
+        found = await (await self._ready()).get_jobs([key])
         return found[0] if found else None
 
     # Queues
@@ -495,7 +564,11 @@ class Oban:
     def notifier_status(self) -> str:
         """How this node hears about new jobs and signals: ``"listening"`` (LISTEN/NOTIFY
         works), ``"polling"`` (the LISTEN connection is down, or ``notifier={"type":
-        "poll"}``) or ``"stopped"``."""
+        "poll"}``), ``"local"`` (SQLite: in-process wake-ups plus polling) or
+        ``"stopped"``."""
+        if self.sqlite_path is not None:
+            # In-process wake-ups; other processes' inserts are found by polling.
+            return "local" if self._started else "stopped"
         if self._notifier is not None:
             return "listening" if self._notifier.status == "listening" else "polling"
         return "polling" if self._started and self._producers else "stopped"
@@ -520,7 +593,7 @@ class Oban:
 
     async def _signal(self, message: dict[str, Any], node: str | None) -> None:
         message["ident"] = "any" if node is None else f"{self.name}.{node}"
-        await self._engine.notify("signal", [encode_payload(message)])
+        await (await self._ready()).notify("signal", [encode_payload(message)])
 
     async def pause_queue(self, queue: str, *, node: str | None = None) -> None:
         """Stop fetching from ``queue`` (running jobs finish), here and on other nodes."""
@@ -596,12 +669,12 @@ class Oban:
         ids = _ids(jobs)
         if not ids:
             return 0
-        cancelled, executing = await self._engine.cancel_jobs(ids)
+        cancelled, executing = await (await self._ready()).cancel_jobs(ids)
         if executing:
             messages = [{"action": "pkill", "job_id": job_id} for job_id in executing]
             for message in messages:
                 self._on_signal({**message, "ident": "any"})
-            await self._engine.notify(
+            await (await self._ready()).notify(
                 "signal", [encode_payload({**m, "ident": "any"}) for m in messages]
             )
         return len(cancelled) + len(executing)
@@ -616,7 +689,7 @@ class Oban:
         Applies to every state except ``available`` and ``executing``. A job that used all
         its attempts gets one more; finished timestamps are cleared.
         """
-        return await self._engine.retry_jobs(_ids(jobs))
+        return await (await self._ready()).retry_jobs(_ids(jobs))
 
     async def delete_job(self, job: Job | int) -> int:
         """Delete one job; see :meth:`delete_many_jobs`."""
@@ -624,7 +697,7 @@ class Oban:
 
     async def delete_many_jobs(self, jobs: Iterable[Job | int]) -> int:
         """Delete jobs that are not executing; return how many were deleted."""
-        return await self._engine.delete_jobs(_ids(jobs))
+        return await (await self._ready()).delete_jobs(_ids(jobs))
 
     async def update_job(
         self, job: Job | int, changes: dict[str, Any] | Callable[[Job], dict[str, Any]]
@@ -659,13 +732,13 @@ class Oban:
             ValueError: an id that does not exist, or an invalid change.
         """
         ids = _ids(jobs)
-        current = {job.id: job for job in await self._engine.get_jobs(ids)}
+        current = {job.id: job for job in await (await self._ready()).get_jobs(ids)}
         missing = [i for i in ids if i not in current]
         if missing:
             raise ValueError(f"cannot update jobs that do not exist: {missing}")
         for job in current.values():
             job.update(changes(job) if callable(changes) else changes)
-        return await self._engine.update_jobs(list(current.values()))
+        return await (await self._ready()).update_jobs(list(current.values()))
 
 
 def _ids(jobs: Iterable[Job | int]) -> list[int]:

@@ -100,7 +100,7 @@ def process_job(job: Job) -> Any:
 
 async def reset_oban(oban: str | Oban = "Oban") -> None:
     """Delete every job, leader and producer row of the instance's database schema."""
-    await _instance(oban)._engine.reset()
+    await (await _instance(oban)._ready()).reset()
 
 
 def _instance(oban: str | Oban) -> Oban:
@@ -169,7 +169,7 @@ async def all_enqueued(*, oban: str | Oban = "Oban", **filters: Any) -> list[Job
     ``scheduled_in`` (within a second).
     """
     _check_filters(filters)
-    jobs = await _instance(oban)._engine.all_enqueued()
+    jobs = await (await _instance(oban)._ready()).all_enqueued()
     return [job for job in jobs if _matches(job, filters)]
 
 
@@ -242,7 +242,7 @@ async def drain_queue(
         ``discarded``, ``retryable``, ``scheduled``.
     """
     instance = _instance(oban)
-    engine = instance._engine
+    engine = await instance._ready()
     executor = Executor(threads=_threads, safe=with_safety)
     counts = {"cancelled": 0, "completed": 0, "discarded": 0, "retryable": 0, "scheduled": 0}
     node, producer = f"{instance.node}.drain", str(uuid.uuid4())

@@ -560,9 +560,22 @@ async def test_create_pool_with_unreachable_dsn_raises_quickly():
     assert time.monotonic() - started < 5
 
 
-@pytest.mark.parametrize("bad_pool", [None, "postgresql://postgres@127.0.0.1/test", object()])
+# pool=None is not an error: with no DSN either, it selects the embedded SQLite engine.
+@pytest.mark.parametrize("bad_pool", ["postgresql://postgres@127.0.0.1/test", object()])
 def test_oban_with_a_non_pool_raises_type_error(bad_pool):
     with pytest.raises(TypeError, match="AsyncConnectionPool"):
         Oban(pool=bad_pool, name="EnqNotAPool")
     with pytest.raises(RuntimeError):
         Oban.get_instance("EnqNotAPool")
+
+
+def test_oban_without_pool_or_dsn_uses_sqlite_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    instance = Oban(name="EnqNoPool")
+    assert instance.pool is None
+    assert instance.sqlite_path == "oban.db"
+
+
+def test_oban_with_an_unknown_dsn_scheme_is_a_value_error():
+    with pytest.raises(ValueError, match="mysql"):
+        Oban(dsn="mysql://localhost/db", name="EnqBadDsn")

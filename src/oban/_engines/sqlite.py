@@ -1,0 +1,622 @@
+"""The embedded SQLite engine (aiosqlite: one connection per engine, WAL mode).
+
+Statements are loaded from ``queries/sqlite``. What differs from PostgreSQL:
+
+* Tables: SQLite has no schemas, so the prefix names tables: ``oban_jobs`` for the default
+  ``"public"``, ``<prefix>_oban_jobs`` (and ``<prefix>_oban_leaders``, ...) otherwise.
+* Timestamps are UTC text ``YYYY-MM-DD HH:MM:SS.SSS`` (millisecond precision, taken from the
+  database clock inside SQL), so text order is time order; JSON columns are text.
+* Concurrency: every operation is one statement (or one ``BEGIN IMMEDIATE`` transaction). A
+  writing statement holds SQLite's database-wide write lock for its whole run, so a claim
+  can never hand one job to two connections or processes. A busy database is waited for
+  (``busy_timeout``) and retried with a short backoff, so "database is locked" does not
+  escape under contention.
+* Signals: SQLite has no LISTEN/NOTIFY. :meth:`SQLiteEngine.notify` and the wake-ups after
+  inserts, staging, cron inserts and retries are delivered in-process only, through
+  :attr:`SQLiteEngine.local_notify`; other processes on the same file notice new jobs by
+  polling, and signals (pause/scale/cancel of running jobs) do not reach them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from os import PathLike
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiosqlite
+import orjson
+
+from .._notifier import decode_payload
+from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
+from ..job import Job, JobState
+from . import _sql
+from .base import Ack
+
+if TYPE_CHECKING:
+    from .base import Engine
+
+__all__ = ["SCHEMA_VERSION", "SQLiteEngine", "format_timestamp", "parse_timestamp"]
+
+_ENGINE = "sqlite"
+T = TypeVar("T")
+
+#: Recorded in ``PRAGMA user_version`` by :meth:`SQLiteEngine.install` on a fresh file.
+SCHEMA_VERSION = 1
+
+#: Offsets given to SQL are kept within this many seconds (about 317 years) so that SQLite's
+#: date arithmetic stays inside years 0000-9999 (it yields NULL beyond).
+_MAX_SECONDS = 1e10
+
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_BACKOFF_START = 0.002
+_BACKOFF_MAX = 0.05
+
+LocalNotify = Callable[[str, dict[str, Any]], None]
+
+
+def format_timestamp(value: datetime) -> str:
+    """``value`` as stored: UTC text ``YYYY-MM-DD HH:MM:SS.SSS`` (naive values are UTC).
+
+    Microseconds are truncated to milliseconds, the precision of SQLite's clock, so a
+    timestamp read from the database formats back to exactly the stored text.
+    """
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}"
+    )
+
+
+def parse_timestamp(value: str | None) -> datetime | None:
+    """A stored timestamp as an aware UTC datetime (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _timestamp_or_none(value: datetime | None) -> str | None:
+    return None if value is None else format_timestamp(value)
+
+
+def _seconds(value: float) -> float:
+    return max(-_MAX_SECONDS, min(_MAX_SECONDS, float(value)))
+
+
+def _encode_job(job: Job) -> dict[str, Any]:
+    return {
+        "state": job.state.value,
+        "queue": job.queue,
+        "worker": job.worker,
+        "args": job.args,
+        "meta": job.meta,
+        "tags": job.tags,
+        "priority": job.priority,
+        "max_attempts": job.max_attempts,
+        "scheduled_at": _timestamp_or_none(job.scheduled_at),
+    }
+
+
+def _row_to_job(row: Sequence[Any]) -> Job:
+    return Job(
+        row[1],
+        id=row[0],
+        queue=row[2],
+        attempt=row[3],
+        max_attempts=row[4],
+        priority=row[5],
+        args=orjson.loads(row[6]),
+        meta=orjson.loads(row[7]) if row[7] is not None else {},
+        errors=orjson.loads(row[8]) if row[8] is not None else [],
+        tags=orjson.loads(row[9]) if row[9] is not None else [],
+        attempted_by=orjson.loads(row[10]) if row[10] is not None else None,
+        inserted_at=parse_timestamp(row[11]),
+        attempted_at=parse_timestamp(row[12]),
+        scheduled_at=parse_timestamp(row[13]),
+        state=row[14],
+        cancelled_at=parse_timestamp(row[15]),
+        completed_at=parse_timestamp(row[16]),
+        discarded_at=parse_timestamp(row[17]),
+        _validate=False,
+    )
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES
+    message = str(error).lower()
+    return "locked" in message or "busy" in message
+
+
+def _table_prefix(prefix: str) -> str:
+    return "" if prefix == "public" else f"{prefix}_"
+
+
+@functools.cache
+def _load(name: str, prefix: str) -> str:
+    # _sql.load validates the prefix; only the table-name prefix is substituted here.
+    return _sql.load(_ENGINE, name, prefix).replace("{table_prefix}", _table_prefix(prefix))
+
+
+@functools.cache
+def _statements(name: str, prefix: str) -> tuple[str, ...]:
+    """The statements of a multi-statement file, split where SQLite says one is complete."""
+    statements: list[str] = []
+    buffer = ""
+    for line in _load(name, prefix).splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if any(line.strip() and not line.lstrip().startswith("--") for line in buffer.splitlines()):
+        raise ValueError(f"queries/sqlite/{name}.sql ends with an incomplete statement")
+    return tuple(statements)
+
+
+def _daemonize(conn: aiosqlite.Connection) -> None:
+    """Let the interpreter exit even if the connection is never closed.
+
+    aiosqlite runs each connection on its own non-daemon thread; an Oban instance used only
+    to enqueue (never stopped) would otherwise keep the process alive at exit.
+    """
+    thread = conn if isinstance(conn, threading.Thread) else getattr(conn, "_thread", None)
+    if isinstance(thread, threading.Thread) and not thread.is_alive():
+        thread.daemon = True
+
+
+class SQLiteEngine:
+    """All SQL for SQLite, on one aiosqlite connection to the database file at ``path``.
+
+    The connection is opened by :meth:`open` (or by the first operation) in autocommit mode,
+    with ``journal_mode=WAL``, ``synchronous=NORMAL``, ``busy_timeout`` and
+    ``foreign_keys=ON``. Operations of one engine are serialised (aiosqlite runs them on one
+    thread, and an ``asyncio.Lock`` keeps multi-statement transactions whole); several
+    engines and processes may share the file.
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        *,
+        prefix: str = "public",
+        busy_timeout: float = 10.0,
+    ) -> None:
+        self.path = str(path)
+        self.prefix = _sql.validate_prefix(prefix)
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
+            raise TypeError(f"busy_timeout must be a number of seconds, got {busy_timeout!r}")
+        if busy_timeout < 0:
+            raise ValueError(f"busy_timeout must not be negative, got {busy_timeout!r}")
+        self.busy_timeout = float(busy_timeout)
+        #: Table names are ``<table_prefix>oban_jobs`` etc.
+        self.table_prefix = _table_prefix(prefix)
+        #: Called as ``local_notify(channel, message)`` for in-process notifications: set by
+        #: the Oban facade. SQLite cannot signal other processes.
+        self.local_notify: LocalNotify | None = None
+        self._conn: aiosqlite.Connection | None = None
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteEngine({self.path!r}, prefix={self.prefix!r})"
+
+    # Connection
+
+    def _get_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock = asyncio.Lock()
+            self._lock_loop = loop
+        return self._lock
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection is open."""
+        return self._conn is not None
+
+    async def open(self) -> None:
+        """Open the connection (no-op when open).
+
+        Raises:
+            DatabaseUnavailableError: the file cannot be opened as an SQLite database.
+        """
+        async with self._get_lock():
+            await self._open_locked()
+
+    async def _open_locked(self) -> aiosqlite.Connection:
+        if self._conn is not None:
+            return self._conn
+        pending = aiosqlite.connect(
+            self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
+        )
+        _daemonize(pending)
+        try:
+            conn = await pending
+        except sqlite3.Error as error:
+            raise DatabaseUnavailableError(
+                f"cannot open the SQLite database {self.path!r}: {error}"
+            ) from error
+        try:
+            for pragma in (
+                f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}",
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = NORMAL",
+                "PRAGMA foreign_keys = ON",
+            ):
+                await self._retry(functools.partial(conn.execute_fetchall, pragma))
+        except sqlite3.Error as error:
+            await conn.close()
+            raise DatabaseUnavailableError(
+                f"cannot use the SQLite database {self.path!r}: {error}"
+            ) from error
+        self._conn = conn
+        return conn
+
+    async def close(self) -> None:
+        """Close the connection (no-op when closed); a later operation opens it again."""
+        async with self._get_lock():
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await conn.close()
+
+    async def _retry(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation``, retrying while the database is busy, for up to busy_timeout.
+
+        SQLite's own busy handler already waits inside each attempt; this loop covers the
+        cases where SQLite reports busy without waiting.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        delay = _BACKOFF_START
+        while True:
+            try:
+                return await operation()
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error) or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _q(self, name: str) -> str:
+        return _load(name, self.prefix)
+
+    async def _run(self, name: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run one statement (autocommit: it is its own transaction); return its rows."""
+        sql = self._q(name)
+        args = params or {}
+        async with self._get_lock():
+            conn = await self._open_locked()
+            return list(await self._retry(functools.partial(conn.execute_fetchall, sql, args)))
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) on the connection, with
+        the engine's lock held so no other operation interleaves."""
+        async with self._get_lock():
+            conn = await self._open_locked()
+            await self._retry(functools.partial(conn.execute_fetchall, "BEGIN IMMEDIATE"))
+            try:
+                yield conn
+                await conn.execute_fetchall("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    await conn.execute_fetchall("ROLLBACK")
+                raise
+
+    def _wake(self, queues: Sequence[str]) -> None:
+        """Tell in-process producers that ``queues`` have new available jobs."""
+        notify = self.local_notify
+        if notify is None:
+            return
+        for queue in dict.fromkeys(queues):
+            notify("insert", {"queue": queue})
+
+    # Schema
+
+    async def install(self) -> None:
+        """Create the oban tables and indexes (idempotent; safe from several processes).
+
+        On a file whose ``PRAGMA user_version`` is 0, records :data:`SCHEMA_VERSION` there; a
+        version set by someone else is left alone.
+        """
+        async with self._transaction() as conn:
+            for statement in _statements("install", self.prefix):
+                await conn.execute_fetchall(statement)
+            rows = list(await conn.execute_fetchall("PRAGMA user_version"))
+            if rows[0][0] == 0:
+                await conn.execute_fetchall(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    async def uninstall(self) -> None:
+        """Drop the oban tables of this prefix (idempotent)."""
+        async with self._transaction() as conn:
+            for statement in _statements("uninstall", self.prefix):
+                await conn.execute_fetchall(statement)
+
+    async def check_schema(self) -> None:
+        try:
+            rows = await self._run("check_schema")
+        except sqlite3.DatabaseError as error:
+            raise DatabaseUnavailableError(
+                f"cannot read the SQLite database {self.path!r}: {error}"
+            ) from error
+        jobs, producers, leaders = rows[0]
+        if not (jobs and producers and leaders):
+            flag = "" if self.prefix == "public" else f" --prefix {self.prefix}"
+            raise SchemaNotInstalledError(
+                f"the oban tables are missing from {self.path!r}: run "
+                f"`oban install --dsn sqlite:///{self.path}{flag}` first"
+            )
+
+    # Jobs
+
+    async def insert_jobs(self, jobs: Sequence[Job], conn: Any = None) -> list[Job]:
+        """Insert ``jobs`` in one statement.
+
+        ``conn`` may be the caller's ``aiosqlite.Connection`` (or ``aiosqlite.Cursor``), a
+        ``sqlite3.Connection``/``sqlite3.Cursor``, or a SQLAlchemy ``AsyncConnection``/
+        ``AsyncSession`` on aiosqlite: the insert then runs in the caller's transaction (it
+        commits or rolls back with it, and is not retried when busy). In-process producers
+        are woken at once, before that commit: at worst they poll once for nothing.
+        """
+        if not jobs:
+            return []
+        params = {"jobs": orjson.dumps([_encode_job(job) for job in jobs]).decode()}
+        if conn is not None:
+            rows = await _execute_on(conn, self._q("insert_jobs"), params)
+        else:
+            rows = await self._run("insert_jobs", params)
+        rows.sort(key=lambda row: row[0])  # ids ascend in input order
+        for job, (id_, state, _queue, inserted_at, scheduled_at) in zip(jobs, rows, strict=True):
+            job.id = id_
+            job.state = JobState(state)
+            job.inserted_at = parse_timestamp(inserted_at)
+            job.scheduled_at = parse_timestamp(scheduled_at)
+        self._wake([row[2] for row in rows if row[1] == "available"])
+        return list(jobs)
+
+    async def fetch_jobs(self, queue: str, demand: int, node: str, uuid: str) -> list[Job]:
+        if demand <= 0:  # SQLite reads a negative LIMIT as no limit at all
+            return []
+        rows = await self._run(
+            "fetch_jobs", {"queue": queue, "demand": demand, "node": node, "uuid": uuid}
+        )
+        rows.sort(key=lambda row: (row[5], row[13], row[0]))  # priority, scheduled_at, id
+        return [_row_to_job(row) for row in rows]
+
+    async def ack_jobs(self, acks: Sequence[Ack]) -> set[int]:
+        if not acks:
+            return set()
+        payload = orjson.dumps(
+            [
+                {
+                    "id": ack.id,
+                    "attempted_at": _timestamp_or_none(ack.attempted_at),
+                    "state": ack.state,
+                    "attempt_change": ack.attempt_change,
+                    "schedule_in": None if ack.schedule_in is None else _seconds(ack.schedule_in),
+                    "error": ack.error,
+                    "meta": ack.meta,
+                    "snooze": ack.snooze,
+                }
+                for ack in acks
+            ]
+        ).decode()
+        rows = await self._run("ack_jobs", {"acks": payload})
+        return {row[0] for row in rows}
+
+    async def stage_jobs(self, queues: Sequence[str], limit: int) -> dict[str, int]:
+        if not queues:
+            return {}
+        rows = await self._run(
+            "stage_jobs", {"queues": orjson.dumps(list(queues)).decode(), "limit": max(limit, 0)}
+        )
+        counts: dict[str, int] = {}
+        for (queue,) in rows:
+            counts[queue] = counts.get(queue, 0) + 1
+        self._wake(list(counts))
+        return counts
+
+    async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
+        rows = await self._run("get_jobs", {"ids": orjson.dumps(list(ids)).decode()})
+        return [_row_to_job(row) for row in rows]
+
+    # Producers and signals
+
+    async def insert_producer(
+        self, uuid: str, name: str, node: str, queue: str, meta: dict[str, Any]
+    ) -> None:
+        await self._run(
+            "insert_producer",
+            {
+                "uuid": uuid,
+                "name": name,
+                "node": node,
+                "queue": queue,
+                "meta": orjson.dumps(meta).decode(),
+            },
+        )
+
+    async def delete_producer(self, uuid: str) -> None:
+        await self._run("delete_producer", {"uuid": uuid})
+
+    async def notify(self, channel: str, payloads: Sequence[str]) -> None:
+        """Deliver ``payloads`` on ``channel`` to :attr:`local_notify`, in this process only.
+
+        Other processes on the same file do not receive them (SQLite has no NOTIFY).
+        """
+        notify = self.local_notify
+        if notify is None:
+            return
+        for payload in payloads:
+            notify(channel, decode_payload(payload))
+
+    # Cluster
+
+    async def elect_leader(self, name: str, node: str, ttl: float) -> bool:
+        rows = await self._run("elect_leader", {"name": name, "node": node, "ttl": _seconds(ttl)})
+        return bool(rows) and rows[0][0] == node
+
+    async def resign_leader(self, name: str, node: str) -> None:
+        await self._run("resign_leader", {"name": name, "node": node})
+
+    async def prune_jobs(self, max_age: float, limit: int) -> int:
+        rows = await self._run("prune_jobs", {"max_age": _seconds(max_age), "limit": max(limit, 0)})
+        return len(rows)
+
+    async def rescue_jobs(
+        self, rescue_after: float, producer_max_age: float, limit: int
+    ) -> dict[str, int]:
+        rows = await self._run(
+            "rescue_jobs",
+            {
+                "rescue_after": _seconds(rescue_after),
+                "producer_max_age": _seconds(producer_max_age),
+                "limit": max(limit, 0),
+            },
+        )
+        counts = {"available": 0, "discarded": 0}
+        for _id, state in rows:
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    async def refresh_producers(self, producers: Sequence[tuple[str, dict[str, Any]]]) -> set[str]:
+        if not producers:
+            return set()
+        payload = orjson.dumps([{"uuid": uuid, "meta": meta} for uuid, meta in producers])
+        rows = await self._run("refresh_producers", {"producers": payload.decode()})
+        return {row[0] for row in rows}
+
+    async def cleanup_producers(self, max_age: float) -> int:
+        return len(await self._run("cleanup_producers", {"max_age": _seconds(max_age)}))
+
+    async def expire_producer(self, uuid: str) -> None:
+        await self._run("expire_producer", {"uuid": uuid})
+
+    async def insert_cron_jobs(self, name: str, jobs: Sequence[Job]) -> list[int]:
+        """Insert cron jobs in one statement, skipping entries that already have a job for
+        their minute. ``name`` (PostgreSQL's advisory-lock key) is not needed: the statement
+        holds SQLite's write lock from the check to the insert."""
+        if not jobs:
+            return []
+        payload = orjson.dumps(
+            [
+                {
+                    "queue": job.queue,
+                    "worker": job.worker,
+                    "args": job.args,
+                    "meta": job.meta,
+                    "tags": job.tags,
+                    "priority": job.priority,
+                    "max_attempts": job.max_attempts,
+                }
+                for job in jobs
+            ]
+        ).decode()
+        rows = await self._run("insert_cron_jobs", {"jobs": payload})
+        rows.sort(key=lambda row: row[0])
+        self._wake([row[1] for row in rows])
+        return [row[0] for row in rows]
+
+    async def cancel_jobs(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Cancel ``ids``; return (cancelled ids, executing ids to signal)."""
+        rows = await self._run("cancel_jobs", {"ids": orjson.dumps(list(ids)).decode()})
+        rows.sort(key=lambda row: row[0])
+        return [r[0] for r in rows if not r[1]], [r[0] for r in rows if r[1]]
+
+    # Management
+
+    async def retry_jobs(self, ids: Sequence[int]) -> int:
+        rows = await self._run("retry_jobs", {"ids": orjson.dumps(list(ids)).decode()})
+        self._wake(sorted({row[1] for row in rows}))
+        return len(rows)
+
+    async def delete_jobs(self, ids: Sequence[int]) -> int:
+        return len(await self._run("delete_jobs", {"ids": orjson.dumps(list(ids)).decode()}))
+
+    async def update_jobs(self, jobs: Sequence[Job]) -> list[Job]:
+        if not jobs:
+            return []
+        payload = orjson.dumps(
+            [
+                {
+                    "id": job.id,
+                    "state": job.state.value,
+                    "args": job.args,
+                    "max_attempts": job.max_attempts,
+                    "meta": job.meta,
+                    "priority": job.priority,
+                    "queue": job.queue,
+                    "scheduled_at": _timestamp_or_none(job.scheduled_at),
+                    "tags": job.tags,
+                    "worker": job.worker,
+                }
+                for job in jobs
+            ]
+        ).decode()
+        rows = await self._run("update_jobs", {"jobs": payload})
+        rows.sort(key=lambda row: row[0])
+        return [_row_to_job(row) for row in rows]
+
+    # Testing
+
+    async def all_enqueued(self) -> list[Job]:
+        return [_row_to_job(row) for row in await self._run("all_enqueued")]
+
+    async def stage_all_jobs(self, queue: str) -> int:
+        return len(await self._run("stage_all_jobs", {"queue": queue}))
+
+    async def reset(self) -> None:
+        async with self._transaction() as conn:
+            for statement in _statements("reset", self.prefix):
+                await conn.execute_fetchall(statement)
+
+
+async def _execute_on(conn: Any, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Run ``sql`` on the caller's connection, inside whatever transaction it has open."""
+    if type(conn).__module__.startswith("sqlalchemy"):
+        if hasattr(conn, "get_raw_connection"):  # sqlalchemy AsyncConnection
+            raw = await conn.get_raw_connection()
+        else:  # sqlalchemy AsyncSession
+            raw = await (await conn.connection()).get_raw_connection()
+        conn = raw.driver_connection
+        if not isinstance(conn, aiosqlite.Connection):
+            raise TypeError(
+                f"conn uses the {type(conn).__name__} driver; the SQLite engine needs "
+                "aiosqlite (sqlite+aiosqlite:///...)"
+            )
+    if isinstance(conn, aiosqlite.Cursor):
+        conn = conn._conn
+    if isinstance(conn, aiosqlite.Connection):
+        return list(await conn.execute_fetchall(sql, params))
+    if isinstance(conn, sqlite3.Cursor):
+        conn = conn.connection
+    if isinstance(conn, sqlite3.Connection):
+        sync = conn
+
+        def run() -> list[Any]:
+            return sync.execute(sql, params).fetchall()
+
+        try:
+            return await asyncio.to_thread(run)
+        except sqlite3.ProgrammingError as error:
+            # A connection made with check_same_thread=True (the default) may only be used
+            # by its own thread, which is this one: run the (short) insert here.
+            if "thread" not in str(error):
+                raise
+            return run()
+    raise TypeError(
+        "conn must be an aiosqlite Connection/Cursor, a sqlite3 Connection/Cursor, or a "
+        f"SQLAlchemy AsyncConnection/AsyncSession on aiosqlite, got {type(conn).__name__}"
+    )
+
+
+if TYPE_CHECKING:
+    # SQLiteEngine provides the whole Engine protocol (checked by mypy).
+    _protocol_check: Engine = SQLiteEngine(":memory:")

@@ -1,0 +1,68 @@
+-- :acks, a JSON array of acks. Each update is guarded by the state and attempted_at the job
+-- was fetched with, so a stale ack (the job was rescued meanwhile) changes nothing.
+-- errors gains {attempt, at, error} when an error is given; meta is merged shallowly (the
+-- ack's keys replace the job's, like PostgreSQL's jsonb ||), and a snooze increments
+-- meta.snoozed; schedule_in is seconds from now.
+UPDATE {table_prefix}oban_jobs AS j
+SET state = a.state,
+    attempt = j.attempt + a.attempt_change,
+    completed_at = CASE
+      WHEN a.state = 'completed' THEN strftime('%Y-%m-%d %H:%M:%f', 'now') ELSE j.completed_at
+    END,
+    cancelled_at = CASE
+      WHEN a.state = 'cancelled' THEN strftime('%Y-%m-%d %H:%M:%f', 'now') ELSE j.cancelled_at
+    END,
+    discarded_at = CASE
+      WHEN a.state = 'discarded' THEN strftime('%Y-%m-%d %H:%M:%f', 'now') ELSE j.discarded_at
+    END,
+    scheduled_at = CASE
+      WHEN a.schedule_in IS NULL THEN j.scheduled_at
+      ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', a.schedule_in))
+    END,
+    errors = CASE
+      WHEN a.error IS NULL THEN j.errors
+      ELSE json_insert(j.errors, '$[#]', json_object(
+        'attempt', j.attempt,
+        'at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+        'error', a.error
+      ))
+    END,
+    meta = CASE
+      WHEN a.meta IS NULL AND NOT a.snooze THEN j.meta
+      ELSE json_patch(
+        (
+          SELECT json_group_object(m.key, CASE m.type
+            WHEN 'true' THEN json('true')
+            WHEN 'false' THEN json('false')
+            WHEN 'null' THEN json('null')
+            WHEN 'object' THEN json(m.value)
+            WHEN 'array' THEN json(m.value)
+            ELSE m.value
+          END)
+          FROM (
+            SELECT key, type, value FROM json_each(j.meta)
+            WHERE key NOT IN (SELECT key FROM json_each(a.meta))
+            UNION ALL
+            SELECT key, type, value FROM json_each(a.meta)
+          ) AS m
+        ),
+        CASE
+          WHEN a.snooze THEN json_object('snoozed', COALESCE(j.meta ->> '$.snoozed', 0) + 1)
+          ELSE '{}'
+        END
+      )
+    END
+FROM (
+  SELECT
+    e.value ->> '$.id' AS id,
+    e.value ->> '$.attempted_at' AS attempted_at,
+    e.value ->> '$.state' AS state,
+    e.value ->> '$.attempt_change' AS attempt_change,
+    e.value ->> '$.schedule_in' AS schedule_in,
+    e.value ->> '$.error' AS error,
+    e.value ->> '$.meta' AS meta,
+    COALESCE(e.value ->> '$.snooze', 0) AS snooze
+  FROM json_each(:acks) AS e
+) AS a
+WHERE j.id = a.id AND j.state = 'executing' AND j.attempted_at = a.attempted_at
+RETURNING id

@@ -1,0 +1,2 @@
+-- :uuid
+DELETE FROM {table_prefix}oban_producers WHERE uuid = :uuid

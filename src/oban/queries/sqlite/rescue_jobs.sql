@@ -1,0 +1,40 @@
+-- :rescue_after seconds, :producer_max_age seconds, :limit.
+-- An executing job is an orphan when the producer that claimed it (attempted_by[1], its
+-- uuid) has a stale heartbeat, or when no producer row knows it and it started over
+-- rescue_after ago. A job whose producer still heartbeats is never rescued, however long it
+-- runs. Orphans with attempts left go back to available (meta.rescued counts the rescues);
+-- the others are discarded. Available jobs that already used every attempt are discarded too
+-- (the fetch skips them).
+UPDATE {table_prefix}oban_jobs
+SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
+    discarded_at = CASE
+      WHEN attempt >= max_attempts THEN strftime('%Y-%m-%d %H:%M:%f', 'now') ELSE discarded_at
+    END,
+    meta = CASE
+      WHEN state = 'executing'
+        THEN json_set(meta, '$.rescued', COALESCE(meta ->> '$.rescued', 0) + 1)
+      ELSE meta
+    END
+WHERE id IN (
+  SELECT j.id
+  FROM {table_prefix}oban_jobs AS j
+  LEFT JOIN (
+    SELECT uuid,
+           updated_at >= strftime('%Y-%m-%d %H:%M:%f', 'now',
+                                  printf('%+.3f seconds', -:producer_max_age)) AS fresh
+    FROM {table_prefix}oban_producers
+  ) AS p ON p.uuid = json_extract(j.attempted_by, '$[1]')
+  WHERE (
+      j.state = 'executing'
+      AND (
+        p.fresh = 0
+        OR (p.uuid IS NULL
+            AND j.attempted_at < strftime('%Y-%m-%d %H:%M:%f', 'now',
+                                          printf('%+.3f seconds', -:rescue_after)))
+      )
+    )
+    OR (j.state = 'available' AND j.attempt >= j.max_attempts)
+  ORDER BY j.id
+  LIMIT :limit
+)
+RETURNING id, state

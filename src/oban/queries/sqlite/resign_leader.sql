@@ -1,0 +1,2 @@
+-- :name, :node
+DELETE FROM {table_prefix}oban_leaders WHERE name = :name AND node = :node

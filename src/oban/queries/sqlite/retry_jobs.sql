@@ -1,0 +1,14 @@
+-- :ids (JSON array). Makes finished or waiting jobs available now; running and already
+-- available jobs are left alone. Exhausted jobs get one more attempt. Returns the queues so
+-- the engine can wake their in-process producers.
+UPDATE {table_prefix}oban_jobs
+SET state = 'available',
+    scheduled_at = strftime('%Y-%m-%d %H:%M:%f', 'now'),
+    max_attempts = max(max_attempts, attempt + 1),
+    completed_at = NULL,
+    cancelled_at = NULL,
+    discarded_at = NULL,
+    meta = json_set(meta, '$.uniq_bmp', json('[]'))
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND state NOT IN ('available', 'executing')
+RETURNING id, queue
