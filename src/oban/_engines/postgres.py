@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
-from . import _sql
+from . import _payloads, _sql
 from .base import Ack
 
 _ENGINE = "postgres"
@@ -27,20 +27,6 @@ def _naive_utc(value: datetime | None) -> str | None:
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat()
-
-
-def _encode_job(job: Job) -> dict[str, Any]:
-    return {
-        "state": job.state.value,
-        "queue": job.queue,
-        "worker": job.worker,
-        "args": job.args,
-        "meta": job.meta,
-        "tags": job.tags,
-        "priority": job.priority,
-        "max_attempts": job.max_attempts,
-        "scheduled_at": _naive_utc(job.scheduled_at),
-    }
 
 
 def _row_to_job(row: Sequence[Any]) -> Job:
@@ -191,7 +177,7 @@ class PostgresEngine:
     async def insert_jobs(self, jobs: Sequence[Job], conn: Any = None) -> list[Job]:
         if not jobs:
             return []
-        payload = orjson.dumps([_encode_job(job) for job in jobs]).decode()
+        payload = _payloads.new_jobs(jobs, _naive_utc)
         params = (payload, self.insert_channel)
         if conn is not None:
             rows = await self._execute(await unwrap_connection(conn), "insert_jobs", params)
@@ -213,21 +199,7 @@ class PostgresEngine:
             return set()
         if self._legacy_errors is None:
             await self.check_schema()
-        payload = orjson.dumps(
-            [
-                {
-                    "id": ack.id,
-                    "attempted_at": _naive_utc(ack.attempted_at),
-                    "state": ack.state,
-                    "attempt_change": ack.attempt_change,
-                    "schedule_in": ack.schedule_in,
-                    "error": ack.error,
-                    "meta": ack.meta,
-                    "snooze": ack.snooze,
-                }
-                for ack in acks
-            ]
-        ).decode()
+        payload = _payloads.acks(acks, _naive_utc)
         rows = await self._run("ack_jobs_legacy" if self._legacy_errors else "ack_jobs", (payload,))
         return {row[0] for row in rows}
 
@@ -290,20 +262,7 @@ class PostgresEngine:
     async def insert_cron_jobs(self, name: str, jobs: Sequence[Job]) -> list[int]:
         if not jobs:
             return []
-        payload = orjson.dumps(
-            [
-                {
-                    "queue": job.queue,
-                    "worker": job.worker,
-                    "args": job.args,
-                    "meta": job.meta,
-                    "tags": job.tags,
-                    "priority": job.priority,
-                    "max_attempts": job.max_attempts,
-                }
-                for job in jobs
-            ]
-        ).decode()
+        payload = _payloads.cron_jobs(jobs)
         async with self._connection() as conn:
             async with conn.transaction():
                 await self._execute(conn, "lock_cron", (name,))
@@ -326,23 +285,7 @@ class PostgresEngine:
     async def update_jobs(self, jobs: Sequence[Job]) -> list[Job]:
         if not jobs:
             return []
-        payload = orjson.dumps(
-            [
-                {
-                    "id": job.id,
-                    "state": job.state.value,
-                    "args": job.args,
-                    "max_attempts": job.max_attempts,
-                    "meta": job.meta,
-                    "priority": job.priority,
-                    "queue": job.queue,
-                    "scheduled_at": _naive_utc(job.scheduled_at),
-                    "tags": job.tags,
-                    "worker": job.worker,
-                }
-                for job in jobs
-            ]
-        ).decode()
+        payload = _payloads.updates(jobs, _naive_utc)
         rows = await self._run("update_jobs", (payload,))
         return [_row_to_job(row) for row in rows]
 

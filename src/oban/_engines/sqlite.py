@@ -36,7 +36,7 @@ import orjson
 from .._notifier import decode_payload
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
-from . import _sql
+from . import _payloads, _sql
 from .base import Ack
 
 if TYPE_CHECKING:
@@ -88,20 +88,6 @@ def _timestamp_or_none(value: datetime | None) -> str | None:
 
 def _seconds(value: float) -> float:
     return max(-_MAX_SECONDS, min(_MAX_SECONDS, float(value)))
-
-
-def _encode_job(job: Job) -> dict[str, Any]:
-    return {
-        "state": job.state.value,
-        "queue": job.queue,
-        "worker": job.worker,
-        "args": job.args,
-        "meta": job.meta,
-        "tags": job.tags,
-        "priority": job.priority,
-        "max_attempts": job.max_attempts,
-        "scheduled_at": _timestamp_or_none(job.scheduled_at),
-    }
 
 
 def _row_to_job(row: Sequence[Any]) -> Job:
@@ -367,7 +353,7 @@ class SQLiteEngine:
         """
         if not jobs:
             return []
-        params = {"jobs": orjson.dumps([_encode_job(job) for job in jobs]).decode()}
+        params = {"jobs": _payloads.new_jobs(jobs, _timestamp_or_none)}
         if conn is not None:
             rows = await _execute_on(conn, self._q("insert_jobs"), params)
         else:
@@ -393,21 +379,7 @@ class SQLiteEngine:
     async def ack_jobs(self, acks: Sequence[Ack]) -> set[int]:
         if not acks:
             return set()
-        payload = orjson.dumps(
-            [
-                {
-                    "id": ack.id,
-                    "attempted_at": _timestamp_or_none(ack.attempted_at),
-                    "state": ack.state,
-                    "attempt_change": ack.attempt_change,
-                    "schedule_in": None if ack.schedule_in is None else _seconds(ack.schedule_in),
-                    "error": ack.error,
-                    "meta": ack.meta,
-                    "snooze": ack.snooze,
-                }
-                for ack in acks
-            ]
-        ).decode()
+        payload = _payloads.acks(acks, _timestamp_or_none, _seconds)
         rows = await self._run("ack_jobs", {"acks": payload})
         return {row[0] for row in rows}
 
@@ -505,20 +477,7 @@ class SQLiteEngine:
         holds SQLite's write lock from the check to the insert."""
         if not jobs:
             return []
-        payload = orjson.dumps(
-            [
-                {
-                    "queue": job.queue,
-                    "worker": job.worker,
-                    "args": job.args,
-                    "meta": job.meta,
-                    "tags": job.tags,
-                    "priority": job.priority,
-                    "max_attempts": job.max_attempts,
-                }
-                for job in jobs
-            ]
-        ).decode()
+        payload = _payloads.cron_jobs(jobs)
         rows = await self._run("insert_cron_jobs", {"jobs": payload})
         rows.sort(key=lambda row: row[0])
         self._wake([row[1] for row in rows])
@@ -543,23 +502,7 @@ class SQLiteEngine:
     async def update_jobs(self, jobs: Sequence[Job]) -> list[Job]:
         if not jobs:
             return []
-        payload = orjson.dumps(
-            [
-                {
-                    "id": job.id,
-                    "state": job.state.value,
-                    "args": job.args,
-                    "max_attempts": job.max_attempts,
-                    "meta": job.meta,
-                    "priority": job.priority,
-                    "queue": job.queue,
-                    "scheduled_at": _timestamp_or_none(job.scheduled_at),
-                    "tags": job.tags,
-                    "worker": job.worker,
-                }
-                for job in jobs
-            ]
-        ).decode()
+        payload = _payloads.updates(jobs, _timestamp_or_none)
         rows = await self._run("update_jobs", {"jobs": payload})
         rows.sort(key=lambda row: row[0])
         return [_row_to_job(row) for row in rows]
