@@ -8,10 +8,9 @@ import re
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("engine", ["postgres", "sqlite"])

@@ -5,8 +5,8 @@ plus `backdate`/`set_state` for setting up rows, which are the only engine-speci
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest

@@ -74,6 +74,7 @@ def acks(
                 "error": ack.error,
                 "meta": ack.meta,
                 "snooze": ack.snooze,
+                "replace_meta": ack.replace_meta,
             }
             for ack in items
         ]

@@ -26,6 +26,8 @@ class Ack:
     meta: dict[str, Any] | None = None
     snooze: bool = False
     queue: str = ""
+    #: ``meta`` is the job's whole new meta rather than keys to merge (engine-internal).
+    replace_meta: bool = False
 
 
 class Engine(Protocol):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import sqlite3
 import threading
@@ -188,6 +189,8 @@ class SQLiteEngine:
         #: the Oban facade. SQLite cannot signal other processes.
         self.local_notify: LocalNotify | None = None
         self._conn: aiosqlite.Connection | None = None
+        # id -> meta text as fetched, for merging acks' meta in Python (see _merge_meta)
+        self._fetched_meta: dict[int, str] = {}
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
 
@@ -374,14 +377,38 @@ class SQLiteEngine:
             "fetch_jobs", {"queue": queue, "demand": demand, "node": node, "uuid": uuid}
         )
         rows.sort(key=lambda row: (row[5], row[13], row[0]))  # priority, scheduled_at, id
+        for row in rows:
+            self._fetched_meta[row[0]] = row[7]
         return [_row_to_job(row) for row in rows]
 
     async def ack_jobs(self, acks: Sequence[Ack]) -> set[int]:
         if not acks:
             return set()
-        payload = _payloads.acks(acks, _timestamp_or_none, _seconds)
+        payload = _payloads.acks(
+            [self._merge_meta(ack) for ack in acks], _timestamp_or_none, _seconds
+        )
         rows = await self._run("ack_jobs", {"acks": payload})
+        for ack in acks:
+            self._fetched_meta.pop(ack.id, None)
         return {row[0] for row in rows}
+
+    def _merge_meta(self, ack: Ack) -> Ack:
+        """Merge an ack's meta into the job's meta here, in Python.
+
+        SQLite's JSON functions turn numbers into doubles printed with 15 digits, so a merge
+        in SQL would round the job's floats. An executing job's meta changes only through its
+        own ack (the ack is guarded by state and attempted_at), so the meta read at fetch
+        time is current. Without it (not fetched here), the SQL falls back to json_patch.
+        """
+        if ack.meta is None and not ack.snooze:
+            return ack
+        raw = self._fetched_meta.get(ack.id)
+        if raw is None:
+            return ack
+        meta = {**orjson.loads(raw), **(ack.meta or {})}
+        if ack.snooze:
+            meta["snoozed"] = int(orjson.loads(raw).get("snoozed") or 0) + 1
+        return dataclasses.replace(ack, meta=meta, replace_meta=True)
 
     async def stage_jobs(self, queues: Sequence[str], limit: int) -> dict[str, int]:
         if not queues:

@@ -1,8 +1,9 @@
 -- :acks, a JSON array of acks. Each update is guarded by the state and attempted_at the job
 -- was fetched with, so a stale ack (the job was rescued meanwhile) changes nothing.
--- errors gains {attempt, at, error} when an error is given; meta is merged shallowly (the
--- ack's keys replace the job's, like PostgreSQL's jsonb ||), and a snooze increments
--- meta.snoozed; schedule_in is seconds from now.
+-- errors gains {attempt, at, error} when an error is given. meta: the engine normally sends
+-- the job's whole new meta, merged in Python (replace_meta), because SQLite's JSON functions
+-- round doubles; otherwise it is patched here and a snooze increments meta.snoozed.
+-- schedule_in is seconds from now.
 UPDATE {table_prefix}oban_jobs AS j
 SET state = a.state,
     attempt = j.attempt + a.attempt_change,
@@ -28,24 +29,10 @@ SET state = a.state,
       ))
     END,
     meta = CASE
+      WHEN a.replace_meta THEN a.meta
       WHEN a.meta IS NULL AND NOT a.snooze THEN j.meta
       ELSE json_patch(
-        (
-          SELECT json_group_object(m.key, CASE m.type
-            WHEN 'true' THEN json('true')
-            WHEN 'false' THEN json('false')
-            WHEN 'null' THEN json('null')
-            WHEN 'object' THEN json(m.value)
-            WHEN 'array' THEN json(m.value)
-            ELSE m.value
-          END)
-          FROM (
-            SELECT key, type, value FROM json_each(j.meta)
-            WHERE key NOT IN (SELECT key FROM json_each(a.meta))
-            UNION ALL
-            SELECT key, type, value FROM json_each(a.meta)
-          ) AS m
-        ),
+        json_patch(j.meta, COALESCE(a.meta, '{}')),
         CASE
           WHEN a.snooze THEN json_object('snoozed', COALESCE(j.meta ->> '$.snoozed', 0) + 1)
           ELSE '{}'
@@ -61,7 +48,8 @@ FROM (
     e.value ->> '$.schedule_in' AS schedule_in,
     e.value ->> '$.error' AS error,
     e.value ->> '$.meta' AS meta,
-    COALESCE(e.value ->> '$.snooze', 0) AS snooze
+    COALESCE(e.value ->> '$.snooze', 0) AS snooze,
+    COALESCE(e.value ->> '$.replace_meta', 0) AS replace_meta
   FROM json_each(:acks) AS e
 ) AS a
 WHERE j.id = a.id AND j.state = 'executing' AND j.attempted_at = a.attempted_at
