@@ -1,425 +1,569 @@
-"""Throughput and latency benchmark for oban against a real PostgreSQL.
+"""Side-by-side benchmark: this repository's oban vs oban-py 0.7.0 vs pgqueuer 1.6.0.
 
-Run with ``make bench`` (or ``.venv/bin/python bench/run.py``; ``--help`` lists the flags,
-``--quick`` divides every count by 10). Uses OBAN_BENCH_DSN (default
-postgresql://postgres@127.0.0.1:5432/test) and its own PostgreSQL schema, ``oban_bench``,
-which is dropped and re-created at the start. ``oban_jobs`` is truncated between workloads.
+One command (``make bench``, or ``.venv/bin/python bench/run.py``; ``--help`` lists the flags):
 
-Workloads:
-
-1. bulk enqueue: N jobs in one ``enqueue_many`` call.
-2. single enqueue: N sequential ``Worker.enqueue`` calls.
-3. run N pre-inserted no-op jobs, at each ``--concurrency``, timed from ``start()`` until the
-   database shows every job completed; compared with a raw psycopg claim/complete loop
-   (``LIMIT`` = the same concurrency) measured in the same run.
-4. enqueue while running: N jobs as ``enqueue_many`` batches into a running queue.
-5. insert-to-start latency on an idle node, one job at a time with a short gap.
-
-Every workload is verified in the database (exact count, expected state, one attempt each)
-and the script exits non-zero if anything is off.
+1. creates (once; reused when present with the right versions) a virtual environment per peer
+   under ``/tmp/oban-bench-venvs`` with a Python 3.12 interpreter (pyenv's by default):
+   ``obanpy`` with ``oban==0.7.0`` and ``pgqueuer`` with ``pgqueuer[asyncpg,psycopg]==1.6.0``;
+   our package runs with the interpreter that runs this script (the project's ``.venv``);
+2. drops and re-creates one PostgreSQL database per library (``oban_bench_ours``,
+   ``oban_bench_obanpy``, ``oban_bench_pgqueuer``) next to the database of the DSN
+   (``OBAN_BENCH_DSN``, default ``postgresql://postgres@127.0.0.1:5432/test``) and installs
+   each library's schema there with its own installer;
+3. runs every workload for every library, workload by workload, each in a fresh process of
+   the library's driver (``bench/drivers/``), which prints one JSON line;
+4. checks each library's tables from this process after every run (on top of the driver's
+   own checks), and prints tables of jobs/s, latency percentiles, CPU per job and peak RSS
+   with the ratios ours / each peer. Exits 1 if any run failed or any check did not hold.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
+import json
 import os
 import platform
-import resource
-import statistics
+import shutil
+import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
+from psycopg.conninfo import conninfo_to_dict
 
-from oban import Job, Oban, schema, worker
-
+BENCH_DIR = Path(__file__).resolve().parent
+DRIVERS = BENCH_DIR / "drivers"
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-QUEUE = "bench"
-POLL_SECONDS = 0.01
+DEFAULT_VENV_ROOT = Path("/tmp/oban-bench-venvs")
+PEER_PYTHON = (3, 12)
 
 
-class BenchError(Exception):
-    """A workload did not end in the expected database state."""
-
-
-# Workers and the bookkeeping they feed
-
-
-class Tracker:
-    """Counts executions in the workers so the harness knows when to look at the database."""
-
-    def __init__(self) -> None:
-        self.reset(0)
-
-    def reset(self, target: int) -> None:
-        self.target = target
-        self.calls = 0
-        self.ids: set[int] = set()
-        self.latencies: list[float] = []
-        self.done = asyncio.Event()
-        if target == 0:
-            self.done.set()
-
-    def record(self, job_id: int | None) -> None:
-        self.calls += 1
-        if job_id is not None:
-            self.ids.add(job_id)
-        if self.calls >= self.target:
-            self.done.set()
-
-
-TRACKER = Tracker()
-
-
-@worker(queue=QUEUE)
-class NoopWorker:
-    """Does nothing but count itself."""
-
-    async def process(self, job: Job) -> None:
-        TRACKER.record(job.id)
-
-
-@worker(queue=QUEUE)
-class LatencyWorker:
-    """Records how long after the enqueue call (``args["t0"]``, perf_counter) it started."""
-
-    async def process(self, job: Job) -> None:
-        started = time.perf_counter()
-        TRACKER.latencies.append(started - float(job.args["t0"]))
-        TRACKER.record(job.id)
-
-
-# Results
+# The libraries
 
 
 @dataclass
-class Result:
-    name: str
-    jobs: int
-    seconds: float
-    cpu_seconds: float
-    rss_mb: float
-    latencies_ms: list[float] = field(default_factory=list)
-    ratio: float | None = None
-    note: str = ""
-
-    @property
-    def rate(self) -> float:
-        return self.jobs / self.seconds if self.seconds > 0 else float("inf")
-
-    @property
-    def cpu_ms_per_job(self) -> float:
-        return 1000 * self.cpu_seconds / self.jobs if self.jobs else 0.0
-
-    def percentile(self, p: int) -> float:
-        if len(self.latencies_ms) < 2:
-            return self.latencies_ms[0] if self.latencies_ms else float("nan")
-        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[p - 1]
+class Library:
+    key: str  # what --only takes
+    label: str
+    driver: str
+    database: str
+    family: str  # "oban" (oban_jobs) or "pgqueuer": how the orchestrator checks the tables
+    venv: str | None = None  # directory under the venv root; None: this interpreter
+    requirement: str | None = None
+    distribution: str | None = None
+    also_needs: tuple[str, ...] = ()  # other distributions the venv must have
+    version: str | None = None
+    python: str = sys.executable
+    driver_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
 
-def peak_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux: the process's peak so far, not per workload.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class Meter:
-    """Wall time (perf_counter) and process CPU time (process_time) of one measured span."""
-
-    def __enter__(self) -> Meter:
-        self.cpu0 = time.process_time()
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.t0
-        self.cpu_seconds = time.process_time() - self.cpu0
-
-    def result(self, name: str, jobs: int, **extra: Any) -> Result:
-        return Result(name, jobs, self.seconds, self.cpu_seconds, peak_rss_mb(), **extra)
-
-
-def report(result: Result) -> None:
-    line = (
-        f"  {result.name}: {result.jobs} jobs in {result.seconds:.3f}s = {result.rate:,.0f} jobs/s,"
-        f" CPU {result.cpu_ms_per_job:.3f} ms/job, peak RSS {result.rss_mb:.1f} MB"
-    )
-    if result.latencies_ms:
-        line += (
-            f"\n    latency ms: p50 {result.percentile(50):.2f}  p90 {result.percentile(90):.2f}"
-            f"  p99 {result.percentile(99):.2f}  max {max(result.latencies_ms):.2f}"
-        )
-    if result.ratio is not None:
-        line += f"\n    ratio to raw baseline: {result.ratio:.2f}"
-    if result.note:
-        line += f"\n    {result.note}"
-    print(line, flush=True)
-
-
-def print_table(results: list[Result]) -> None:
-    header = ["workload", "jobs", "seconds", "jobs/s", "CPU ms/job", "p50/p99 ms", "ratio"]
-    header.append("RSS MB")
-    rows = [
-        [
-            r.name,
-            str(r.jobs),
-            f"{r.seconds:.3f}",
-            f"{r.rate:,.0f}",
-            f"{r.cpu_ms_per_job:.3f}",
-            f"{r.percentile(50):.2f}/{r.percentile(99):.2f}" if r.latencies_ms else "",
-            f"{r.ratio:.2f}" if r.ratio is not None else "",
-            f"{r.rss_mb:.1f}",
-        ]
-        for r in results
+def libraries(args: argparse.Namespace) -> list[Library]:
+    oban_extra = [] if args.debounce_ms is None else ["--debounce-ms", str(args.debounce_ms)]
+    return [
+        Library(
+            key="ours",
+            label="ours",
+            driver="oban_driver.py",
+            database=f"{args.db_prefix}ours",
+            family="oban",
+            driver_args=["--library", "ours", *oban_extra],
+        ),
+        Library(
+            key="obanpy",
+            label="oban-py 0.7.0",
+            driver="oban_driver.py",
+            database=f"{args.db_prefix}obanpy",
+            family="oban",
+            venv="obanpy",
+            requirement="oban==0.7.0",
+            distribution="oban",
+            version="0.7.0",
+            driver_args=["--library", "oban-py", *oban_extra],
+        ),
+        Library(
+            key="pgq",
+            label="pgqueuer 1.6.0",
+            driver="pgqueuer_driver.py",
+            database=f"{args.db_prefix}pgqueuer",
+            family="pgqueuer",
+            venv="pgqueuer",
+            requirement="pgqueuer[asyncpg,psycopg]==1.6.0",
+            distribution="pgqueuer",
+            also_needs=("asyncpg", "psycopg"),
+            version="1.6.0",
+            driver_args=[
+                "--library",
+                "pgqueuer",
+                "--driver",
+                args.pgq_driver,
+                "--limit-mode",
+                args.pgq_limit_mode,
+            ],
+        ),
     ]
+
+
+# Virtual environments for the peers
+
+
+def find_peer_python(explicit: str | None) -> str:
+    """A Python 3.12 interpreter: --peer-python, else pyenv's newest 3.12.x, else python3.12."""
+    if explicit:
+        return explicit
+    roots = []
+    if os.environ.get("PYENV_ROOT"):
+        roots.append(Path(os.environ["PYENV_ROOT"]))
+    if shutil.which("pyenv"):
+        out = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=False)
+        if out.returncode == 0 and out.stdout.strip():
+            roots.append(Path(out.stdout.strip()))
+    roots.append(Path.home() / ".pyenv")
+    wanted = ".".join(map(str, PEER_PYTHON))
+    for root in roots:
+        candidates = sorted(
+            (root / "versions").glob(f"{wanted}.*"),
+            key=lambda p: [int(x) if x.isdigit() else 0 for x in p.name.split(".")],
+        )
+        for candidate in reversed(candidates):
+            python = candidate / "bin" / "python"
+            if python.exists():
+                return str(python)
+    found = shutil.which(f"python{wanted}")
+    if found:
+        return found
+    raise SystemExit(
+        f"ERROR: no Python {wanted} found (oban-py 0.7.0 needs it): install it with "
+        f"`pyenv install {wanted}` or pass --peer-python /path/to/python{wanted}"
+    )
+
+
+def venv_state(python: Path, *dists: str) -> tuple[tuple[int, int], list[str | None]] | None:
+    """((major, minor), installed version of each of ``dists`` or None), or None if unusable."""
+    if not python.exists():
+        return None
+    probe = (
+        "import importlib.metadata as m, json, sys\n"
+        "def v(d):\n    try:\n        return m.version(d)\n"
+        "    except m.PackageNotFoundError:\n        return None\n"
+        "print(json.dumps([sys.version_info[:2], [v(d) for d in sys.argv[1:]]]))"
+    )
+    out = subprocess.run(
+        [str(python), "-c", probe, *dists], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        return None
+    (major, minor), versions = json.loads(out.stdout)
+    return (major, minor), versions
+
+
+def pip_install(python: Path) -> list[str]:
+    return [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+
+
+def ensure_venv(lib: Library, root: Path, args: argparse.Namespace) -> None:
+    """Point ``lib.python`` at a venv with the pinned version, creating it when needed."""
+    assert lib.venv and lib.distribution and lib.requirement
+    path = root / lib.venv
+    python = path / "bin" / "python"
+    dists = (lib.distribution, *lib.also_needs)
+    state = venv_state(python, *dists)
+    ready = (
+        state is not None
+        and state[0] == PEER_PYTHON
+        and state[1][0] == lib.version
+        and None not in state[1]
+    )
+    if not ready:
+        if args.skip_install:
+            raise SystemExit(
+                f"ERROR: --skip-install, but {path} is not a Python "
+                f"{'.'.join(map(str, PEER_PYTHON))} venv with {lib.requirement} (found {state})"
+            )
+        if state is None or state[0] != PEER_PYTHON:
+            if path.exists():
+                if not (path / "pyvenv.cfg").exists():
+                    raise SystemExit(f"ERROR: {path} exists and is not a venv; remove it")
+                print(f"  {path}: wrong interpreter ({state}), re-creating", flush=True)
+                shutil.rmtree(path)
+            peer_python = find_peer_python(args.peer_python)
+            print(f"  creating {path} with {peer_python}", flush=True)
+            subprocess.run([peer_python, "-m", "venv", str(path)], check=True)
+        print(f"  installing {lib.requirement} into {path}", flush=True)
+        subprocess.run([*pip_install(python), lib.requirement], check=True)
+        state = venv_state(python, *dists)
+        if state is None or state[1][0] != lib.version or None in state[1]:
+            raise SystemExit(f"ERROR: {path}: {lib.requirement} did not install ({state})")
+    lib.python = str(python)
+
+
+def project_dependencies() -> list[str]:
+    with open(BENCH_DIR.parent / "pyproject.toml", "rb") as file:
+        return list(tomllib.load(file)["project"]["dependencies"])
+
+
+def ensure_ours_venv(lib: Library, root: Path, args: argparse.Namespace) -> None:
+    """--same-python: ours in a Python 3.12 venv with only its runtime dependencies installed
+    and the repository's ``src`` on PYTHONPATH (nothing is built or written in the repo)."""
+    path = root / "ours-deps"
+    python = path / "bin" / "python"
+    stamp = path / "bench-requirements.txt"
+    wanted = "\n".join(project_dependencies()) + "\n"
+    state = venv_state(python, "psycopg", "psycopg-pool", "orjson")
+    ready = (
+        state is not None
+        and state[0] == PEER_PYTHON
+        and None not in state[1]
+        and stamp.exists()
+        and stamp.read_text() == wanted
+    )
+    if not ready:
+        if args.skip_install:
+            raise SystemExit(f"ERROR: --skip-install, but {path} is not ready (found {state})")
+        if state is None or state[0] != PEER_PYTHON:
+            if path.exists():
+                if not (path / "pyvenv.cfg").exists():
+                    raise SystemExit(f"ERROR: {path} exists and is not a venv; remove it")
+                shutil.rmtree(path)
+            peer_python = find_peer_python(args.peer_python)
+            print(f"  creating {path} with {peer_python}", flush=True)
+            subprocess.run([peer_python, "-m", "venv", str(path)], check=True)
+        print(f"  installing our runtime dependencies into {path}", flush=True)
+        subprocess.run([*pip_install(python), *project_dependencies()], check=True)
+        stamp.write_text(wanted)
+    lib.python = str(python)
+    lib.env = {"PYTHONPATH": str(BENCH_DIR.parent / "src")}
+
+
+def check_ours() -> str:
+    """The oban this interpreter imports should be this repository's (src/oban)."""
+    import importlib.metadata
+    import importlib.util
+
+    spec = importlib.util.find_spec("oban")
+    origin = Path(spec.origin).resolve() if spec and spec.origin else None
+    src = BENCH_DIR.parent / "src" / "oban"
+    if origin is None or src.resolve() not in origin.parents:
+        raise SystemExit(
+            f"ERROR: {sys.executable} imports oban from {origin}, not from {src}; "
+            "run this with the project's virtualenv (make setup; .venv/bin/python bench/run.py)"
+        )
+    return importlib.metadata.version("oban")
+
+
+# Databases
+
+
+def database_url(dsn: str, dbname: str) -> str:
+    """A postgresql:// URL for ``dbname`` on the server of ``dsn`` (asyncpg takes URLs only)."""
+    params = conninfo_to_dict(dsn)
+    user = quote(str(params.get("user") or os.environ.get("PGUSER") or "postgres"), safe="")
+    password = params.get("password")
+    auth = user + (f":{quote(str(password), safe='')}" if password else "")
+    host = str(params.get("host") or "127.0.0.1")
+    host = f"[{host}]" if ":" in host else host
+    port = params.get("port") or 5432
+    return f"postgresql://{auth}@{host}:{port}/{quote(dbname, safe='')}"
+
+
+def recreate_databases(dsn: str, names: list[str]) -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for name in names:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "?"
+
+
+def external_check(lib: Library, url: str, expected: int, final: bool) -> str | None:
+    """Look at the library's tables from here; None if they hold what the workload promised.
+
+    oban (both): ``oban_jobs`` has exactly ``expected`` rows, all ``available`` with attempt 0
+    after an enqueue/fill, all ``completed`` with attempt 1 after a run.
+    pgqueuer: after an enqueue/fill, ``pgqueuer`` has exactly ``expected`` ``queued`` rows; after
+    a run it is empty and ``pgqueuer_log`` has ``expected`` ``queued``, ``picked`` and
+    ``successful`` rows, each for ``expected`` distinct job ids, and no other status.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        if lib.family == "oban":
+            rows = conn.execute(
+                "SELECT state::text, count(*), min(attempt), max(attempt)"
+                " FROM oban_jobs GROUP BY state"
+            ).fetchall()
+            found: Any = {state: (count, lo, hi) for state, count, lo, hi in rows}
+            want: Any = (
+                {"completed": (expected, 1, 1)} if final else {"available": (expected, 0, 0)}
+            )
+            return None if found == want else f"oban_jobs (state: count, attempts): {found}"
+        queue = dict(
+            conn.execute("SELECT status::text, count(*) FROM pgqueuer GROUP BY 1").fetchall()
+        )
+        rows = conn.execute(
+            "SELECT status::text, count(*), count(DISTINCT job_id) FROM pgqueuer_log GROUP BY 1"
+        ).fetchall()
+        logged = {status: (count, distinct) for status, count, distinct in rows}
+        if final:
+            statuses = ("queued", "picked", "successful")
+            ok = not queue and logged == {s: (expected, expected) for s in statuses}
+        else:
+            ok = queue == {"queued": expected}
+        return None if ok else f"pgqueuer {queue}, pgqueuer_log (status: rows, jobs) {logged}"
+
+
+# Running the drivers
+
+
+@dataclass
+class Step:
+    key: str  # bulk, single, run20, run100, stream, latency, raw20, raw100
+    label: str
+    workload: str
+    count: int
+    extra: list[str]
+    fill: bool = False  # pre-insert ``count`` jobs in a separate process first
+    final: bool = False  # jobs end completed (vs available)
+    only: tuple[str, ...] = ()  # restricted to these libraries (the raw baseline: ours)
+
+
+def plan(args: argparse.Namespace) -> list[Step]:
+    steps = [
+        Step("bulk", f"bulk enqueue {args.bulk:,} (1 call)", "bulk", args.bulk, []),
+        Step("single", f"single enqueue x{args.single:,}", "single", args.single, []),
+    ]
+    for c in args.concurrency:
+        if "raw" in args.only:
+            steps.append(
+                Step(
+                    f"raw{c}",
+                    f"raw psycopg claim+complete, batch {c}",
+                    "raw",
+                    args.run,
+                    ["--concurrency", str(c)],
+                    fill=True,
+                    final=True,
+                    only=("ours",),
+                )
+            )
+        steps.append(
+            Step(
+                f"run{c}",
+                f"run {args.run:,} no-op jobs, c={c}",
+                "run",
+                args.run,
+                ["--concurrency", str(c)],
+                fill=True,
+                final=True,
+            )
+        )
+    calls = -(-args.stream // args.stream_batch)
+    steps.append(
+        Step(
+            "stream",
+            f"enqueue {calls}x{args.stream_batch} while running, c={args.stream_concurrency}",
+            "stream",
+            args.stream,
+            ["--batch", str(args.stream_batch), "--concurrency", str(args.stream_concurrency)],
+            final=True,
+        )
+    )
+    steps.append(
+        Step(
+            "latency",
+            f"insert-to-start latency, idle, c={args.latency_concurrency}",
+            "latency",
+            args.latency,
+            ["--gap-ms", str(args.latency_gap_ms), "--concurrency", str(args.latency_concurrency)],
+            final=True,
+        )
+    )
+    return steps
+
+
+def child_env(lib: Library) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(lib.env)
+    return env
+
+
+def call_driver(
+    lib: Library, url: str, workload: str, count: int, extra: list[str], timeout: float
+) -> dict[str, Any]:
+    command = [
+        lib.python,
+        str(DRIVERS / lib.driver),
+        "--dsn",
+        url,
+        "--workload",
+        workload,
+        "--count",
+        str(count),
+        "--timeout",
+        str(timeout),
+        *lib.driver_args,
+        *extra,
+    ]
+    try:
+        out = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout + 120,
+            env=child_env(lib),
+            cwd=BENCH_DIR,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"driver did not exit within {timeout + 120:.0f}s"}
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    data: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+    if out.returncode != 0 and "error" not in data:
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        data["error"] = f"driver exited with status {out.returncode}: {tail}"
+    if out.returncode != 0 and out.stderr.strip():
+        sys.stderr.write(out.stderr)
+    return data
+
+
+def describe(data: dict[str, Any]) -> str:
+    if "error" in data:
+        return f"FAILED: {data['error']}"
+    text = (
+        f"{data['jobs']:>6} jobs in {data['seconds']:7.3f}s = {data['jobs_per_s']:>9,.0f} jobs/s, "
+        f"CPU {data['cpu_ms_per_job']:.3f} ms/job, RSS {data['rss_mb']:.1f} MB"
+    )
+    if "latency_ms" in data:
+        lat = data["latency_ms"]
+        text += f", p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} ms"
+    if "limit" in data:
+        text += f" [{data['limit']}]"
+    return text
+
+
+def median_run(runs: list[dict[str, Any]], latency: bool) -> dict[str, Any]:
+    """The run with the median jobs/s (the median p50 for the latency workload)."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[-1]
+    if latency:
+        ok.sort(key=lambda r: r["latency_ms"]["p50"])
+    else:
+        ok.sort(key=lambda r: r["jobs_per_s"])
+    return ok[(len(ok) - 1) // 2]
+
+
+# Tables
+
+
+def fmt_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
-    def fmt(row: list[str]) -> str:
-        cells = [row[0].ljust(widths[0])]
-        cells += [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+    def line(row: list[str]) -> str:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
         return "| " + " | ".join(cells) + " |"
 
-    print(fmt(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print(fmt(row))
+    sep = "|" + "|".join(["-" * (widths[0] + 2)] + ["-" * (w + 1) + ":" for w in widths[1:]]) + "|"
+    return "\n".join([line(header), sep, *(line(row) for row in rows)])
 
 
-# Database helpers (a dedicated autocommit connection, outside oban's pool)
+def ratio(ours: float | None, peer: float | None) -> str:
+    if ours is None or peer is None or peer == 0:
+        return ""
+    return f"{ours / peer:.2f}"
 
 
-class Database:
-    def __init__(self, conn: psycopg.AsyncConnection[Any], prefix: str) -> None:
-        self.conn = conn
-        self.prefix = prefix
-        self.jobs = sql.SQL("{}.oban_jobs").format(sql.Identifier(prefix))
-
-    async def truncate(self) -> None:
-        await self.conn.execute(sql.SQL("TRUNCATE {}").format(self.jobs))
-
-    async def progress(self) -> tuple[int, int]:
-        """(completed jobs, jobs in a state other than available/executing/completed)."""
-        query = sql.SQL(
-            "SELECT count(*) FILTER (WHERE state = 'completed'),"
-            " count(*) FILTER (WHERE state NOT IN ('available', 'executing', 'completed'))"
-            " FROM {}"
-        ).format(self.jobs)
-        row = await (await self.conn.execute(query)).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
-
-    async def states(self) -> dict[str, tuple[int, int, int]]:
-        """state -> (count, min attempt, max attempt)."""
-        query = sql.SQL(
-            "SELECT state::text, count(*), min(attempt), max(attempt) FROM {} GROUP BY state"
-        ).format(self.jobs)
-        rows = await (await self.conn.execute(query)).fetchall()
-        return {state: (count, lo, hi) for state, count, lo, hi in rows}
-
-    async def verify(self, name: str, expected: int, state: str, attempt: int) -> None:
-        """Every job is in ``state`` with ``attempt``, and there are exactly ``expected``."""
-        states = await self.states()
-        if states != {state: (expected, attempt, attempt)}:
-            raise BenchError(
-                f"{name}: expected exactly {expected} jobs {state} with attempt {attempt}, "
-                f"database has (state: count, min attempt, max attempt) {states}"
-            )
-
-    async def wait_completed(self, name: str, expected: int, timeout: float) -> None:
-        """Poll every 10 ms until ``expected`` jobs are completed in the database.
-
-        Fails at once when a job lands in another final or retry state (a worker failed).
-        """
-        deadline = time.perf_counter() + timeout
-        while True:
-            completed, failed = await self.progress()
-            if completed >= expected:
-                return
-            if failed or time.perf_counter() > deadline:
-                reason = "some jobs did not complete" if failed else f"timeout ({timeout:.0f}s)"
-                raise BenchError(f"{name}: {reason}: {await self.states()}")
-            await asyncio.sleep(POLL_SECONDS)
+def metric_table(
+    title: str,
+    steps: list[Step],
+    libs: list[Library],
+    results: dict[tuple[str, str], dict[str, Any]],
+    value: Callable[[dict[str, Any]], float | None],
+    fmt: Callable[[float], str],
+) -> str:
+    ours = next((lib for lib in libs if lib.key == "ours"), None)
+    peers = [lib for lib in libs if lib.key != "ours"]
+    header = ["workload", *(lib.label for lib in libs)]
+    if ours:
+        header += [f"ours / {lib.label.split()[0]}" for lib in peers]
+    rows = []
+    for step in steps:
+        cells, values = [step.label], {}
+        for lib in libs:
+            data = results.get((step.key, lib.key))
+            v = value(data) if data and "error" not in data else None
+            values[lib.key] = v
+            cells.append("FAILED" if data and "error" in data else ("" if v is None else fmt(v)))
+        if ours:
+            cells += [ratio(values["ours"], values[lib.key]) for lib in peers]
+        rows.append(cells)
+    return f"{title}\n\n{fmt_table(header, rows)}"
 
 
-async def wait_run(db: Database, name: str, expected: int, timeout: float) -> None:
-    """Wait for the workers to have run ``expected`` jobs, then for their acks in the db."""
-    try:
-        await asyncio.wait_for(TRACKER.done.wait(), timeout)
-    except TimeoutError:
-        raise BenchError(
-            f"{name}: workers ran {TRACKER.calls} of {expected} jobs within {timeout:.0f}s; "
-            f"database: {await db.states()}"
-        ) from None
-    await db.wait_completed(name, expected, timeout)
+def latency_table(
+    steps: list[Step], libs: list[Library], results: dict[tuple[str, str], dict[str, Any]]
+) -> str:
+    ours = next((lib for lib in libs if lib.key == "ours"), None)
+    peers = [lib for lib in libs if lib.key != "ours"]
+    header = ["latency ms, p50 / p99", *(lib.label for lib in libs)]
+    if ours:
+        header += [f"ours / {lib.label.split()[0]}" for lib in peers]
+    rows = []
+    names = {"single": "{}: one call", "latency": "{}"}
+    for step in steps:
+        if step.key not in names:
+            continue
+        cells, values = [names[step.key].format(step.label)], {}
+        for lib in libs:
+            data = results.get((step.key, lib.key))
+            lat = data.get("latency_ms") if data else None
+            values[lib.key] = lat
+            cells.append(f"{lat['p50']:.2f} / {lat['p99']:.2f}" if lat else "FAILED")
+        if ours:
+            for lib in peers:
+                a, b = values["ours"], values[lib.key]
+                cells.append(
+                    f"{ratio(a['p50'], b['p50'])} / {ratio(a['p99'], b['p99'])}" if a and b else ""
+                )
+        rows.append(cells)
+    return "Latency percentiles (lower is better)\n\n" + fmt_table(header, rows)
 
 
-def check_executions(name: str, expected: int) -> None:
-    if TRACKER.calls != expected or len(TRACKER.ids) != expected:
-        raise BenchError(
-            f"{name}: expected {expected} executions of distinct jobs, workers saw "
-            f"{TRACKER.calls} executions of {len(TRACKER.ids)} distinct jobs"
-        )
-
-
-# Workloads
-
-
-@dataclass
-class Context:
-    pool: AsyncConnectionPool[Any]
-    prefix: str
-    client: Oban
-    db: Database
-    timeout: float
-    debounce: float | None  # seconds; None: the runtime's default
-
-
-async def preinsert(ctx: Context, count: int) -> None:
-    await ctx.db.truncate()
-    for start in range(0, count, 10_000):
-        batch = [NoopWorker.new({"i": i}) for i in range(start, min(count, start + 10_000))]
-        await ctx.client.enqueue_many(batch)
-    await ctx.db.verify("pre-insert", count, "available", 0)
-
-
-async def bench_bulk_enqueue(ctx: Context, count: int) -> Result:
-    await ctx.db.truncate()
-    with Meter() as meter:
-        jobs = [NoopWorker.new({"i": i}) for i in range(count)]
-        inserted = await ctx.client.enqueue_many(jobs)
-    if len(inserted) != count or any(job.id is None for job in inserted):
-        raise BenchError(f"bulk enqueue returned {len(inserted)} jobs, some without ids")
-    await ctx.db.verify("bulk enqueue", count, "available", 0)
-    return meter.result("bulk enqueue (1 call)", count, note="includes building the Job objects")
-
-
-async def bench_single_enqueue(ctx: Context, count: int) -> Result:
-    await ctx.db.truncate()
-    calls: list[float] = []
-    with Meter() as meter:
-        for i in range(count):
-            t0 = time.perf_counter()
-            await NoopWorker.enqueue({"i": i})
-            calls.append(1000 * (time.perf_counter() - t0))
-    await ctx.db.verify("single enqueue", count, "available", 0)
-    return meter.result(
-        "single enqueue", count, latencies_ms=calls, note="p50/p99: one enqueue call"
+def baseline_table(
+    steps: list[Step], libs: list[Library], results: dict[tuple[str, str], dict[str, Any]]
+) -> str | None:
+    rows = []
+    for step in steps:
+        if not step.key.startswith("raw"):
+            continue
+        raw = results.get((step.key, "ours"))
+        if not raw or "error" in raw:
+            continue
+        cells = [step.label, f"{raw['jobs_per_s']:,.0f}"]
+        for lib in libs:
+            run = results.get((step.key.replace("raw", "run"), lib.key))
+            ok = run and "error" not in run
+            cells.append(ratio(run["jobs_per_s"], raw["jobs_per_s"]) if ok else "")  # type: ignore[index]
+        rows.append(cells)
+    if not rows:
+        return None
+    header = ["database limit (no library)", "jobs/s", *(f"{lib.label} run / raw" for lib in libs)]
+    return (
+        "Raw baseline: one psycopg connection claiming B jobs and completing them, two statements\n"
+        "per batch, on the ours database; the ratio is each library's run jobs/s at concurrency B\n"
+        "over it\n\n" + fmt_table(header, rows)
     )
-
-
-async def bench_raw(ctx: Context, count: int, batch: int) -> Result:
-    """The database's own cost of claiming and completing the jobs, without oban."""
-    await preinsert(ctx, count)
-    jobs = ctx.db.jobs
-    claim = sql.SQL(
-        "UPDATE {jobs} SET state = 'executing', attempt = attempt + 1,"
-        " attempted_at = timezone('UTC', now())"
-        " WHERE id IN (SELECT id FROM {jobs} WHERE state = 'available' AND queue = %s"
-        " ORDER BY priority, scheduled_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
-        " RETURNING id"
-    ).format(jobs=jobs)
-    complete = sql.SQL(
-        "UPDATE {jobs} SET state = 'completed', completed_at = timezone('UTC', now())"
-        " WHERE id = ANY(%s)"
-    ).format(jobs=jobs)
-    done = 0
-    async with await psycopg.AsyncConnection.connect(ctx.pool.conninfo, autocommit=True) as conn:
-        with Meter() as meter:
-            while True:
-                rows = await (await conn.execute(claim, (QUEUE, batch))).fetchall()
-                if not rows:
-                    break
-                await conn.execute(complete, ([row[0] for row in rows],))
-                done += len(rows)
-    if done != count:
-        raise BenchError(f"raw baseline claimed {done} jobs, expected {count}")
-    await ctx.db.verify(f"raw baseline (batch {batch})", count, "completed", 1)
-    return meter.result(f"raw psycopg claim+complete, batch {batch}", count)
-
-
-def runner(ctx: Context, concurrency: int) -> Oban:
-    """A running instance for queue "bench"; registered under its own name, not "Oban"."""
-    queue: int | dict[str, Any] = concurrency
-    if ctx.debounce is not None:
-        queue = {"limit": concurrency, "debounce_interval": ctx.debounce}
-    return Oban(pool=ctx.pool, prefix=ctx.prefix, queues={QUEUE: queue}, name="bench-runner")
-
-
-async def bench_run(ctx: Context, count: int, concurrency: int, raw: Result | None) -> Result:
-    name = f"run no-op jobs, concurrency {concurrency}"
-    await preinsert(ctx, count)
-    TRACKER.reset(count)
-    oban = runner(ctx, concurrency)
-    try:
-        with Meter() as meter:
-            await oban.start()
-            await wait_run(ctx.db, name, count, ctx.timeout)
-    finally:
-        stop0 = time.perf_counter()
-        await oban.stop()
-        stop_ms = 1000 * (time.perf_counter() - stop0)
-    check_executions(name, count)
-    await ctx.db.verify(name, count, "completed", 1)
-    result = meter.result(name, count, note=f"stop() took {stop_ms:.0f} ms")
-    result.ratio = result.rate / raw.rate if raw else None
-    return result
-
-
-async def bench_enqueue_while_running(
-    ctx: Context, count: int, batch: int, concurrency: int
-) -> Result:
-    name = f"enqueue {count // batch}x{batch} while running, c={concurrency}"
-    await ctx.db.truncate()
-    TRACKER.reset(count)
-    oban = runner(ctx, concurrency)
-    await oban.start()
-    try:
-        with Meter() as meter:
-            for start in range(0, count, batch):
-                stop = min(count, start + batch)
-                await oban.enqueue_many([NoopWorker.new({"i": i}) for i in range(start, stop)])
-            await wait_run(ctx.db, name, count, ctx.timeout)
-    finally:
-        await oban.stop()
-    check_executions(name, count)
-    await ctx.db.verify(name, count, "completed", 1)
-    return meter.result(name, count)
-
-
-async def bench_latency(ctx: Context, count: int, gap: float, concurrency: int) -> Result:
-    name = f"insert-to-start latency, c={concurrency}"
-    await ctx.db.truncate()
-    TRACKER.reset(count)
-    oban = runner(ctx, concurrency)
-    await oban.start()
-    try:
-        await asyncio.sleep(0.2)  # let the first (empty) fetch pass: measure an idle node
-        with Meter() as meter:
-            for _ in range(count):
-                t0 = time.perf_counter()
-                await LatencyWorker.enqueue({"t0": t0})
-                await asyncio.sleep(gap)
-            await wait_run(ctx.db, name, count, ctx.timeout)
-    finally:
-        await oban.stop()
-    check_executions(name, count)
-    await ctx.db.verify(name, count, "completed", 1)
-    latencies = [1000 * seconds for seconds in TRACKER.latencies]
-    return meter.result(
-        name,
-        count,
-        latencies_ms=latencies,
-        note=f"jobs/s is bound by the {1000 * gap:.0f} ms gap between enqueues",
-    )
-
-
-# Setup and main
 
 
 def cpu_model() -> str:
@@ -433,125 +577,230 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def memory_gb() -> str:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            kib = int(meminfo.readline().split()[1])
+        return f"{kib / 1024 / 1024:.0f} GB RAM"
+    except (OSError, ValueError, IndexError):
+        return "RAM unknown"
+
+
+# Main
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="divide every count by 10")
-    parser.add_argument("--bulk", type=int, default=10_000, help="jobs in one enqueue_many")
-    parser.add_argument("--single", type=int, default=2_000, help="sequential enqueue calls")
-    parser.add_argument("--run", type=int, default=10_000, help="pre-inserted jobs to run")
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        nargs="+",
-        default=[20, 100],
-        help="queue limits for the run workload (and raw baseline batch sizes)",
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--quick", action="store_true", help="divide every job count by 10")
+    parser.add_argument(
+        "--only",
+        default="ours,obanpy,pgq,raw",
+        help="comma-separated subset of: ours, obanpy, pgq, raw (the psycopg baseline)",
+    )
+    parser.add_argument(
+        "--skip-install",
+        action="store_true",
+        help="do not create or update the peer venvs; fail if they are not ready",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per cell; the median is shown")
+    parser.add_argument("--venv-root", type=Path, default=DEFAULT_VENV_ROOT)
+    parser.add_argument("--peer-python", help="Python 3.12 for the peer venvs (default: pyenv's)")
+    parser.add_argument(
+        "--same-python",
+        action="store_true",
+        help="run ours on the peers' Python 3.12 too (a /tmp venv with our dependencies and "
+        "src/ on PYTHONPATH) instead of the interpreter running this script",
+    )
+    parser.add_argument("--db-prefix", default="oban_bench_", help="prefix of the databases")
+    parser.add_argument("--json", type=Path, help="also write every result to this file")
+    parser.add_argument("--bulk", type=int, default=10_000, help="jobs in one bulk enqueue")
+    parser.add_argument("--single", type=int, default=2_000, help="single enqueue calls")
+    parser.add_argument("--run", type=int, default=10_000, help="pre-inserted jobs to run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--stream", type=int, default=5_000, help="jobs enqueued while running")
-    parser.add_argument("--stream-batch", type=int, default=100, help="jobs per enqueue_many")
+    parser.add_argument("--stream-batch", type=int, default=100)
     parser.add_argument("--stream-concurrency", type=int, default=20)
     parser.add_argument("--latency", type=int, default=200, help="jobs for the latency test")
     parser.add_argument("--latency-gap-ms", type=float, default=10.0)
-    parser.add_argument("--latency-concurrency", type=int, default=10)
+    parser.add_argument("--latency-concurrency", type=int, default=20)
     parser.add_argument(
         "--debounce-ms",
         type=float,
-        default=None,
-        help="queue debounce_interval for every running workload (default: the runtime's)",
+        help="queue debounce_interval for both oban implementations (default: their own)",
     )
-    parser.add_argument("--prefix", default="oban_bench", help="PostgreSQL schema to use")
-    parser.add_argument("--timeout", type=float, default=300.0, help="per-workload timeout (s)")
+    parser.add_argument("--pgq-driver", choices=("asyncpg", "psycopg"), default="asyncpg")
+    parser.add_argument(
+        "--pgq-limit-mode",
+        choices=("worker", "entrypoint", "none"),
+        default="worker",
+        help="pgqueuer's concurrency C: run(max_concurrent_tasks=C), the entrypoint's "
+        "concurrency_limit=C, or no limit (diagnostic)",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
     args = parser.parse_args(argv)
+    args.only = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = set(args.only) - {"ours", "obanpy", "pgq", "raw"}
+    if unknown:
+        parser.error(f"--only: unknown {sorted(unknown)}")
     if args.quick:
         for name in ("bulk", "single", "run", "stream", "latency"):
             setattr(args, name, max(1, getattr(args, name) // 10))
     return args
 
 
-async def setup(dsn: str, prefix: str) -> tuple[AsyncConnectionPool[Any], Database, str]:
-    pool = await Oban.create_pool(dsn=dsn)
-    ident = sql.Identifier(prefix)
-    async with pool.connection() as conn:
-        await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident))
-        await conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
-        row = await (await conn.execute("SHOW server_version")).fetchone()
-    await schema.install(pool, prefix)
-    monitor = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    return pool, Database(monitor, prefix), str(row[0] if row else "?")
-
-
-async def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     dsn = os.environ.get("OBAN_BENCH_DSN", DEFAULT_DSN)
-    pool, db, server = await setup(dsn, args.prefix)
-    client = Oban(pool=pool, prefix=args.prefix)  # client mode, registered as "Oban"
-    debounce = None if args.debounce_ms is None else args.debounce_ms / 1000
-    ctx = Context(
-        pool=pool,
-        prefix=args.prefix,
-        client=client,
-        db=db,
-        timeout=args.timeout,
-        debounce=debounce,
-    )
+    libs = [lib for lib in libraries(args) if lib.key in args.only]
+    if "raw" in args.only and not any(lib.key == "ours" for lib in libs):
+        libs.insert(0, next(lib for lib in libraries(args) if lib.key == "ours"))
+    started = datetime.now(UTC)
 
-    print(f"oban benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
-    print(f"  CPU: {cpu_model()}, nproc {os.cpu_count()}")
-    print(f"  Python {platform.python_version()}, PostgreSQL {server}, schema {args.prefix!r}")
+    print(f"oban side-by-side benchmark, {started:%Y-%m-%d %H:%M:%S} UTC", flush=True)
+    versions: dict[str, str] = {}
+    if any(lib.key == "ours" for lib in libs):
+        versions["ours"] = check_ours()
+    for lib in libs:
+        if lib.venv:
+            ensure_venv(lib, args.venv_root, args)
+        elif args.same_python:
+            ensure_ours_venv(lib, args.venv_root, args)
+    urls = {lib.key: database_url(dsn, lib.database) for lib in libs}
+    server = recreate_databases(dsn, [lib.database for lib in libs])
+
+    print(f"  CPU: {cpu_model()}, nproc {os.cpu_count()}, {memory_gb()}")
+    print(f"  PostgreSQL {server} ({dsn}); databases {', '.join(lib.database for lib in libs)}")
+    for lib in libs:
+        print(f"  {lib.label}: {lib.python}")
     mode = "quick run (counts / 10)" if args.quick else "full run"
-    if debounce is not None:
-        mode += f", queue debounce_interval {args.debounce_ms:g} ms"
-    print(f"  {mode}", flush=True)
+    if args.repeat > 1:
+        mode += f", median of {args.repeat} runs per cell"
+    if args.debounce_ms is not None:
+        mode += f", oban queues with debounce_interval {args.debounce_ms:g} ms"
+    if args.same_python:
+        mode += ", ours on the peers' Python too"
+    mode += f", pgqueuer driver {args.pgq_driver}, limit mode {args.pgq_limit_mode}"
+    print(f"  {mode}\n", flush=True)
 
-    results: list[Result] = []
+    failures: list[str] = []
+    for lib in libs:
+        data = call_driver(lib, urls[lib.key], "setup", 0, [], args.timeout)
+        if "error" in data:
+            print(f"ERROR: {lib.label}: schema install failed: {data['error']}", file=sys.stderr)
+            return 1
+        versions[lib.key] = data["version"]
+        print(f"  {lib.label}: schema installed (python {data['python']}, {data['version']})")
 
-    async def step(title: str, work: Callable[[], Awaitable[Result]]) -> Result:
-        print(f"\n{title}", flush=True)
-        result = await work()
-        report(result)
-        results.append(result)
-        return result
+    steps = plan(args)
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    every_run: list[dict[str, Any]] = []
+    for step in steps:
+        print(f"\n{step.label}", flush=True)
+        for lib in libs:
+            if step.only and lib.key not in step.only:
+                continue
+            if not step.only and lib.key not in args.only:
+                continue
+            runs = []
+            for _ in range(args.repeat):
+                if step.fill:
+                    filled = call_driver(lib, urls[lib.key], "fill", step.count, [], args.timeout)
+                    if "error" in filled:
+                        runs.append({"error": f"pre-insert failed: {filled['error']}"})
+                        continue
+                data = call_driver(
+                    lib, urls[lib.key], step.workload, step.count, step.extra, args.timeout
+                )
+                if "error" not in data:
+                    problem = external_check(lib, urls[lib.key], step.count, step.final)
+                    if problem:
+                        data["error"] = f"check from run.py failed: {problem}"
+                    else:
+                        data["checked"] = "run.py re-checked the tables"
+                every_run.append({"step": step.key, "library": lib.key, **data})
+                print(f"  {lib.label:<15} {describe(data)}", flush=True)
+                runs.append(data)
+                if "error" in data:
+                    failures.append(f"{step.label}, {lib.label}: {data['error']}")
+            chosen = median_run(runs, step.key == "latency")
+            results[(step.key, lib.key)] = chosen
+            if "error" not in chosen and args.repeat > 1:
+                print(f"  {lib.label:<15} median: {describe(chosen)}", flush=True)
 
-    try:
-        # Warm up the pool's connections and psycopg's prepared statements; not measured.
-        await preinsert(ctx, 100)
-        for i in range(20):
-            await NoopWorker.enqueue({"warmup": i})
-
-        await step("1. bulk enqueue", lambda: bench_bulk_enqueue(ctx, args.bulk))
-        await step("2. single enqueue", lambda: bench_single_enqueue(ctx, args.single))
-        for concurrency in args.concurrency:
-            raw = await step(
-                f"baseline: raw psycopg, batch {concurrency}",
-                lambda c=concurrency: bench_raw(ctx, args.run, c),
-            )
-            await step(
-                f"3. run pre-inserted jobs, concurrency {concurrency}",
-                lambda c=concurrency, r=raw: bench_run(ctx, args.run, c, r),
-            )
-        await step(
-            "4. enqueue while running",
-            lambda: bench_enqueue_while_running(
-                ctx, args.stream, args.stream_batch, args.stream_concurrency
-            ),
+    table_steps = [s for s in steps if not s.key.startswith("raw")]
+    shown = [lib for lib in libs if lib.key in args.only]
+    print()
+    print(
+        metric_table(
+            "Throughput, jobs/s (higher is better; ratio > 1: ours faster)",
+            [s for s in table_steps if s.key != "latency"],
+            shown,
+            results,
+            lambda d: d["jobs_per_s"],
+            lambda v: f"{v:,.0f}",
         )
-        await step(
-            "5. insert-to-start latency (idle node)",
-            lambda: bench_latency(
-                ctx, args.latency, args.latency_gap_ms / 1000, args.latency_concurrency
-            ),
+    )
+    print()
+    print(latency_table(table_steps, shown, results))
+    print()
+    print(
+        metric_table(
+            "Client CPU per job, ms (time.process_time of the whole process over the timed span;"
+            " lower is better)",
+            table_steps,
+            shown,
+            results,
+            lambda d: d["cpu_ms_per_job"],
+            lambda v: f"{v:.3f}",
         )
-    except BenchError as error:
-        print(f"\nERROR: {error}", file=sys.stderr, flush=True)
+    )
+    print()
+    print(
+        metric_table(
+            "Peak RSS of the process, MB (ru_maxrss; one fresh process per cell; lower is better)",
+            table_steps,
+            shown,
+            results,
+            lambda d: d["rss_mb"],
+            lambda v: f"{v:.1f}",
+        )
+    )
+    baseline = baseline_table(steps, shown, results)
+    if baseline:
+        print()
+        print(baseline)
+    print(
+        "\nEvery cell was checked in the database by the driver and again by run.py "
+        "(counts, states, attempts, ran once).",
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "started": started.isoformat(),
+                    "cpu": cpu_model(),
+                    "nproc": os.cpu_count(),
+                    "postgresql": server,
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "versions": versions,
+                    "runs": every_run,
+                },
+                indent=2,
+            )
+        )
+    if failures:
+        print(f"\nERROR: {len(failures)} run(s) failed (a cell shows FAILED only if all its")
+        print("repeats failed; otherwise the median of the runs that passed):")
+        for failure in failures:
+            print(f"  {failure}")
         return 1
-    finally:
-        await db.conn.close()
-        await pool.close()
-
-    print("\nratio = oban run jobs/s / raw psycopg jobs/s with LIMIT = the same concurrency")
-    print("RSS MB = the process's peak resident set so far (ru_maxrss)\n")
-    print_table(results)
     return 0
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(asyncio.run(main(parse_args())))
+    t0 = time.perf_counter()
+    status = main(parse_args())
+    print(f"\n(total {time.perf_counter() - t0:.0f}s)")
+    sys.exit(status)
