@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -43,6 +45,14 @@ __all__ = ["Oban", "QueueInfo"]
 logger = logging.getLogger("oban")
 
 _instances: dict[str, Oban] = {}
+
+# (database file, prefix) -> the SQLite-backed instances of this process using it
+_sqlite_peers: dict[tuple[str, str], weakref.WeakSet[Oban]] = {}
+
+
+def _broadcast_local(key: tuple[str, str], channel: str, message: dict[str, Any]) -> None:
+    for instance in list(_sqlite_peers.get(key, ())):
+        instance._on_local_message(channel, message)
 
 
 def default_node() -> str:
@@ -150,7 +160,10 @@ class Oban:
 
             self.sqlite_path = sqlite_path(dsn)
             engine = SQLiteEngine(self.sqlite_path, prefix=self.prefix)
-            engine.local_notify = self._on_local_message
+            # Every instance on this file in this process hears the others at once.
+            key = (os.path.realpath(self.sqlite_path), self.prefix)
+            _sqlite_peers.setdefault(key, weakref.WeakSet()).add(self)
+            engine.local_notify = functools.partial(_broadcast_local, key)
             self._engine = engine
         self.pool = pool
         self._leadership = bool(self.config.queues) if leadership is None else leadership

@@ -1,0 +1,554 @@
+"""Managing jobs (get, cancel, retry, delete, update) on both engines.
+
+Rows are put into a state with one plain UPDATE both engines accept: timestamps are passed as
+UTC text ``YYYY-MM-DD HH:MM:SS.SSS`` (PostgreSQL casts it, SQLite stores it), and everything
+is read back through ``oban.get_job``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from oban import Job, Oban, worker
+from tests.helpers import eventually
+
+RUNS: dict[str, int] = {}
+GATES: dict[str, asyncio.Event] = {}
+
+
+@pytest.fixture(autouse=True)
+def _clean_state() -> None:
+    RUNS.clear()
+    GATES.clear()
+
+
+@worker(queue="confb_mgmt")
+class ConfBMgmtCountingWorker:
+    async def process(self, job: Job) -> Any:
+        key = job.args.get("key", "-")
+        RUNS[key] = RUNS.get(key, 0) + 1
+
+
+@worker(queue="confb_mgmt")
+class ConfBMgmtBlockingWorker:
+    """Runs until ``GATES[key]`` is set; ignores cancellation."""
+
+    async def process(self, job: Job) -> Any:
+        key = job.args["key"]
+        RUNS[f"{key}-started"] = 1
+        await asyncio.wait_for(GATES[key].wait(), 10)
+        RUNS[key] = RUNS.get(key, 0) + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+NOW_TOLERANCE = timedelta(seconds=5)
+
+
+def _ts(offset: float = 0.0) -> str:
+    """A UTC timestamp as SQLite stores it; PostgreSQL casts the same text."""
+    value = datetime.now(UTC) + timedelta(seconds=offset)
+    return value.strftime("%Y-%m-%d %H:%M:%S.") + f"{value.microsecond // 1000:03d}"
+
+
+def _state_update(state: str) -> tuple[str, tuple[Any, ...]]:
+    now = _ts()
+    return {
+        "available": ("state = 'available'", ()),
+        "scheduled": ("state = 'scheduled', scheduled_at = %s", (_ts(3600),)),
+        "retryable": (
+            "state = 'retryable', attempt = 1, attempted_at = %s, scheduled_at = %s",
+            (now, _ts(60)),
+        ),
+        "suspended": ("state = 'suspended'", ()),
+        "executing": ("state = 'executing', attempt = 1, attempted_at = %s", (now,)),
+        "completed": (
+            "state = 'completed', attempt = 1, attempted_at = %s, completed_at = %s",
+            (now, now),
+        ),
+        "discarded": (
+            "state = 'discarded', attempt = max_attempts, attempted_at = %s, discarded_at = %s",
+            (now, now),
+        ),
+        "cancelled": ("state = 'cancelled', cancelled_at = %s", (now,)),
+    }[state]
+
+
+async def _make(oban: Oban, sql: Callable[..., Any], state: str, **params: Any) -> Job:
+    """Insert a job (nobody runs it) and force it into ``state`` with fitting timestamps."""
+    args = params.pop("args", {"key": state})
+    job = await oban.enqueue(ConfBMgmtCountingWorker.new(args, **params))  # type: ignore[attr-defined]
+    assignments, values = _state_update(state)
+    await sql(oban, f"UPDATE oban_jobs SET {assignments} WHERE id = %s", (*values, job.id))
+    found = await _get(oban, job.id)
+    assert found.state == state
+    return found
+
+
+async def _get(oban: Oban, job_id: int | None) -> Job:
+    assert job_id is not None
+    found = await oban.get_job(job_id)
+    assert found is not None, f"job {job_id} is missing from the database"
+    return found
+
+
+async def _state_is(oban: Oban, job_id: int | None, state: str) -> Job | None:
+    assert job_id is not None
+    found = await oban.get_job(job_id)
+    return found if found is not None and found.state == state else None
+
+
+async def _count(oban: Oban, sql: Callable[..., Any]) -> int:
+    rows = await sql(oban, "SELECT count(*) FROM oban_jobs")
+    return int(rows[0][0])
+
+
+def _near_now(value: datetime | None, offset: timedelta = timedelta(0)) -> bool:
+    return value is not None and abs(value - (datetime.now(UTC) + offset)) < NOW_TOLERANCE
+
+
+async def _running_server(make_oban: Callable[..., Oban]) -> Oban:
+    server = make_oban(queues={"confb_mgmt": 2}, notifier={"poll_interval": 0.1})
+    await server.start()
+    return server
+
+
+# ---------------------------------------------------------------------------------------------
+# get_job
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_get_job_returns_the_current_row_with_parsed_fields(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    job = await ConfBMgmtCountingWorker.enqueue(  # type: ignore[attr-defined]
+        {"key": "get", "n": [1, 2], "nested": {"x": None}}, priority=2, tags=["X", "y"]
+    )
+    await sql(oban, "UPDATE oban_jobs SET priority = 5 WHERE id = %s", (job.id,))
+
+    for found in (await oban.get_job(job.id), await oban.get_job(job)):  # type: ignore[arg-type]
+        assert found is not None
+        assert found.id == job.id
+        assert found.worker == ConfBMgmtCountingWorker._worker_name  # type: ignore[attr-defined]
+        assert found.args == {"key": "get", "n": [1, 2], "nested": {"x": None}}
+        assert found.priority == 5  # read from the database, not the caller's object
+        assert found.tags == ["x", "y"]
+        assert found.state == "available"
+        assert found.queue == "confb_mgmt"
+        assert found.errors == []
+        assert _near_now(found.inserted_at)
+        assert _near_now(found.scheduled_at)
+
+    assert await oban.get_job(987654321) is None
+    assert await oban.get_job(ConfBMgmtCountingWorker.new({"key": "unsaved"})) is None  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------
+# cancel
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_cancel_makes_waiting_jobs_cancelled_and_stamps_cancel_attempted_at(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    waiting = [
+        await _make(oban, sql, state, meta={"keep": state})
+        for state in ("available", "scheduled", "retryable", "suspended")
+    ]
+
+    assert await oban.cancel_many_jobs(waiting) == 4
+
+    for before in waiting:
+        after = await _get(oban, before.id)
+        assert after.state == "cancelled", before.state
+        assert _near_now(after.cancelled_at), before.state
+        assert after.meta["keep"] == before.state
+        stamp = datetime.fromisoformat(after.meta["cancel_attempted_at"])
+        assert stamp.tzinfo is not None
+        assert abs(stamp - after.cancelled_at) < timedelta(seconds=1)  # type: ignore[operator]
+
+
+async def test_cancel_job_accepts_a_job_or_an_id_and_skips_finished_or_missing_jobs(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    first = await _make(oban, sql, "available", args={"key": "a"})
+    second = await _make(oban, sql, "scheduled", args={"key": "b"})
+    finished = [await _make(oban, sql, s) for s in ("completed", "discarded", "cancelled")]
+
+    assert await oban.cancel_job(first) == 1
+    assert await oban.cancel_job(second.id) == 1  # type: ignore[arg-type]
+    assert await oban.cancel_many_jobs([*finished, 987654321]) == 0
+    assert await oban.cancel_many_jobs([]) == 0
+
+    assert (await _get(oban, first.id)).state == "cancelled"
+    assert (await _get(oban, second.id)).state == "cancelled"
+    for before in finished:
+        after = await _get(oban, before.id)
+        assert after.state == before.state
+        assert after.cancelled_at == before.cancelled_at
+        assert after.completed_at == before.completed_at
+        assert after.discarded_at == before.discarded_at
+        assert "cancel_attempted_at" not in after.meta
+
+
+async def test_cancel_of_an_executing_job_counts_it_but_leaves_its_row_executing(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    executing = await _make(oban, sql, "executing")
+
+    assert await oban.cancel_job(executing) == 1
+
+    after = await _get(oban, executing.id)
+    assert after.state == "executing"
+    assert after.cancelled_at is None
+    assert "cancel_attempted_at" not in after.meta
+
+
+async def test_cancel_of_a_running_job_whose_worker_completes_leaves_it_completed(
+    make_oban: Callable[..., Oban],
+) -> None:
+    server = await _running_server(make_oban)
+    GATES["ignored"] = asyncio.Event()
+    job = await ConfBMgmtBlockingWorker.enqueue({"key": "ignored"})  # type: ignore[attr-defined]
+    await eventually(lambda: _state_is(server, job.id, "executing"), message="job running")
+
+    assert await server.cancel_job(job) == 1
+    GATES["ignored"].set()
+
+    after = await eventually(
+        lambda: _state_is(server, job.id, "completed"), message="job completed after all"
+    )
+    assert after.cancelled_at is None
+    assert "cancel_attempted_at" not in after.meta
+    assert RUNS["ignored"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# retry
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_retry_makes_finished_and_waiting_jobs_available_now_with_cleared_timestamps(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    states = ("completed", "discarded", "cancelled", "retryable", "scheduled")
+    jobs = [await _make(oban, sql, state, meta={"keep": state}) for state in states]
+
+    assert await oban.retry_many_jobs(jobs) == len(states)
+
+    for before in jobs:
+        after = await _get(oban, before.id)
+        assert after.state == "available", before.state
+        assert _near_now(after.scheduled_at), before.state
+        assert after.completed_at is None
+        assert after.cancelled_at is None
+        assert after.discarded_at is None
+        assert after.meta["uniq_bmp"] == []
+        assert after.meta["keep"] == before.state
+
+
+async def test_retry_of_an_exhausted_job_grants_one_more_attempt(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    exhausted = await _make(oban, sql, "discarded", max_attempts=3)
+    assert exhausted.attempt == exhausted.max_attempts == 3
+    roomy = await _make(oban, sql, "cancelled", max_attempts=5)
+
+    assert await oban.retry_job(exhausted) == 1
+    assert await oban.retry_job(roomy.id) == 1  # type: ignore[arg-type]
+
+    after = await _get(oban, exhausted.id)
+    assert after.max_attempts == 4
+    assert after.attempt == 3
+    assert (await _get(oban, roomy.id)).max_attempts == 5
+
+
+async def test_retry_leaves_available_and_executing_jobs_alone(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    available = await _make(oban, sql, "available")
+    await sql(
+        oban, "UPDATE oban_jobs SET scheduled_at = %s WHERE id = %s", (_ts(-3600), available.id)
+    )
+    available = await _get(oban, available.id)
+    executing = await _make(oban, sql, "executing")
+
+    assert await oban.retry_many_jobs([available, executing]) == 0
+
+    after_available = await _get(oban, available.id)
+    assert after_available.state == "available"
+    assert after_available.scheduled_at == available.scheduled_at
+    after_executing = await _get(oban, executing.id)
+    assert after_executing.state == "executing"
+    assert after_executing.attempted_at == executing.attempted_at
+
+
+async def test_a_retried_job_runs_again_on_a_running_queue(
+    make_oban: Callable[..., Oban],
+) -> None:
+    server = await _running_server(make_oban)
+    job = await ConfBMgmtCountingWorker.enqueue({"key": "again"})  # type: ignore[attr-defined]
+    await eventually(lambda: _state_is(server, job.id, "completed"), message="first run")
+    assert RUNS["again"] == 1
+
+    assert await server.retry_job(job) == 1
+
+    await eventually(lambda: RUNS["again"] == 2, message="second run after retry")
+    after = await eventually(lambda: _state_is(server, job.id, "completed"), message="completed")
+    assert after.attempt == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# delete
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_delete_removes_every_job_that_is_not_executing(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    states = (
+        "available",
+        "scheduled",
+        "retryable",
+        "suspended",
+        "completed",
+        "discarded",
+        "cancelled",
+    )
+    gone = [await _make(oban, sql, state) for state in states]
+    executing = await _make(oban, sql, "executing")
+
+    assert await oban.delete_many_jobs([*gone, executing]) == len(states)
+
+    for job in gone:
+        assert await oban.get_job(job) is None, job.state
+    assert (await _get(oban, executing.id)).state == "executing"
+    assert await _count(oban, sql) == 1
+    assert await oban.delete_job(executing) == 0
+
+
+async def test_delete_job_accepts_a_job_or_an_id_and_counts_only_real_deletions(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    first = await _make(oban, sql, "available", args={"key": "a"})
+    second = await _make(oban, sql, "completed", args={"key": "b"})
+
+    assert await oban.delete_job(first) == 1
+    assert await oban.delete_job(second.id) == 1  # type: ignore[arg-type]
+    assert await oban.delete_job(second.id) == 0  # type: ignore[arg-type]
+
+    assert await _count(oban, sql) == 0
+
+
+async def test_delete_of_a_running_job_is_refused_and_the_job_completes(
+    make_oban: Callable[..., Oban],
+) -> None:
+    server = await _running_server(make_oban)
+    GATES["delete"] = asyncio.Event()
+    job = await ConfBMgmtBlockingWorker.enqueue({"key": "delete"})  # type: ignore[attr-defined]
+    await eventually(lambda: _state_is(server, job.id, "executing"), message="job running")
+
+    assert await server.delete_job(job) == 0
+    GATES["delete"].set()
+
+    after = await eventually(lambda: _state_is(server, job.id, "completed"), message="completed")
+    assert after.completed_at is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# update
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_update_job_stores_every_updatable_field(oban: Oban, sql: Callable[..., Any]) -> None:
+    job = await _make(oban, sql, "available", args={"key": "old"}, meta={"m": 0}, tags=["old"])
+
+    returned = await oban.update_job(
+        job,
+        {
+            "args": {"key": "new", "n": 2},
+            "max_attempts": 7,
+            "meta": {"m": 1, "extra": "yes"},
+            "priority": 3,
+            "queue": "elsewhere",
+            "scheduled_in": 3600,
+            "tags": ["Beta", "alpha", "beta"],
+            "worker": "tests.somewhere.OtherWorker",
+        },
+    )
+
+    stored = await _get(oban, job.id)
+    for found in (returned, stored):
+        assert found.id == job.id
+        assert found.args == {"key": "new", "n": 2}
+        assert found.max_attempts == 7
+        assert found.meta == {"m": 1, "extra": "yes"}
+        assert found.priority == 3
+        assert found.queue == "elsewhere"
+        assert _near_now(found.scheduled_at, timedelta(hours=1))
+        assert found.tags == ["alpha", "beta"]
+        assert found.worker == "tests.somewhere.OtherWorker"
+        assert found.state == "scheduled"
+
+
+async def test_update_with_scheduled_at_stores_that_time(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    job = await _make(oban, sql, "available")
+    # Millisecond precision: what both engines store.
+    when = datetime(2999, 1, 2, 3, 4, 5, 123000, tzinfo=UTC)
+
+    await oban.update_job(job.id, {"scheduled_at": when})  # type: ignore[arg-type]
+
+    stored = await _get(oban, job.id)
+    assert stored.scheduled_at == when
+    assert stored.state == "scheduled"
+
+
+async def test_update_flips_available_and_scheduled_by_the_new_scheduled_at(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    available = await _make(oban, sql, "available", args={"key": "a"})
+    aliased = await _make(oban, sql, "available", args={"key": "alias"})
+    scheduled = await _make(oban, sql, "scheduled", args={"key": "s"})
+    past = datetime.now(UTC) - timedelta(minutes=5)
+
+    later = await oban.update_job(available, {"scheduled_in": 3600})
+    later_alias = await oban.update_job(aliased, {"schedule_in": timedelta(minutes=30)})
+    due = await oban.update_job(scheduled, {"scheduled_at": past})
+
+    assert later.state == "scheduled"
+    assert (await _get(oban, available.id)).state == "scheduled"
+    assert later_alias.state == "scheduled"
+    assert _near_now((await _get(oban, aliased.id)).scheduled_at, timedelta(minutes=30))
+    assert due.state == "available"
+    stored = await _get(oban, scheduled.id)
+    assert stored.state == "available"
+    assert abs(stored.scheduled_at - past) < timedelta(milliseconds=1)  # type: ignore[operator]
+
+
+async def test_update_many_with_a_callable_computes_changes_per_job(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    jobs = [await _make(oban, sql, "available", args={"key": f"k{n}", "n": n}) for n in (1, 2, 3)]
+    seen: list[int] = []
+
+    def changes(job: Job) -> dict[str, Any]:
+        seen.append(job.args["n"])  # the callable gets each job as stored
+        return {"args": {**job.args, "n": job.args["n"] * 10}, "priority": job.args["n"]}
+
+    updated = await oban.update_many_jobs([jobs[0], jobs[1].id, jobs[2]], changes)  # type: ignore[list-item]
+
+    assert sorted(seen) == [1, 2, 3]
+    assert sorted(j.args["n"] for j in updated) == [10, 20, 30]
+    for n, job in zip((1, 2, 3), jobs, strict=True):
+        stored = await _get(oban, job.id)
+        assert stored.args == {"key": f"k{n}", "n": n * 10}
+        assert stored.priority == n
+
+
+async def test_update_revalidates_and_changes_nothing_when_invalid(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    first = await _make(oban, sql, "available", args={"key": "a"}, priority=1)
+    second = await _make(oban, sql, "available", args={"key": "b"}, priority=1)
+
+    with pytest.raises(ValueError, match="priority"):
+        await oban.update_job(first, {"priority": 10})
+
+    def changes(job: Job) -> dict[str, Any]:
+        return {"priority": 10 if job.id == second.id else 5, "args": {"key": "changed"}}
+
+    with pytest.raises(ValueError, match="priority"):
+        await oban.update_many_jobs([first, second], changes)
+    with pytest.raises(ValueError):
+        await oban.update_job(first, {"max_attempts": 0})
+    with pytest.raises(ValueError):
+        await oban.update_job(first, {"state": "completed"})
+
+    for job in (first, second):
+        stored = await _get(oban, job.id)
+        assert stored.priority == 1
+        assert stored.args == job.args
+        assert stored.state == "available"
+        assert stored.max_attempts == job.max_attempts
+
+
+async def test_update_of_a_missing_id_raises_naming_it_and_changes_nothing(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    present = await _make(oban, sql, "available", priority=1)
+
+    with pytest.raises(ValueError, match="987654321"):
+        await oban.update_job(987654321, {"priority": 2})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="987654322"):
+        await oban.update_many_jobs([present, 987654322], {"priority": 2})
+
+    assert (await _get(oban, present.id)).priority == 1
+
+
+async def test_update_leaves_executing_jobs_unchanged(oban: Oban, sql: Callable[..., Any]) -> None:
+    executing = await _make(oban, sql, "executing", priority=1)
+    waiting = await _make(oban, sql, "available", priority=1)
+
+    with pytest.raises(ValueError, match=str(executing.id)):
+        await oban.update_job(executing, {"priority": 4})
+
+    updated = await oban.update_many_jobs([executing, waiting], {"priority": 4})
+
+    assert [job.id for job in updated] == [waiting.id]
+    stored_executing = await _get(oban, executing.id)
+    assert stored_executing.priority == 1
+    assert stored_executing.state == "executing"
+    assert (await _get(oban, waiting.id)).priority == 4
+
+
+async def test_update_of_a_completed_job_does_not_resurrect_it(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    job = await _make(oban, sql, "completed")
+
+    past = await oban.update_job(job, {"scheduled_at": datetime.now(UTC) - timedelta(hours=1)})
+    future = await oban.update_job(job, {"scheduled_in": 3600, "priority": 2})
+
+    assert past.state == "completed"
+    assert future.state == "completed"
+    stored = await _get(oban, job.id)
+    assert stored.state == "completed"
+    assert stored.completed_at == job.completed_at
+    assert stored.priority == 2
+
+
+async def test_update_of_a_running_job_is_refused_and_it_completes_with_its_args(
+    make_oban: Callable[..., Oban],
+) -> None:
+    server = await _running_server(make_oban)
+    GATES["update"] = asyncio.Event()
+    job = await ConfBMgmtBlockingWorker.enqueue({"key": "update"})  # type: ignore[attr-defined]
+    await eventually(lambda: _state_is(server, job.id, "executing"), message="job running")
+
+    with pytest.raises(ValueError):
+        await server.update_job(job, {"args": {"key": "other"}})
+    GATES["update"].set()
+
+    after = await eventually(lambda: _state_is(server, job.id, "completed"), message="completed")
+    assert after.args == {"key": "update"}
+
+
+async def test_management_methods_reject_jobs_without_an_id(oban: Oban) -> None:
+    unsaved = ConfBMgmtCountingWorker.new({"key": "unsaved"})  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        await oban.cancel_job(unsaved)
+    with pytest.raises(TypeError):
+        await oban.retry_job(unsaved)
+    with pytest.raises(TypeError):
+        await oban.delete_job(unsaved)
+    with pytest.raises(TypeError):
+        await oban.update_job(unsaved, {"priority": 1})
