@@ -51,3 +51,25 @@ async def test_no_dsn_anywhere_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.delenv("OBAN_DSN", raising=False)
     with pytest.raises(ValueError, match="OBAN_DSN"):
         await Oban.create_pool()
+
+
+async def test_oban_with_a_postgres_dsn_opens_and_closes_its_own_pool(dsn, prefix):
+    from oban import worker
+    from tests.helpers import eventually
+
+    ran: list[int] = []
+
+    @worker(queue="own-pool")
+    class OwnPool:
+        async def process(self, job):
+            ran.append(job.id)
+
+    oban = Oban(dsn=dsn, prefix=prefix, queues={"own-pool": 1}, name="OwnPool")
+    async with oban:
+        job = await oban.enqueue(OwnPool.new({}))
+        await eventually(lambda: job.id in ran)
+    assert oban.pool is not None and oban.pool.closed
+    # It can start again with a fresh pool.
+    async with oban:
+        again = await oban.enqueue(OwnPool.new({}))
+        await eventually(lambda: again.id in ran)
