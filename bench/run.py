@@ -1,4 +1,5 @@
-"""Side-by-side benchmark: this repository's oban vs oban-py 0.7.0 vs pgqueuer 1.6.0.
+"""Side-by-side benchmark: this repository's oban (PostgreSQL and SQLite) vs oban-py 0.7.0 vs
+pgqueuer 1.6.0.
 
 One command (``make bench``, or ``.venv/bin/python bench/run.py``; ``--help`` lists the flags):
 
@@ -9,12 +10,15 @@ One command (``make bench``, or ``.venv/bin/python bench/run.py``; ``--help`` li
 2. drops and re-creates one PostgreSQL database per library (``oban_bench_ours``,
    ``oban_bench_obanpy``, ``oban_bench_pgqueuer``) next to the database of the DSN
    (``OBAN_BENCH_DSN``, default ``postgresql://postgres@127.0.0.1:5432/test``) and installs
-   each library's schema there with its own installer;
+   each library's schema there with its own installer; our SQLite engine ("ours-sqlite") needs
+   no server: it gets a new database file per workload run in a temporary directory
+   (``--sqlite-dir``), removed at the end unless ``--keep-sqlite``;
 3. runs every workload for every library, workload by workload, each in a fresh process of
    the library's driver (``bench/drivers/``), which prints one JSON line;
 4. checks each library's tables from this process after every run (on top of the driver's
    own checks), and prints tables of jobs/s, latency percentiles, CPU per job and peak RSS
-   with the ratios ours / each peer. Exits 1 if any run failed or any check did not hold.
+   with the ratios ours / each peer and ours-sqlite / ours. Exits 1 if any run failed or any
+   check did not hold.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import json
 import os
 import platform
 import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Callable
@@ -54,8 +60,8 @@ class Library:
     key: str  # what --only takes
     label: str
     driver: str
-    database: str
-    family: str  # "oban" (oban_jobs) or "pgqueuer": how the orchestrator checks the tables
+    family: str  # "oban", "sqlite" (oban_jobs) or "pgqueuer": how run.py checks the tables
+    database: str | None = None  # the PostgreSQL database; None for SQLite (a file per run)
     venv: str | None = None  # directory under the venv root; None: this interpreter
     requirement: str | None = None
     distribution: str | None = None
@@ -76,6 +82,13 @@ def libraries(args: argparse.Namespace) -> list[Library]:
             database=f"{args.db_prefix}ours",
             family="oban",
             driver_args=["--library", "ours", *oban_extra],
+        ),
+        Library(
+            key="ours-sqlite",
+            label="ours-sqlite",
+            driver="oban_sqlite_driver.py",
+            family="sqlite",
+            driver_args=["--library", "ours-sqlite", *oban_extra],
         ),
         Library(
             key="obanpy",
@@ -285,26 +298,48 @@ def recreate_databases(dsn: str, names: list[str]) -> str:
     return str(row[0]) if row else "?"
 
 
+SQLITE_URL = "sqlite:///"  # + an absolute path: sqlite:////tmp/.../run20-1.db
+
+
+def sqlite_file(url: str) -> Path:
+    return Path(url.removeprefix(SQLITE_URL))
+
+
+def oban_states(rows: list[Any], expected: int, final: bool) -> str | None:
+    found = {state: (count, lo, hi) for state, count, lo, hi in rows}
+    want = {"completed": (expected, 1, 1)} if final else {"available": (expected, 0, 0)}
+    return None if found == want else f"oban_jobs (state: count, attempts): {found}"
+
+
 def external_check(lib: Library, url: str, expected: int, final: bool) -> str | None:
     """Look at the library's tables from here; None if they hold what the workload promised.
 
-    oban (both): ``oban_jobs`` has exactly ``expected`` rows, all ``available`` with attempt 0
-    after an enqueue/fill, all ``completed`` with attempt 1 after a run.
+    oban (both, and ours on SQLite, read with the stdlib sqlite3 module): ``oban_jobs`` has
+    exactly ``expected`` rows, all ``available`` with attempt 0 after an enqueue/fill, all
+    ``completed`` with attempt 1 after a run.
     pgqueuer: after an enqueue/fill, ``pgqueuer`` has exactly ``expected`` ``queued`` rows; after
     a run it is empty and ``pgqueuer_log`` has ``expected`` ``queued``, ``picked`` and
     ``successful`` rows, each for ``expected`` distinct job ids, and no other status.
     """
+    if lib.family == "sqlite":
+        path = sqlite_file(url)
+        if not path.exists():
+            return f"{path} does not exist"
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            rows = conn.execute(
+                "SELECT state, count(*), min(attempt), max(attempt) FROM oban_jobs GROUP BY state"
+            ).fetchall()
+        finally:
+            conn.close()
+        return oban_states(rows, expected, final)
     with psycopg.connect(url, autocommit=True) as conn:
         if lib.family == "oban":
             rows = conn.execute(
                 "SELECT state::text, count(*), min(attempt), max(attempt)"
                 " FROM oban_jobs GROUP BY state"
             ).fetchall()
-            found: Any = {state: (count, lo, hi) for state, count, lo, hi in rows}
-            want: Any = (
-                {"completed": (expected, 1, 1)} if final else {"available": (expected, 0, 0)}
-            )
-            return None if found == want else f"oban_jobs (state: count, attempts): {found}"
+            return oban_states(rows, expected, final)
         queue = dict(
             conn.execute("SELECT status::text, count(*) FROM pgqueuer GROUP BY 1").fetchall()
         )
@@ -332,7 +367,8 @@ class Step:
     extra: list[str]
     fill: bool = False  # pre-insert ``count`` jobs in a separate process first
     final: bool = False  # jobs end completed (vs available)
-    only: tuple[str, ...] = ()  # restricted to these libraries (the raw baseline: ours)
+    only: tuple[str, ...] = ()  # restricted to these libraries (the raw baselines)
+    baseline_for: str | None = None  # a raw baseline: the key of the run step it bounds
 
 
 def plan(args: argparse.Namespace) -> list[Step]:
@@ -341,17 +377,21 @@ def plan(args: argparse.Namespace) -> list[Step]:
         Step("single", f"single enqueue x{args.single:,}", "single", args.single, []),
     ]
     for c in args.concurrency:
-        if "raw" in args.only:
+        raws = [("raw", "psycopg", "ours")] if "raw" in args.only else []
+        if "raw" in args.only and "ours-sqlite" in args.only:
+            raws.append(("sqliteraw", "sqlite3", "ours-sqlite"))
+        for key, client, lib_key in raws:
             steps.append(
                 Step(
-                    f"raw{c}",
-                    f"raw psycopg claim+complete, batch {c}",
+                    f"{key}{c}",
+                    f"raw {client} claim+complete, batch {c}",
                     "raw",
                     args.run,
                     ["--concurrency", str(c)],
                     fill=True,
                     final=True,
-                    only=("ours",),
+                    only=(lib_key,),
+                    baseline_for=f"run{c}",
                 )
             )
         steps.append(
@@ -484,6 +524,21 @@ def ratio(ours: float | None, peer: float | None) -> str:
     return f"{ours / peer:.2f}"
 
 
+def ratio_columns(libs: list[Library]) -> list[tuple[str, str, str]]:
+    """(header, numerator key, denominator key): ours / each peer, then ours-sqlite / ours."""
+    keys = {lib.key for lib in libs}
+    columns = []
+    if "ours" in keys:
+        columns += [
+            (f"ours / {lib.label.split()[0]}", "ours", lib.key)
+            for lib in libs
+            if lib.key not in ("ours", "ours-sqlite")
+        ]
+        if "ours-sqlite" in keys:
+            columns.append(("ours-sqlite / ours", "ours-sqlite", "ours"))
+    return columns
+
+
 def metric_table(
     title: str,
     steps: list[Step],
@@ -492,11 +547,8 @@ def metric_table(
     value: Callable[[dict[str, Any]], float | None],
     fmt: Callable[[float], str],
 ) -> str:
-    ours = next((lib for lib in libs if lib.key == "ours"), None)
-    peers = [lib for lib in libs if lib.key != "ours"]
-    header = ["workload", *(lib.label for lib in libs)]
-    if ours:
-        header += [f"ours / {lib.label.split()[0]}" for lib in peers]
+    columns = ratio_columns(libs)
+    header = ["workload", *(lib.label for lib in libs), *(c[0] for c in columns)]
     rows = []
     for step in steps:
         cells, values = [step.label], {}
@@ -505,8 +557,7 @@ def metric_table(
             v = value(data) if data and "error" not in data else None
             values[lib.key] = v
             cells.append("FAILED" if data and "error" in data else ("" if v is None else fmt(v)))
-        if ours:
-            cells += [ratio(values["ours"], values[lib.key]) for lib in peers]
+        cells += [ratio(values[a], values[b]) for _, a, b in columns]
         rows.append(cells)
     return f"{title}\n\n{fmt_table(header, rows)}"
 
@@ -514,11 +565,8 @@ def metric_table(
 def latency_table(
     steps: list[Step], libs: list[Library], results: dict[tuple[str, str], dict[str, Any]]
 ) -> str:
-    ours = next((lib for lib in libs if lib.key == "ours"), None)
-    peers = [lib for lib in libs if lib.key != "ours"]
-    header = ["latency ms, p50 / p99", *(lib.label for lib in libs)]
-    if ours:
-        header += [f"ours / {lib.label.split()[0]}" for lib in peers]
+    columns = ratio_columns(libs)
+    header = ["latency ms, p50 / p99", *(lib.label for lib in libs), *(c[0] for c in columns)]
     rows = []
     names = {"single": "{}: one call", "latency": "{}"}
     for step in steps:
@@ -530,12 +578,11 @@ def latency_table(
             lat = data.get("latency_ms") if data else None
             values[lib.key] = lat
             cells.append(f"{lat['p50']:.2f} / {lat['p99']:.2f}" if lat else "FAILED")
-        if ours:
-            for lib in peers:
-                a, b = values["ours"], values[lib.key]
-                cells.append(
-                    f"{ratio(a['p50'], b['p50'])} / {ratio(a['p99'], b['p99'])}" if a and b else ""
-                )
+        for _, num, den in columns:
+            a, b = values[num], values[den]
+            cells.append(
+                f"{ratio(a['p50'], b['p50'])} / {ratio(a['p99'], b['p99'])}" if a and b else ""
+            )
         rows.append(cells)
     return "Latency percentiles (lower is better)\n\n" + fmt_table(header, rows)
 
@@ -543,26 +590,29 @@ def latency_table(
 def baseline_table(
     steps: list[Step], libs: list[Library], results: dict[tuple[str, str], dict[str, Any]]
 ) -> str | None:
+    """Each raw loop against the run cells of the libraries on the same database engine."""
     rows = []
     for step in steps:
-        if not step.key.startswith("raw"):
+        if step.baseline_for is None:
             continue
-        raw = results.get((step.key, "ours"))
+        raw = results.get((step.key, step.only[0]))
         if not raw or "error" in raw:
             continue
+        sqlite = step.only[0] == "ours-sqlite"
         cells = [step.label, f"{raw['jobs_per_s']:,.0f}"]
         for lib in libs:
-            run = results.get((step.key.replace("raw", "run"), lib.key))
-            ok = run and "error" not in run
+            run = results.get((step.baseline_for, lib.key))
+            ok = run and "error" not in run and (lib.family == "sqlite") == sqlite
             cells.append(ratio(run["jobs_per_s"], raw["jobs_per_s"]) if ok else "")  # type: ignore[index]
         rows.append(cells)
     if not rows:
         return None
     header = ["database limit (no library)", "jobs/s", *(f"{lib.label} run / raw" for lib in libs)]
     return (
-        "Raw baseline: one psycopg connection claiming B jobs and completing them, two statements\n"
-        "per batch, on the ours database; the ratio is each library's run jobs/s at concurrency B\n"
-        "over it\n\n" + fmt_table(header, rows)
+        "Raw baseline: one connection claiming B jobs and completing them, two statements per\n"
+        "batch, no library: psycopg on the ours database, the stdlib sqlite3 on a new file; the\n"
+        "ratio is each library's run jobs/s at concurrency B over the loop on its own database\n\n"
+        + fmt_table(header, rows)
     )
 
 
@@ -597,8 +647,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="divide every job count by 10")
     parser.add_argument(
         "--only",
-        default="ours,obanpy,pgq,raw",
-        help="comma-separated subset of: ours, obanpy, pgq, raw (the psycopg baseline)",
+        default="ours,ours-sqlite,obanpy,pgq,raw",
+        help="comma-separated subset of: ours, ours-sqlite, obanpy, pgq, raw (the psycopg "
+        "baseline, and the sqlite3 one with ours-sqlite)",
     )
     parser.add_argument(
         "--skip-install",
@@ -615,6 +666,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "src/ on PYTHONPATH) instead of the interpreter running this script",
     )
     parser.add_argument("--db-prefix", default="oban_bench_", help="prefix of the databases")
+    parser.add_argument(
+        "--sqlite-dir",
+        type=Path,
+        help="where ours-sqlite's temporary directory of database files goes (default: the "
+        "system's temporary directory, $TMPDIR or /tmp)",
+    )
+    parser.add_argument(
+        "--keep-sqlite", action="store_true", help="keep ours-sqlite's database files at the end"
+    )
     parser.add_argument("--json", type=Path, help="also write every result to this file")
     parser.add_argument("--bulk", type=int, default=10_000, help="jobs in one bulk enqueue")
     parser.add_argument("--single", type=int, default=2_000, help="single enqueue calls")
@@ -642,13 +702,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
     args = parser.parse_args(argv)
     args.only = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = set(args.only) - {"ours", "obanpy", "pgq", "raw"}
+    unknown = set(args.only) - {"ours", "ours-sqlite", "obanpy", "pgq", "raw"}
     if unknown:
         parser.error(f"--only: unknown {sorted(unknown)}")
     if args.quick:
         for name in ("bulk", "single", "run", "stream", "latency"):
             setattr(args, name, max(1, getattr(args, name) // 10))
     return args
+
+
+class Targets:
+    """Where each library's driver points: its PostgreSQL database, or for ours-sqlite a new
+    file per workload run (``<step>-<run>.db``; a run's ``fill`` and ``run`` share it) in a
+    temporary directory."""
+
+    def __init__(self, urls: dict[str, str], sqlite_dir: Path | None) -> None:
+        self.urls = urls
+        self.sqlite_dir = sqlite_dir
+
+    def url(self, lib: Library, name: str) -> str:
+        if lib.family != "sqlite":
+            return self.urls[lib.key]
+        assert self.sqlite_dir is not None
+        return f"{SQLITE_URL}{self.sqlite_dir / f'{name}.db'}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -660,18 +736,29 @@ def main(args: argparse.Namespace) -> int:
 
     print(f"oban side-by-side benchmark, {started:%Y-%m-%d %H:%M:%S} UTC", flush=True)
     versions: dict[str, str] = {}
-    if any(lib.key == "ours" for lib in libs):
-        versions["ours"] = check_ours()
+    ours_keys = [lib.key for lib in libs if lib.key in ("ours", "ours-sqlite")]
+    if ours_keys:
+        version = check_ours()
+        versions.update(dict.fromkeys(ours_keys, version))
     for lib in libs:
         if lib.venv:
             ensure_venv(lib, args.venv_root, args)
         elif args.same_python:
             ensure_ours_venv(lib, args.venv_root, args)
-    urls = {lib.key: database_url(dsn, lib.database) for lib in libs}
-    server = recreate_databases(dsn, [lib.database for lib in libs])
+    databases = [lib.database for lib in libs if lib.database]
+    urls = {lib.key: database_url(dsn, lib.database) for lib in libs if lib.database}
+    server = recreate_databases(dsn, databases) if databases else None
 
     print(f"  CPU: {cpu_model()}, nproc {os.cpu_count()}, {memory_gb()}")
-    print(f"  PostgreSQL {server} ({dsn}); databases {', '.join(lib.database for lib in libs)}")
+    if server:
+        print(f"  PostgreSQL {server} ({dsn}); databases {', '.join(databases)}")
+    sqlite_dir = None
+    if any(lib.family == "sqlite" for lib in libs):
+        if args.sqlite_dir:
+            args.sqlite_dir.mkdir(parents=True, exist_ok=True)
+        sqlite_dir = Path(tempfile.mkdtemp(prefix="oban-bench-sqlite-", dir=args.sqlite_dir))
+        kept = "kept" if args.keep_sqlite else "removed at the end"
+        print(f"  ours-sqlite: a new database file per run in {sqlite_dir} ({kept})")
     for lib in libs:
         print(f"  {lib.label}: {lib.python}")
     mode = "quick run (counts / 10)" if args.quick else "full run"
@@ -683,15 +770,36 @@ def main(args: argparse.Namespace) -> int:
         mode += ", ours on the peers' Python too"
     mode += f", pgqueuer driver {args.pgq_driver}, limit mode {args.pgq_limit_mode}"
     print(f"  {mode}\n", flush=True)
+    try:
+        return run_all(args, libs, Targets(urls, sqlite_dir), versions, started, server)
+    finally:
+        if sqlite_dir is not None and not args.keep_sqlite:
+            shutil.rmtree(sqlite_dir, ignore_errors=True)
 
+
+def run_all(
+    args: argparse.Namespace,
+    libs: list[Library],
+    targets: Targets,
+    versions: dict[str, str],
+    started: datetime,
+    server: str | None,
+) -> int:
     failures: list[str] = []
+    sqlite_info: dict[str, Any] = {}
     for lib in libs:
-        data = call_driver(lib, urls[lib.key], "setup", 0, [], args.timeout)
+        data = call_driver(lib, targets.url(lib, "setup"), "setup", 0, [], args.timeout)
         if "error" in data:
             print(f"ERROR: {lib.label}: schema install failed: {data['error']}", file=sys.stderr)
             return 1
         versions[lib.key] = data["version"]
         print(f"  {lib.label}: schema installed (python {data['python']}, {data['version']})")
+        if "sqlite" in data:
+            sqlite_info = data["sqlite"]
+            print(
+                f"  {lib.label}: SQLite {sqlite_info['sqlite_version']}, journal_mode "
+                f"{sqlite_info['journal_mode']} (the engine also sets synchronous=NORMAL)"
+            )
 
     steps = plan(args)
     results: dict[tuple[str, str], dict[str, Any]] = {}
@@ -704,17 +812,19 @@ def main(args: argparse.Namespace) -> int:
             if not step.only and lib.key not in args.only:
                 continue
             runs = []
-            for _ in range(args.repeat):
+            for index in range(args.repeat):
+                url = targets.url(lib, f"{step.key}-{index + 1}")
                 if step.fill:
-                    filled = call_driver(lib, urls[lib.key], "fill", step.count, [], args.timeout)
+                    filled = call_driver(lib, url, "fill", step.count, [], args.timeout)
                     if "error" in filled:
-                        runs.append({"error": f"pre-insert failed: {filled['error']}"})
+                        error = f"pre-insert failed: {filled['error']}"
+                        print(f"  {lib.label:<15} FAILED: {error}", flush=True)
+                        runs.append({"error": error})
+                        failures.append(f"{step.label}, {lib.label}: {error}")
                         continue
-                data = call_driver(
-                    lib, urls[lib.key], step.workload, step.count, step.extra, args.timeout
-                )
+                data = call_driver(lib, url, step.workload, step.count, step.extra, args.timeout)
                 if "error" not in data:
-                    problem = external_check(lib, urls[lib.key], step.count, step.final)
+                    problem = external_check(lib, url, step.count, step.final)
                     if problem:
                         data["error"] = f"check from run.py failed: {problem}"
                     else:
@@ -729,12 +839,12 @@ def main(args: argparse.Namespace) -> int:
             if "error" not in chosen and args.repeat > 1:
                 print(f"  {lib.label:<15} median: {describe(chosen)}", flush=True)
 
-    table_steps = [s for s in steps if not s.key.startswith("raw")]
+    table_steps = [s for s in steps if s.baseline_for is None]
     shown = [lib for lib in libs if lib.key in args.only]
     print()
     print(
         metric_table(
-            "Throughput, jobs/s (higher is better; ratio > 1: ours faster)",
+            "Throughput, jobs/s (higher is better; a ratio > 1: the first-named is faster)",
             [s for s in table_steps if s.key != "latency"],
             shown,
             results,
@@ -748,7 +858,8 @@ def main(args: argparse.Namespace) -> int:
     print(
         metric_table(
             "Client CPU per job, ms (time.process_time of the whole process over the timed span;"
-            " lower is better)",
+            " for ours-sqlite\nthat includes SQLite itself, which runs in the process; lower is"
+            " better)",
             table_steps,
             shown,
             results,
@@ -783,6 +894,8 @@ def main(args: argparse.Namespace) -> int:
                     "cpu": cpu_model(),
                     "nproc": os.cpu_count(),
                     "postgresql": server,
+                    "sqlite": sqlite_info,
+                    "sqlite_dir": str(targets.sqlite_dir) if targets.sqlite_dir else None,
                     "args": {k: str(v) for k, v in vars(args).items()},
                     "versions": versions,
                     "runs": every_run,

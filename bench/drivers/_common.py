@@ -145,7 +145,11 @@ def result(
 
 def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None):
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--dsn", required=True, help="postgresql:// URL of this library's database")
+    parser.add_argument(
+        "--dsn",
+        required=True,
+        help="this library's database: a postgresql:// URL, or sqlite:////abs/path.db for SQLite",
+    )
     parser.add_argument("--workload", required=True, choices=WORKLOADS)
     parser.add_argument("--count", type=int, default=0, help="jobs")
     parser.add_argument("--concurrency", type=int, default=20)
