@@ -8,11 +8,15 @@ still heartbeats is never rescued.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import telemetry
 from ._engines.base import Engine
 from ._looper import Looper
+
+#: A max_age no heartbeat exceeds (about 31 years), except an explicitly expired producer's.
+_NEVER_STALE = 1e9
 
 
 class Lifeline(Looper):
@@ -36,12 +40,25 @@ class Lifeline(Looper):
         self._limit = limit
         self._producer_max_age = producer_max_age
         self._rescue_after = rescue_after
+        self._healthy_since: float | None = None
 
     async def tick(self) -> None:
+        # A producer's heartbeat only proves its node is dead if the database was reachable
+        # all along: right after this node starts, or after the database was down, every
+        # heartbeat may be old. Judge by heartbeats only once the database has been up for a
+        # whole producer max_age (nodes heartbeat more often than that); until then only
+        # explicitly expired producers (shut down with jobs left) and rescue_after apply.
+        now = time.monotonic()
+        if self._healthy_since is None:
+            self._healthy_since = now
+        trusted = now - self._healthy_since >= self._producer_max_age
+        max_age = self._producer_max_age if trusted else _NEVER_STALE
         with telemetry.span("oban.lifeline.rescue", {}) as span:
-            counts = await self._engine.rescue_jobs(
-                self._rescue_after, self._producer_max_age, self._limit
-            )
+            try:
+                counts = await self._engine.rescue_jobs(self._rescue_after, max_age, self._limit)
+            except Exception:
+                self._healthy_since = None
+                raise
             span.add(
                 {
                     "rescued_count": counts.get("available", 0),
