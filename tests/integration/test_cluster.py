@@ -899,10 +899,50 @@ async def test_stale_producer_with_executing_jobs_is_kept_until_they_are_rescued
     assert await _state(sql, job_id) == "executing"
 
     lifeline: Looper = _plugin(node, "lifeline")
-    await lifeline.tick()
-    assert await _state(sql, job_id) == "available"
+
+    # Heartbeats are trusted once the database has been reachable for a whole producer
+    # max_age since the lifeline started (after a start or an outage every heartbeat is old).
+    async def rescued_by_a_tick() -> bool:
+        await lifeline.tick()
+        return await _state(sql, job_id) == "available"
+
+    await eventually(rescued_by_a_tick, timeout=3.0, message="the job rescued by a tick")
 
     async def busy_gone() -> bool:
         return busy not in await _producer_uuids(sql)
 
     await eventually(busy_gone, timeout=2.0, message="the producer deleted after the rescue")
+
+
+async def test_after_a_database_outage_heartbeats_are_not_trusted_until_nodes_could_beat(
+    make_oban: Callable[..., Oban], sql: Callable[..., Any]
+) -> None:
+    # The lifeline is ticked by hand; producer max_age is 1 s.
+    node = make_oban(**_options(node="outage", leadership=True, lifeline={"interval": 3600}))
+    await node.start()
+    lifeline: Looper = _plugin(node, "lifeline")
+    await eventually(lambda: node.is_leader, message="the node leads")
+
+    # An old heartbeat: the job would be an orphan if the database had been up all along.
+    quiet = str(uuid.uuid4())
+    job_id = await _insert_job(
+        sql, state="executing", attempt=1, attempted_by=["quiet-node", quiet], attempted_ago=5
+    )
+    await _insert_producer(sql, node="quiet-node", age=5, ident=quiet)
+
+    # The database "goes away" for the lifeline: its query fails.
+    await sql("ALTER TABLE oban_producers RENAME TO oban_producers_away")
+    with pytest.raises(Exception):
+        await lifeline.tick()
+    await sql("ALTER TABLE oban_producers_away RENAME TO oban_producers")
+
+    # Right after the outage the old heartbeat proves nothing: no rescue...
+    await lifeline.tick()
+    assert await _state(sql, job_id) == "executing"
+
+    # ...and once the database has been up for a whole max_age, it does.
+    async def rescued_by_a_tick() -> bool:
+        await lifeline.tick()
+        return await _state(sql, job_id) == "available"
+
+    await eventually(rescued_by_a_tick, timeout=3.0, message="rescued after the window")
