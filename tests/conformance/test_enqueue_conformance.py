@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import json
+import re
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import aiosqlite
 import pytest
 
-from oban import Job, job, worker
+from oban import Job, Oban, job, schema, worker
+from oban.testing import all_enqueued
 
 INJECTION = "x'); DROP TABLE oban_jobs; --"
 
@@ -22,6 +26,12 @@ class ConfAEnqMailer:
 
 @worker()
 class ConfAEnqPlain:
+    async def process(self, job: Job) -> None:
+        return None
+
+
+@worker(oban="ConfAOther")
+class ConfAEnqOtherWorker:
     async def process(self, job: Job) -> None:
         return None
 
@@ -52,10 +62,28 @@ def assert_utc(stamp: datetime | None) -> None:
     assert stamp.utcoffset() == timedelta(0)
 
 
+STORED_TEXT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}")
+
+
+def stored_utc(engine: str, value: Any) -> datetime:
+    """A timestamp column as stored, checked to be UTC: a naive ``timestamp`` on PostgreSQL,
+    ``YYYY-MM-DD HH:MM:SS.SSS`` UTC text on SQLite. Returned as an aware UTC datetime."""
+    if engine == "postgres":
+        assert isinstance(value, datetime) and value.tzinfo is None, value
+        return value.replace(tzinfo=UTC)
+    assert isinstance(value, str) and STORED_TEXT.fullmatch(value), value
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def stored_json(value: Any) -> Any:
+    """A JSON column as stored: decoded by psycopg (PostgreSQL) or JSON text (SQLite)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 # Worker.enqueue
 
 
-async def test_enqueue_returns_job_with_id_state_and_utc_timestamps(oban):
+async def test_enqueue_returns_job_with_id_state_and_utc_timestamps(oban, sql, engine):
     before = datetime.now(UTC)
     job = await ConfAEnqMailer.enqueue({"to": "ada", "n": [1, 2]}, meta={"trace": "abc"})
     after = datetime.now(UTC)
@@ -84,15 +112,37 @@ async def test_enqueue_returns_job_with_id_state_and_utc_timestamps(oban):
     assert found.inserted_at == job.inserted_at
     assert found.scheduled_at == job.scheduled_at
 
+    # The row itself, as stored (timestamps in UTC).
+    rows = await sql(
+        oban,
+        "SELECT queue, worker, args, meta, tags, priority, max_attempts, state, attempt, "
+        "inserted_at, scheduled_at FROM oban_jobs WHERE id = %s",
+        (job.id,),
+    )
+    assert len(rows) == 1
+    queue, worker_name, args, meta, tags, priority, max_attempts, state, attempt, ins, sch = rows[0]
+    assert queue == "mailers"
+    assert worker_name == MAILER
+    assert stored_json(args) == {"to": "ada", "n": [1, 2]}
+    assert stored_json(meta) == {"trace": "abc"}
+    assert stored_json(tags) == ["email", "urgent"]
+    assert (priority, max_attempts, state, attempt) == (2, 7, "available", 0)
+    assert stored_utc(engine, ins) == job.inserted_at
+    assert stored_utc(engine, sch) == job.scheduled_at
 
-async def test_enqueue_overrides_worker_options_per_call(oban):
+
+async def test_enqueue_overrides_worker_options_per_call(oban, sql):
     job = await ConfAEnqMailer.enqueue({}, queue="other", priority=9, max_attempts=1, tags=["X"])
 
     found = await stored(oban, job.id)
     assert (found.queue, found.priority, found.max_attempts, found.tags) == ("other", 9, 1, ["x"])
+    rows = await sql(
+        oban, "SELECT queue, priority, max_attempts, tags FROM oban_jobs WHERE id = %s", (job.id,)
+    )
+    assert [(q, p, m, stored_json(t)) for q, p, m, t in rows] == [("other", 9, 1, ["x"])]
 
 
-async def test_scheduled_in_future_is_scheduled(oban, sql):
+async def test_scheduled_in_future_is_scheduled(oban, sql, engine):
     before = datetime.now(UTC)
     job = await ConfAEnqPlain.enqueue({}, scheduled_in=60)
 
@@ -102,11 +152,12 @@ async def test_scheduled_in_future_is_scheduled(oban, sql):
     found = await stored(oban, job.id)
     assert found.state == "scheduled"
     assert found.scheduled_at == job.scheduled_at
-    rows = await sql(oban, "SELECT state FROM oban_jobs WHERE id = %s", (job.id,))
+    rows = await sql(oban, "SELECT state, scheduled_at FROM oban_jobs WHERE id = %s", (job.id,))
     assert rows[0][0] == "scheduled"
+    assert stored_utc(engine, rows[0][1]) == job.scheduled_at
 
 
-async def test_scheduled_at_in_future_is_scheduled(oban):
+async def test_scheduled_at_in_future_is_scheduled(oban, sql, engine):
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
     job = await ConfAEnqPlain.enqueue({}, scheduled_at=at)
 
@@ -115,9 +166,11 @@ async def test_scheduled_at_in_future_is_scheduled(oban):
     found = await stored(oban, job.id)
     assert found.state == "scheduled"
     assert found.scheduled_at == at
+    rows = await sql(oban, "SELECT state, scheduled_at FROM oban_jobs WHERE id = %s", (job.id,))
+    assert [(state, stored_utc(engine, when)) for state, when in rows] == [("scheduled", at)]
 
 
-async def test_scheduled_at_in_another_timezone_is_stored_as_utc(oban):
+async def test_scheduled_at_in_another_timezone_is_stored_as_utc(oban, sql, engine):
     utc = (datetime.now(UTC) + timedelta(hours=3)).replace(microsecond=0)
     plus_five = utc.astimezone(timezone(timedelta(hours=5)))
     job = await ConfAEnqPlain.enqueue({}, scheduled_at=plus_five)
@@ -128,6 +181,8 @@ async def test_scheduled_at_in_another_timezone_is_stored_as_utc(oban):
     found = await stored(oban, job.id)
     assert found.scheduled_at == utc
     assert_utc(found.scheduled_at)
+    rows = await sql(oban, "SELECT scheduled_at FROM oban_jobs WHERE id = %s", (job.id,))
+    assert [stored_utc(engine, row[0]) for row in rows] == [utc]
 
 
 @pytest.mark.parametrize("option", ["scheduled_at", "scheduled_in"])
@@ -381,3 +436,41 @@ async def test_get_job_of_missing_id_is_none(oban):
     enqueued = await ConfAEnqPlain.enqueue({})
     assert await oban.get_job(enqueued.id + 1000) is None
     assert await oban.get_job(enqueued) is not None
+
+
+# Instance routing
+
+
+async def test_worker_with_oban_name_enqueues_through_that_instance(make_oban, sql, engine):
+    main = make_oban()  # "Oban", on the test database
+    other_prefix = f"o_{uuid.uuid4().hex[:10]}"
+    if engine == "postgres":
+        await schema.install(main.pool, other_prefix)
+    try:
+        other = make_oban(name="ConfAOther", prefix=other_prefix)
+        assert Oban.get_instance("ConfAOther") is other
+
+        job = await ConfAEnqOtherWorker.enqueue({"to": "other"})
+
+        listed = await all_enqueued(oban=other)
+        assert [(j.id, j.args) for j in listed] == [(job.id, {"to": "other"})]
+        assert await count_jobs(sql, main) == 0
+    finally:
+        if engine == "postgres":
+            async with main.pool.connection() as conn:
+                await conn.execute(f'DROP SCHEMA "{other_prefix}" CASCADE')
+
+
+# Choosing the engine (no database is touched)
+
+
+def test_oban_without_pool_or_dsn_uses_sqlite_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    instance = Oban(name="ConfAEnqNoPool")
+    assert instance.pool is None
+    assert instance.sqlite_path == "oban.db"
+
+
+def test_oban_with_an_unknown_dsn_scheme_is_a_value_error():
+    with pytest.raises(ValueError, match="mysql"):
+        Oban(dsn="mysql://localhost/db", name="ConfAEnqBadDsn")

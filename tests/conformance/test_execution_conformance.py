@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from oban import Cancel, Job, Oban, Record, Snooze, current_job, worker
+from oban._notifier import encode_payload
 from oban._recorded import decode_recorded
 from oban.oban import QueueInfo
 from tests.helpers import eventually
@@ -136,6 +137,18 @@ class ConfAExecFastAsync:
         await asyncio.sleep(0)
         RUNS[job.id] += 1  # type: ignore[index]
         EVENTS.setdefault("fast_during_sync", []).append(not EVENTS["sync_finished"].is_set())
+
+
+@worker(queue="default")
+class ConfAExecCooperative:
+    async def process(self, job: Job) -> Any:
+        EVENTS["coop_started"].set()
+        deadline = time.monotonic() + 10
+        while not job.cancelled():
+            if time.monotonic() > deadline:
+                return None  # would complete the job: the test then fails on the state
+            await asyncio.sleep(0.01)
+        return Cancel("confa-cancelled-by-signal")
 
 
 @worker(queue="default")
@@ -401,7 +414,7 @@ async def test_unresolvable_worker_is_retryable_and_queue_keeps_running(make_oba
     assert RUNS[good.id] == 1
 
 
-# Concurrency and multiple nodes
+# Concurrency, cancellation and multiple nodes
 
 
 async def test_sync_worker_does_not_stall_async_queue(make_oban, sql):
@@ -434,20 +447,37 @@ async def test_sync_worker_does_not_stall_async_queue(make_oban, sql):
     assert sync_still_running, "async jobs only completed after the sync job finished sleeping"
 
 
+async def test_pkill_signal_sets_job_cancelled(make_oban):
+    EVENTS["coop_started"] = asyncio.Event()
+    oban = make_oban(queues={"default": 5})
+    async with oban:
+        job = await ConfAExecCooperative.enqueue({})
+        await asyncio.wait_for(EVENTS["coop_started"].wait(), timeout=5)
+        await oban._engine.notify(
+            "signal", [encode_payload({"action": "pkill", "job_id": job.id, "ident": "any"})]
+        )
+        cancelled = await eventually(
+            lambda: _state_is(oban, job.id, "cancelled"), message="job cancelled via pkill"
+        )
+
+    assert cancelled.cancelled_at is not None
+    assert "confa-cancelled-by-signal" in cancelled.errors[0]["error"]
+
+
 async def test_two_instances_execute_every_job_exactly_once(make_oban, sql, engine):
     node_a = make_oban(name="ConfA-A", node="confa-node-a", queues={"default": 10})
     node_b = make_oban(name="ConfA-B", node="confa-node-b", queues={"default": 10})
     await node_a.start()
     await node_b.start()
 
-    jobs = await node_a.enqueue_many([ConfAExecCounting.new({"n": n}) for n in range(1000)])
+    jobs = await node_a.enqueue_many([ConfAExecCounting.new({"n": n}) for n in range(2000)])
     ids = {j.id for j in jobs}
-    assert len(ids) == 1000
+    assert len(ids) == 2000
 
     async def all_completed() -> bool:
-        return await _count(sql, node_a, "completed") == 1000
+        return await _count(sql, node_a, "completed") == 2000
 
-    await eventually(all_completed, timeout=60, message="1000 jobs completed")
+    await eventually(all_completed, timeout=60, message="2000 jobs completed")
     await node_a.stop()
     await node_b.stop()
 
@@ -455,15 +485,34 @@ async def test_two_instances_execute_every_job_exactly_once(make_oban, sql, engi
     duplicated = {i: n for i, n in RUNS.items() if n != 1}
     assert duplicated == {}, f"jobs executed more than once: {list(duplicated.items())[:10]}"
     assert set(NODES) <= {"confa-node-a", "confa-node-b"}
-    assert sum(NODES.values()) == 1000
+    assert sum(NODES.values()) == 2000
     if engine == "postgres":
         # Both nodes hear of the insert (LISTEN/NOTIFY) and take part.
         assert set(NODES) == {"confa-node-a", "confa-node-b"}, NODES
     rows = await sql(node_a, "SELECT state, attempt, count(*) FROM oban_jobs GROUP BY 1, 2")
-    assert [tuple(r) for r in rows] == [("completed", 1, 1000)]
+    assert [tuple(r) for r in rows] == [("completed", 1, 2000)]
 
 
-# Queues: scheduling and priority
+# Queues: pausing, scheduling and priority
+
+
+async def test_paused_queue_runs_nothing_until_resumed(make_oban):
+    oban = make_oban(queues={"default": {"limit": 5, "paused": True}})
+    async with oban:
+        job = await ConfAExecOk.enqueue({})
+        # Long enough for the insert notification, a poll and a stager tick.
+        await asyncio.sleep(1.3)
+        still = await _job(oban, job.id)
+        assert still.state == "available"
+        assert RUNS[job.id] == 0
+        assert oban.check_queue("default").paused is True
+
+        await oban.resume_queue("default")
+        await eventually(
+            lambda: _state_is(oban, job.id, "completed"), message="job ran after resume"
+        )
+        assert oban.check_queue("default").paused is False
+    assert RUNS[job.id] == 1
 
 
 async def test_scheduled_job_runs_after_its_time(make_oban):

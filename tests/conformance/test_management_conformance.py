@@ -8,23 +8,38 @@ is read back through ``oban.get_job``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
-from oban import Job, Oban, worker
+from oban import Cancel, Job, Oban, worker
 from tests.helpers import eventually
 
 RUNS: dict[str, int] = {}
 GATES: dict[str, asyncio.Event] = {}
+STEPS: dict[str, dict[str, asyncio.Event]] = {}
 
 
 @pytest.fixture(autouse=True)
 def _clean_state() -> None:
     RUNS.clear()
     GATES.clear()
+    STEPS.clear()
+
+
+def _steps(key: str) -> dict[str, asyncio.Event]:
+    """Events a cancellable worker uses: ``started``, ``noticed`` (cancellation), ``release``."""
+    STEPS[key] = {
+        "started": asyncio.Event(),
+        "noticed": asyncio.Event(),
+        "release": asyncio.Event(),
+    }
+    return STEPS[key]
 
 
 @worker(queue="confb_mgmt")
@@ -43,6 +58,23 @@ class ConfBMgmtBlockingWorker:
         RUNS[f"{key}-started"] = 1
         await asyncio.wait_for(GATES[key].wait(), 10)
         RUNS[key] = RUNS.get(key, 0) + 1
+
+
+@worker(queue="confb_mgmt")
+class ConfBMgmtCancellableWorker:
+    """Waits for ``job.cancelled()``, then (once released) returns ``Cancel``."""
+
+    async def process(self, job: Job) -> Any:
+        steps = STEPS[job.args["key"]]
+        steps["started"].set()
+        deadline = asyncio.get_running_loop().time() + 10
+        while not job.cancelled():
+            if asyncio.get_running_loop().time() > deadline:
+                return None  # completing would make the test fail on the final state
+            await asyncio.sleep(0.01)
+        steps["noticed"].set()
+        await asyncio.wait_for(steps["release"].wait(), 10)
+        return Cancel("confb-mgmt-stopped-on-request")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,6 +152,21 @@ async def _running_server(make_oban: Callable[..., Oban]) -> Oban:
     return server
 
 
+def _write_meanwhile(oban: Oban, engine: str, assignments: str, job_id: int) -> None:
+    """Change a job row on a separate synchronous connection, as another process would."""
+    if engine == "postgres":
+        assert oban.pool is not None
+        with psycopg.connect(oban.pool.conninfo, autocommit=True) as conn:
+            conn.execute(
+                f'UPDATE "{oban.prefix}".oban_jobs SET {assignments} WHERE id = %s', (job_id,)
+            )
+    else:
+        assert oban.sqlite_path is not None
+        with contextlib.closing(sqlite3.connect(oban.sqlite_path, timeout=5)) as conn:
+            conn.execute(f"UPDATE oban_jobs SET {assignments} WHERE id = ?", (job_id,))
+            conn.commit()
+
+
 # ---------------------------------------------------------------------------------------------
 # get_job
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +227,9 @@ async def test_cancel_job_accepts_a_job_or_an_id_and_skips_finished_or_missing_j
 ) -> None:
     first = await _make(oban, sql, "available", args={"key": "a"})
     second = await _make(oban, sql, "scheduled", args={"key": "b"})
-    finished = [await _make(oban, sql, s) for s in ("completed", "discarded", "cancelled")]
+    finished = [
+        await _make(oban, sql, s, meta={"keep": 1}) for s in ("completed", "discarded", "cancelled")
+    ]
 
     assert await oban.cancel_job(first) == 1
     assert await oban.cancel_job(second.id) == 1  # type: ignore[arg-type]
@@ -196,6 +245,7 @@ async def test_cancel_job_accepts_a_job_or_an_id_and_skips_finished_or_missing_j
         assert after.completed_at == before.completed_at
         assert after.discarded_at == before.discarded_at
         assert "cancel_attempted_at" not in after.meta
+        assert after.meta == {"keep": 1}
 
 
 async def test_cancel_of_an_executing_job_counts_it_but_leaves_its_row_executing(
@@ -230,6 +280,65 @@ async def test_cancel_of_a_running_job_whose_worker_completes_leaves_it_complete
     assert RUNS["ignored"] == 1
 
 
+async def test_cancel_executing_job_signals_worker_which_records_the_cancel(
+    make_oban: Callable[..., Oban],
+) -> None:
+    server = await _running_server(make_oban)
+    steps = _steps("cancel-exec")
+    job = await ConfBMgmtCancellableWorker.enqueue({"key": "cancel-exec"})  # type: ignore[attr-defined]
+    await asyncio.wait_for(steps["started"].wait(), 5)
+
+    count = await server.cancel_job(job)
+
+    assert count == 1
+    await asyncio.wait_for(steps["noticed"].wait(), 5)
+    # The worker saw the signal but has not returned: the row still says executing.
+    during = await _get(server, job.id)
+    assert during.state == "executing"
+    assert during.cancelled_at is None
+
+    steps["release"].set()
+    after = await eventually(
+        lambda: _state_is(server, job.id, "cancelled"), message="job cancelled by its worker"
+    )
+    assert after.cancelled_at is not None
+    assert any("confb-mgmt-stopped-on-request" in str(e.get("error")) for e in after.errors)
+
+
+async def test_cancel_from_a_client_instance_reaches_the_instance_running_the_job(
+    make_oban: Callable[..., Oban],
+) -> None:
+    # Two instances of one process: docs/engines.md promises this on both engines.
+    server = await _running_server(make_oban)
+    client = make_oban(name="ConfBMgmtClient")
+    steps = _steps("cancel-remote")
+    job = await ConfBMgmtCancellableWorker.enqueue({"key": "cancel-remote"})  # type: ignore[attr-defined]
+    await asyncio.wait_for(steps["started"].wait(), 5)
+
+    assert await client.cancel_job(job.id) == 1  # type: ignore[arg-type]
+
+    await asyncio.wait_for(steps["noticed"].wait(), 5)
+    steps["release"].set()
+    await eventually(
+        lambda: _state_is(server, job.id, "cancelled"), message="remote cancel recorded"
+    )
+
+
+async def test_cancel_of_a_job_that_already_completed_leaves_it_completed(
+    make_oban: Callable[..., Oban],
+) -> None:
+    server = await _running_server(make_oban)
+    job = await ConfBMgmtCountingWorker.enqueue({"key": "done"})  # type: ignore[attr-defined]
+    done = await eventually(lambda: _state_is(server, job.id, "completed"), message="completed")
+
+    assert await server.cancel_job(job) == 0
+
+    after = await _get(server, job.id)
+    assert after.state == "completed"
+    assert after.completed_at == done.completed_at
+    assert after.cancelled_at is None
+
+
 # ---------------------------------------------------------------------------------------------
 # retry
 # ---------------------------------------------------------------------------------------------
@@ -252,6 +361,17 @@ async def test_retry_makes_finished_and_waiting_jobs_available_now_with_cleared_
         assert after.discarded_at is None
         assert after.meta["uniq_bmp"] == []
         assert after.meta["keep"] == before.state
+
+
+async def test_retry_job_accepts_a_job_or_an_id(oban: Oban, sql: Callable[..., Any]) -> None:
+    first = await _make(oban, sql, "completed", args={"key": "a"})
+    second = await _make(oban, sql, "cancelled", args={"key": "b"})
+
+    assert await oban.retry_job(first) == 1
+    assert await oban.retry_job(second.id) == 1  # type: ignore[arg-type]
+
+    assert (await _get(oban, first.id)).state == "available"
+    assert (await _get(oban, second.id)).state == "available"
 
 
 async def test_retry_of_an_exhausted_job_grants_one_more_attempt(
@@ -303,6 +423,22 @@ async def test_a_retried_job_runs_again_on_a_running_queue(
     await eventually(lambda: RUNS["again"] == 2, message="second run after retry")
     after = await eventually(lambda: _state_is(server, job.id, "completed"), message="completed")
     assert after.attempt == 2
+
+
+async def test_retry_of_an_executing_job_that_then_completes_leaves_it_completed(
+    make_oban: Callable[..., Oban],
+) -> None:
+    server = await _running_server(make_oban)
+    GATES["retry-exec"] = asyncio.Event()
+    job = await ConfBMgmtBlockingWorker.enqueue({"key": "retry-exec"})  # type: ignore[attr-defined]
+    await eventually(lambda: RUNS.get("retry-exec-started"), message="job running")
+
+    assert await server.retry_job(job) == 0
+    GATES["retry-exec"].set()
+
+    after = await eventually(lambda: _state_is(server, job.id, "completed"), message="completed")
+    assert after.attempt == 1
+    assert RUNS["retry-exec"] == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,6 +496,7 @@ async def test_delete_of_a_running_job_is_refused_and_the_job_completes(
 
     after = await eventually(lambda: _state_is(server, job.id, "completed"), message="completed")
     assert after.completed_at is not None
+    assert RUNS["delete"] == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,11 +536,12 @@ async def test_update_job_stores_every_updatable_field(oban: Oban, sql: Callable
 
 
 async def test_update_with_scheduled_at_stores_that_time(
-    oban: Oban, sql: Callable[..., Any]
+    oban: Oban, sql: Callable[..., Any], engine: str
 ) -> None:
     job = await _make(oban, sql, "available")
-    # Millisecond precision: what both engines store.
-    when = datetime(2999, 1, 2, 3, 4, 5, 123000, tzinfo=UTC)
+    # The precision each engine stores: microseconds on PostgreSQL, milliseconds on SQLite.
+    micro = 123456 if engine == "postgres" else 123000
+    when = datetime(2999, 1, 2, 3, 4, 5, micro, tzinfo=UTC)
 
     await oban.update_job(job.id, {"scheduled_at": when})  # type: ignore[arg-type]
 
@@ -524,6 +662,57 @@ async def test_update_of_a_completed_job_does_not_resurrect_it(
     assert stored.state == "completed"
     assert stored.completed_at == job.completed_at
     assert stored.priority == 2
+
+
+async def test_update_of_a_job_that_completes_while_being_updated_stays_completed(
+    oban: Oban, sql: Callable[..., Any], engine: str
+) -> None:
+    job = await _make(oban, sql, "available", args={"key": "race"})
+
+    def complete_meanwhile(current: Job) -> dict[str, Any]:
+        # Runs between the read and the write of update_job: the job finishes meanwhile.
+        _write_meanwhile(
+            oban,
+            engine,
+            f"state = 'completed', attempt = 1, completed_at = '{_ts()}', "
+            'meta = \'{"recorded": true, "return": "g2EB"}\'',
+            current.id,  # type: ignore[arg-type]
+        )
+        return {"scheduled_at": datetime.now(UTC) - timedelta(minutes=1), "meta": {"v": 2}}
+
+    # The job changed state between the read and the write: the update is refused rather
+    # than overwriting what the finished job recorded.
+    with pytest.raises(ValueError, match="changed state"):
+        await oban.update_job(job, complete_meanwhile)
+
+    stored = await _get(oban, job.id)
+    assert stored.state == "completed"
+    assert stored.completed_at is not None
+    assert stored.meta == {"recorded": True, "return": "g2EB"}
+
+
+async def test_update_of_a_job_that_starts_executing_while_being_updated_leaves_it_alone(
+    oban: Oban, sql: Callable[..., Any], engine: str
+) -> None:
+    job = await _make(oban, sql, "available", args={"key": "race"}, priority=1)
+
+    def fetched_meanwhile(current: Job) -> dict[str, Any]:
+        # Runs between the read and the write of update_job: a queue claims the job meanwhile.
+        _write_meanwhile(
+            oban,
+            engine,
+            f"state = 'executing', attempt = 1, attempted_at = '{_ts()}'",
+            current.id,  # type: ignore[arg-type]
+        )
+        return {"priority": 7, "args": {"key": "changed"}}
+
+    with pytest.raises(ValueError):
+        await oban.update_job(job, fetched_meanwhile)
+
+    stored = await _get(oban, job.id)
+    assert stored.state == "executing"
+    assert stored.priority == 1
+    assert stored.args == {"key": "race"}
 
 
 async def test_update_of_a_running_job_is_refused_and_it_completes_with_its_args(

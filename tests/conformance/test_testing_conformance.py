@@ -4,13 +4,15 @@ assertions, drain_queue and reset_oban."""
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from oban import Cancel, Job, Oban, Snooze, job, worker
+from oban import Cancel, Job, Oban, Snooze, current_job, job, worker
 from oban.testing import (
     all_enqueued,
     assert_enqueued,
@@ -21,12 +23,16 @@ from oban.testing import (
     reset_oban,
 )
 
+pytest_plugins = ["pytester"]
+
 CALLS: list[Any] = []
+SEEN: dict[str, Any] = {}
 
 
 @pytest.fixture(autouse=True)
 def _clean_state() -> None:
     CALLS.clear()
+    SEEN.clear()
 
 
 class ConfBBoom(Exception):
@@ -43,8 +49,19 @@ class ConfBEchoWorker:
 @worker(queue="confb_helpers")
 class ConfBSyncWorker:
     def process(self, job: Job) -> Any:
+        SEEN["sync_current"] = current_job()
         CALLS.append(("sync", job.args))
         return job.args.get("n", 0) * 2
+
+
+@worker(queue="confb_helpers")
+class ConfBInspectWorker:
+    async def process(self, job: Job) -> Any:
+        SEEN["job"] = job
+        SEEN["current"] = current_job()
+        SEEN["args"] = job.args
+        SEEN["meta"] = job.meta
+        return "inspected"
 
 
 @worker(queue="confb_helpers")
@@ -146,6 +163,27 @@ async def test_manual_mode_and_nested_modes_insert_without_running(
     assert await _state(oban, inserted.id) == "available"
 
 
+async def test_inline_mode_calls_job_functions_with_their_arguments(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    with mode("inline"):
+        await confb_pair.enqueue(3, b=4)  # type: ignore[attr-defined]
+        await confb_pair.enqueue(5)  # type: ignore[attr-defined]
+
+    assert CALLS == [("pair", 3, 4), ("pair", 5, 2)]
+    assert await _count(oban, sql) == 0
+
+
+async def test_mode_is_restored_when_the_block_raises(oban: Oban, sql: Callable[..., Any]) -> None:
+    with pytest.raises(ConfBBoom), mode("inline"):
+        raise ConfBBoom("leaving the block")
+
+    await ConfBEchoWorker.enqueue({"after": "raise"})  # type: ignore[attr-defined]
+
+    assert CALLS == []
+    assert await _count(oban, sql) == 1
+
+
 async def test_process_job_runs_a_job_read_back_from_the_database(oban: Oban) -> None:
     inserted = await ConfBEchoWorker.enqueue({"x": [1, {"y": None}]})  # type: ignore[attr-defined]
     stored = await oban.get_job(inserted)
@@ -159,6 +197,60 @@ async def test_process_job_runs_a_job_read_back_from_the_database(oban: Oban) ->
         await process_job(ConfBRaiseWorker.new({"tag": "direct"}))  # type: ignore[attr-defined]
     # process_job runs the worker only: the stored row is untouched.
     assert await _state(oban, inserted.id) == "available"
+
+
+# Modes and process_job without a database: these tests touch neither engine, so they run once.
+
+
+def test_invalid_mode_name_is_rejected() -> None:
+    with pytest.raises(ValueError, match="eager"), mode("eager"):  # type: ignore[arg-type]
+        pass
+
+
+async def test_process_job_in_a_loop_returns_an_awaitable_of_the_result() -> None:
+    pending = process_job(ConfBEchoWorker.new({"x": 1}))  # type: ignore[attr-defined]
+    assert inspect.isawaitable(pending)
+    assert await pending == {"echoed": {"x": 1}}
+
+    pending_sync = process_job(ConfBSyncWorker.new({"n": 21}))  # type: ignore[attr-defined]
+    assert inspect.isawaitable(pending_sync)
+    assert await pending_sync == 42
+
+    assert await process_job(confb_pair.new(1, b=10)) == 11  # type: ignore[attr-defined]
+
+
+async def test_process_job_round_trips_args_and_meta_through_json() -> None:
+    built = ConfBInspectWorker.new(  # type: ignore[attr-defined]
+        {"pair": (1, 2), "nested": {"t": ("a",)}}, meta={"m": (3,)}
+    )
+
+    await process_job(built)
+
+    assert SEEN["args"] == {"pair": [1, 2], "nested": {"t": ["a"]}}
+    assert SEEN["meta"] == {"m": [3]}
+
+
+async def test_process_job_fills_id_attempt_and_attempted_at() -> None:
+    built = ConfBInspectWorker.new({})  # type: ignore[attr-defined]
+
+    assert await process_job(built) == "inspected"
+
+    seen: Job = SEEN["job"]
+    assert seen.id is not None
+    assert seen.attempt == 1
+    assert seen.attempted_at is not None
+    assert abs(seen.attempted_at - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+async def test_process_job_exposes_current_job_inside_the_worker() -> None:
+    built = ConfBInspectWorker.new({"c": 1})  # type: ignore[attr-defined]
+    await process_job(built)
+    assert SEEN["current"] is SEEN["job"]
+    assert current_job() is None
+
+    await process_job(ConfBSyncWorker.new({"n": 1}))  # type: ignore[attr-defined]
+    assert SEEN["sync_current"] is not None
+    assert SEEN["sync_current"].args == {"n": 1}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,6 +297,7 @@ async def test_all_enqueued_matches_scheduled_in_within_a_second(oban: Oban) -> 
     assert [j.id for j in await all_enqueued(scheduled_in=timedelta(seconds=60))] == [later.id]
     assert await all_enqueued(scheduled_in=120) == []
     assert await all_enqueued(scheduled_in=58) == []
+    await assert_enqueued(worker=ConfBEchoWorker, scheduled_in=60)
 
 
 async def test_all_enqueued_lists_only_waiting_jobs_newest_first(
@@ -444,3 +537,85 @@ async def test_reset_oban_accepts_an_instance(
     await reset_oban(other)
 
     assert await _count(other, sql) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# pytest plugin
+# ---------------------------------------------------------------------------------------------
+
+PLUGIN_TESTS = """
+import asyncio
+
+from psycopg_pool import AsyncConnectionPool
+
+from oban import Oban, job
+
+ENGINE = {engine!r}
+DSN = {dsn!r}
+PREFIX = {prefix!r}
+CALLS = []
+
+
+@job(queue="plugin")
+def plugin_record(value):
+    CALLS.append(value)
+
+
+async def _enqueue(value):
+    if ENGINE == "postgres":
+        pool = AsyncConnectionPool(DSN, open=False, min_size=1, max_size=2)
+        await pool.open(wait=True, timeout=10)
+        try:
+            Oban(pool=pool, prefix=PREFIX)
+            return await plugin_record.enqueue(value)
+        finally:
+            await pool.close()
+    instance = Oban(dsn=DSN)
+    try:
+        return await plugin_record.enqueue(value)
+    finally:
+        await instance._close_engine()
+
+
+def test_inline_fixture_runs_jobs_at_once(oban_inline):
+    asyncio.run(_enqueue("inline"))
+    assert CALLS == ["inline"]
+
+
+def test_default_mode_after_the_inline_fixture_inserts():
+    inserted = asyncio.run(_enqueue("default"))
+    assert inserted.id is not None
+    assert CALLS == ["inline"]
+
+
+def test_manual_fixture_inserts(oban_manual):
+    inserted = asyncio.run(_enqueue("manual"))
+    assert inserted.id is not None
+    assert inserted.state == "available"
+    assert CALLS == ["inline"]
+"""
+
+
+async def test_pytest_plugin_fixtures_switch_the_mode(
+    pytester: pytest.Pytester, oban: Oban, sql: Callable[..., Any], engine: str
+) -> None:
+    if engine == "postgres":
+        assert oban.pool is not None
+        dsn = oban.pool.conninfo
+    else:
+        dsn = f"sqlite:///{oban.sqlite_path}"
+    await _count(oban, sql)  # the database exists before the other process uses it
+    pytester.makepyfile(
+        test_plugin_modes=PLUGIN_TESTS.format(engine=engine, dsn=dsn, prefix=oban.prefix)
+    )
+
+    result = await asyncio.to_thread(
+        pytester.runpytest_subprocess, "-p", "oban.pytest_plugin", "-p", "no:cacheprovider"
+    )
+
+    result.assert_outcomes(passed=3)
+    rows = await sql(oban, "SELECT args FROM oban_jobs ORDER BY id")
+    assert [json.loads(a)["value"] if isinstance(a, str) else a["value"] for (a,) in rows] == [
+        "default",
+        "manual",
+    ]

@@ -1,12 +1,15 @@
-"""Enqueueing against a real PostgreSQL: rows, states, transactions, NOTIFY, bad input."""
+"""Enqueueing on PostgreSQL only: psycopg/SQLAlchemy transactions, insert NOTIFY, pools.
+
+Engine-independent enqueue behaviour (returned jobs, states, ordering, bad input, get_job,
+instance routing) is tested on both engines in tests/conformance/test_enqueue_conformance.py.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 import time
-import uuid
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -15,38 +18,16 @@ from psycopg import sql as psql
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from oban import Job, Oban, job, schema, worker
+from oban import Job, Oban, worker
 from oban.errors import DatabaseUnavailableError
 
 SENTINEL = "enqueue-test-sentinel"
-INJECTION = "x'); DROP TABLE oban_jobs; --"
-
-
-@worker(queue="mailers", priority=2, max_attempts=7, tags=["Email", " urgent ", "email"])
-class EnqMailer:
-    async def process(self, job: Job) -> None:
-        return None
 
 
 @worker()
 class EnqPlain:
     async def process(self, job: Job) -> None:
         return None
-
-
-@worker(oban="Other")
-class EnqOtherWorker:
-    async def process(self, job: Job) -> None:
-        return None
-
-
-@job(queue="math")
-def enq_add(a: int, b: int = 2) -> int:
-    return a + b
-
-
-MAILER = "tests.integration.test_enqueue.EnqMailer"
-PLAIN = "tests.integration.test_enqueue.EnqPlain"
 
 
 # Helpers
@@ -97,138 +78,7 @@ class CountingConnection(psycopg.AsyncConnection):
         return await super().execute(*args, **kwargs)
 
 
-# Worker.enqueue
-
-
-async def test_enqueue_returns_job_with_id_state_and_utc_timestamps(oban, sql):
-    before = datetime.now(UTC)
-    job = await EnqMailer.enqueue({"to": "ada", "n": [1, 2]}, meta={"trace": "abc"})
-    after = datetime.now(UTC)
-
-    assert isinstance(job, Job)
-    assert isinstance(job.id, int)
-    assert job.state == "available"
-    for stamp in (job.inserted_at, job.scheduled_at):
-        assert stamp is not None
-        assert stamp.utcoffset() == timedelta(0)
-        assert before - timedelta(seconds=5) <= stamp <= after + timedelta(seconds=5)
-
-    rows = await sql(
-        "SELECT queue, worker, args, meta, tags, priority, max_attempts, state::text, "
-        "attempt, inserted_at, scheduled_at FROM oban_jobs WHERE id = %s",
-        (job.id,),
-    )
-    assert len(rows) == 1
-    queue, worker_name, args, meta, tags, priority, max_attempts, state, attempt, ins, sch = rows[0]
-    assert queue == "mailers"
-    assert worker_name == MAILER
-    assert args == {"to": "ada", "n": [1, 2]}
-    assert meta == {"trace": "abc"}
-    assert tags == ["email", "urgent"]
-    assert priority == 2
-    assert max_attempts == 7
-    assert state == "available"
-    assert attempt == 0
-    # The returned timestamps are the row's (naive UTC in the database).
-    assert ins.replace(tzinfo=UTC) == job.inserted_at
-    assert sch.replace(tzinfo=UTC) == job.scheduled_at
-
-
-async def test_enqueue_overrides_worker_options_per_call(oban, sql):
-    job = await EnqMailer.enqueue({}, queue="other", priority=9, max_attempts=1, tags=["X"])
-
-    rows = await sql(
-        "SELECT queue, priority, max_attempts, tags FROM oban_jobs WHERE id = %s", (job.id,)
-    )
-    assert rows == [("other", 9, 1, ["x"])]
-
-
-async def test_scheduled_in_future_is_scheduled(oban, sql):
-    before = datetime.now(UTC)
-    job = await EnqPlain.enqueue({}, scheduled_in=60)
-
-    assert job.state == "scheduled"
-    assert job.scheduled_at is not None
-    assert job.scheduled_at.utcoffset() == timedelta(0)
-    assert before + timedelta(seconds=55) <= job.scheduled_at <= before + timedelta(seconds=65)
-    rows = await sql("SELECT state::text, scheduled_at FROM oban_jobs WHERE id = %s", (job.id,))
-    assert rows[0][0] == "scheduled"
-    assert rows[0][1].replace(tzinfo=UTC) == job.scheduled_at
-
-
-async def test_scheduled_at_in_future_is_scheduled(oban, sql):
-    at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
-    job = await EnqPlain.enqueue({}, scheduled_at=at)
-
-    assert job.state == "scheduled"
-    assert job.scheduled_at == at
-    rows = await sql("SELECT state::text, scheduled_at FROM oban_jobs WHERE id = %s", (job.id,))
-    assert rows == [("scheduled", at.replace(tzinfo=None))]
-
-
-async def test_scheduled_at_in_another_timezone_is_stored_as_utc(oban, sql):
-    utc = (datetime.now(UTC) + timedelta(hours=3)).replace(microsecond=0)
-    plus_five = utc.astimezone(timezone(timedelta(hours=5)))
-    job = await EnqPlain.enqueue({}, scheduled_at=plus_five)
-
-    assert job.state == "scheduled"
-    assert job.scheduled_at == utc
-    rows = await sql("SELECT scheduled_at FROM oban_jobs WHERE id = %s", (job.id,))
-    assert rows == [(utc.replace(tzinfo=None),)]
-
-
-async def test_scheduled_at_in_past_is_available(oban, sql):
-    at = datetime.now(UTC) - timedelta(hours=1)
-    job = await EnqPlain.enqueue({}, scheduled_at=at)
-
-    assert job.state == "available"
-    rows = await sql("SELECT state::text FROM oban_jobs WHERE id = %s", (job.id,))
-    assert rows == [("available",)]
-
-
 # enqueue_many
-
-
-async def test_enqueue_many_varargs_returns_jobs_in_input_order(oban, sql):
-    jobs = [EnqPlain.new({"n": n}) for n in (3, 1, 2)]
-    inserted = await oban.enqueue_many(*jobs)
-
-    assert [j.args["n"] for j in inserted] == [3, 1, 2]
-    ids = [j.id for j in inserted]
-    assert all(isinstance(i, int) for i in ids)
-    assert ids == sorted(ids) and len(set(ids)) == 3
-    rows = await sql("SELECT id, args FROM oban_jobs ORDER BY id")
-    assert [(i, {"n": n}) for i, n in zip(ids, (3, 1, 2), strict=True)] == rows
-
-
-async def test_enqueue_many_list_returns_jobs_in_input_order(oban, sql):
-    jobs = [EnqPlain.new({"n": n}, queue=f"q{n % 3}") for n in range(20, 0, -1)]
-    inserted = await oban.enqueue_many(jobs)
-
-    assert [j.args["n"] for j in inserted] == list(range(20, 0, -1))
-    ids = [j.id for j in inserted]
-    assert all(a < b for a, b in itertools.pairwise(ids))
-    rows = await sql("SELECT id, args->>'n', queue FROM oban_jobs ORDER BY id")
-    assert rows == [(j.id, str(j.args["n"]), j.queue) for j in inserted]
-    assert all(j.state == "available" for j in inserted)
-
-
-async def test_enqueue_many_mixed_states_keeps_order(oban, sql):
-    inserted = await oban.enqueue_many(
-        EnqPlain.new({"n": 1}),
-        EnqPlain.new({"n": 2}, scheduled_in=3600),
-        EnqPlain.new({"n": 3}),
-    )
-
-    assert [j.args["n"] for j in inserted] == [1, 2, 3]
-    assert [j.state for j in inserted] == ["available", "scheduled", "available"]
-    rows = await sql("SELECT args->>'n', state::text FROM oban_jobs ORDER BY id")
-    assert rows == [("1", "available"), ("2", "scheduled"), ("3", "available")]
-
-
-async def test_enqueue_many_empty_inserts_nothing(oban, sql):
-    assert await oban.enqueue_many([]) == []
-    assert await count_jobs(sql) == 0
 
 
 async def test_enqueue_many_ten_thousand_jobs_in_one_statement(oban, sql, dsn):
@@ -344,12 +194,6 @@ async def test_sqlalchemy_connection_rollback_and_commit(oban, sql, dsn):
     assert rows == [(kept.id, {"sa": "conn-commit"})]
 
 
-async def test_conn_of_unsupported_type_raises_type_error(oban, sql):
-    with pytest.raises(TypeError, match="conn"):
-        await EnqPlain.enqueue({}, conn=object())
-    assert await count_jobs(sql) == 0
-
-
 # NOTIFY on insert
 
 
@@ -397,146 +241,6 @@ async def test_rolled_back_insert_does_not_notify(oban, pool, prefix, dsn):
     assert received == []
 
 
-# Bad input
-
-
-async def test_args_with_a_set_raise_type_error_naming_the_value(oban, sql):
-    with pytest.raises(TypeError) as info:
-        await EnqPlain.enqueue({"ok": 1, "bad": {7, 8}})
-
-    message = str(info.value)
-    assert "bad" in message
-    assert "set" in message
-    assert await count_jobs(sql) == 0
-
-
-async def test_meta_with_unencodable_value_raises_type_error(oban, sql):
-    with pytest.raises(TypeError, match="meta"):
-        await EnqPlain.enqueue({}, meta={"when": object()})
-    assert await count_jobs(sql) == 0
-
-
-@pytest.mark.parametrize(
-    ("options", "field"),
-    [
-        ({"priority": 10}, "priority"),
-        ({"priority": -1}, "priority"),
-        ({"priority": "high"}, "priority"),
-        ({"queue": ""}, "queue"),
-        ({"queue": "   "}, "queue"),
-        ({"queue": "q" * 128}, "queue"),
-        ({"max_attempts": 0}, "max_attempts"),
-    ],
-)
-async def test_invalid_options_raise_value_error_naming_the_field(oban, sql, options, field):
-    with pytest.raises(ValueError, match=field):
-        await EnqPlain.enqueue({}, **options)
-    assert await count_jobs(sql) == 0
-
-
-async def test_invalid_job_in_batch_inserts_nothing(oban, sql):
-    good = EnqPlain.new({"n": 1})
-    with pytest.raises(TypeError):
-        await oban.enqueue_many(good, "not a job")  # type: ignore[arg-type]
-    assert await count_jobs(sql) == 0
-
-
-async def test_sql_in_queue_tags_meta_and_args_is_stored_verbatim(oban, sql):
-    tags = ["o'reilly; --", 'x"); drop table oban_jobs; --', "$1 %s {prefix}"]
-    meta = {"note": INJECTION, "k'ey": '"quoted"', "pct": "%(p1)s $2"}
-    args = {"q": INJECTION, INJECTION: "key"}
-    job = await EnqPlain.enqueue(args, queue=INJECTION, tags=tags, meta=meta)
-
-    rows = await sql("SELECT queue, tags, meta, args FROM oban_jobs WHERE id = %s", (job.id,))
-    assert rows == [(INJECTION, sorted(tags), meta, args)]
-    assert job.queue == INJECTION
-    exists = await sql("SELECT to_regclass('oban_jobs') IS NOT NULL")
-    assert exists == [(True,)]
-    assert await count_jobs(sql) == 1
-
-
-# @job functions
-
-
-async def test_job_function_enqueue_binds_arguments(oban, sql):
-    job = await enq_add.enqueue(3, b=4)
-
-    rows = await sql("SELECT worker, queue, args FROM oban_jobs WHERE id = %s", (job.id,))
-    assert rows == [("tests.integration.test_enqueue.enq_add", "math", {"a": 3, "b": 4})]
-
-
-async def test_job_function_enqueue_applies_defaults(oban, sql):
-    job = await enq_add.enqueue(5)
-
-    rows = await sql("SELECT args FROM oban_jobs WHERE id = %s", (job.id,))
-    assert rows == [({"a": 5, "b": 2},)]
-
-
-# get_job
-
-
-async def test_get_job_returns_the_row_as_a_job(oban, sql):
-    enqueued = await EnqMailer.enqueue({"to": "grace"}, meta={"m": 1}, scheduled_in=120)
-    found = await oban.get_job(enqueued.id)
-
-    assert isinstance(found, Job)
-    assert found.id == enqueued.id
-    assert found.worker == MAILER
-    assert found.queue == "mailers"
-    assert found.args == {"to": "grace"}
-    assert found.meta == {"m": 1}
-    assert found.tags == ["email", "urgent"]
-    assert found.priority == 2
-    assert found.max_attempts == 7
-    assert found.attempt == 0
-    assert found.errors == []
-    assert found.state == "scheduled"
-    assert found.inserted_at == enqueued.inserted_at
-    assert found.scheduled_at == enqueued.scheduled_at
-    assert found.scheduled_at is not None and found.scheduled_at.utcoffset() == timedelta(0)
-    assert found.attempted_at is None
-    assert found.completed_at is None
-
-
-async def test_get_job_reflects_database_changes(oban, sql):
-    enqueued = await EnqPlain.enqueue({})
-    await sql("UPDATE oban_jobs SET priority = 5 WHERE id = %s", (enqueued.id,))
-
-    found = await oban.get_job(enqueued.id)
-    assert found is not None and found.priority == 5
-
-
-async def test_get_job_of_missing_id_is_none(oban):
-    enqueued = await EnqPlain.enqueue({})
-    assert await oban.get_job(enqueued.id + 1000) is None
-
-
-# Instance routing
-
-
-async def test_worker_with_oban_name_enqueues_through_that_instance(make_oban, pool, sql):
-    other_prefix = f"s_{uuid.uuid4().hex[:10]}"
-    await schema.install(pool, other_prefix)
-    try:
-        make_oban()  # "Oban", on the test schema
-        other = make_oban(name="Other", prefix=other_prefix)
-        assert Oban.get_instance("Other") is other
-
-        job = await EnqOtherWorker.enqueue({"to": "other"})
-
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                psql.SQL("SELECT id, args FROM {}.oban_jobs").format(psql.Identifier(other_prefix))
-            )
-            assert await cur.fetchall() == [(job.id, {"to": "other"})]
-        assert await count_jobs(sql) == 0
-    finally:
-        async with pool.connection() as conn:
-            await conn.execute(
-                psql.SQL("DROP SCHEMA {} CASCADE").format(psql.Identifier(other_prefix))
-            )
-
-
 # Pools
 
 
@@ -567,15 +271,3 @@ def test_oban_with_a_non_pool_raises_type_error(bad_pool):
         Oban(pool=bad_pool, name="EnqNotAPool")
     with pytest.raises(RuntimeError):
         Oban.get_instance("EnqNotAPool")
-
-
-def test_oban_without_pool_or_dsn_uses_sqlite_in_the_working_directory(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    instance = Oban(name="EnqNoPool")
-    assert instance.pool is None
-    assert instance.sqlite_path == "oban.db"
-
-
-def test_oban_with_an_unknown_dsn_scheme_is_a_value_error():
-    with pytest.raises(ValueError, match="mysql"):
-        Oban(dsn="mysql://localhost/db", name="EnqBadDsn")
