@@ -30,27 +30,7 @@ def _naive_utc(value: datetime | None) -> str | None:
 
 
 def _row_to_job(row: Sequence[Any]) -> Job:
-    return Job(
-        row[1],
-        id=row[0],
-        queue=row[2],
-        attempt=row[3],
-        max_attempts=row[4],
-        priority=row[5],
-        args=orjson.loads(row[6]),
-        meta=orjson.loads(row[7]) if row[7] is not None else {},
-        errors=orjson.loads(row[8]) if row[8] is not None else [],
-        tags=row[9] or [],
-        attempted_by=row[10],
-        inserted_at=row[11],
-        attempted_at=row[12],
-        scheduled_at=row[13],
-        state=row[14],
-        cancelled_at=row[15],
-        completed_at=row[16],
-        discarded_at=row[17],
-        _validate=False,
-    )
+    return _payloads.row_to_job(row)
 
 
 async def unwrap_connection(conn: Any) -> AsyncConnection[Any]:

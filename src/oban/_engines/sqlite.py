@@ -91,28 +91,12 @@ def _seconds(value: float) -> float:
     return max(-_MAX_SECONDS, min(_MAX_SECONDS, float(value)))
 
 
+def _json_or_none(value: str | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
 def _row_to_job(row: Sequence[Any]) -> Job:
-    return Job(
-        row[1],
-        id=row[0],
-        queue=row[2],
-        attempt=row[3],
-        max_attempts=row[4],
-        priority=row[5],
-        args=orjson.loads(row[6]),
-        meta=orjson.loads(row[7]) if row[7] is not None else {},
-        errors=orjson.loads(row[8]) if row[8] is not None else [],
-        tags=orjson.loads(row[9]) if row[9] is not None else [],
-        attempted_by=orjson.loads(row[10]) if row[10] is not None else None,
-        inserted_at=parse_timestamp(row[11]),
-        attempted_at=parse_timestamp(row[12]),
-        scheduled_at=parse_timestamp(row[13]),
-        state=row[14],
-        cancelled_at=parse_timestamp(row[15]),
-        completed_at=parse_timestamp(row[16]),
-        discarded_at=parse_timestamp(row[17]),
-        _validate=False,
-    )
+    return _payloads.row_to_job(row, array=_json_or_none, timestamp=parse_timestamp)
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
