@@ -955,7 +955,9 @@ async def test_job_of_a_dead_producer_is_rescued_at_once_keeping_its_attempt(
     )
     await _start(make_oban, name="ConfBDead", node="rescuer", leadership=True)
 
-    found = await _wait_state(client, job_id, "available", timeout=2.0)
+    # Prompt: within the heartbeat-trust window (producer max_age, 1 s, counted from the
+    # lifeline's first run) plus a couple of lifeline intervals; 4 s leaves room on a busy box.
+    found = await _wait_state(client, job_id, "available", timeout=4.0)
     assert found.meta.get("rescued") == 1
     assert found.attempt == 1
     assert found.discarded_at is None
