@@ -104,11 +104,13 @@ class Executor:
                 if scope.expired():
                     raise JobTimeoutError(f"{job.worker} timed out after {timeout:g}s") from None
                 raise
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             result = await result
         return result
 
     def _outcome(self, job: Job, instance: Any, result: Any, error: BaseException | None) -> Ack:
+        if error is None and result is None:  # the common case, first
+            return Ack(job.id, job.attempted_at, JobState.COMPLETED, queue=job.queue)  # type: ignore[arg-type]
         base = {"id": job.id, "attempted_at": job.attempted_at, "queue": job.queue}
         if error is not None:
             text = _format_error(error)

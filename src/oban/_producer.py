@@ -57,7 +57,7 @@ class Producer:
     ) -> None:
         self.queue = queue
         self.limit = limit
-        self.paused = paused
+        self._paused = paused
         self.meta = meta
         self.node = node
         self.name = name
@@ -76,6 +76,9 @@ class Producer:
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        # Clear while a fetch is in flight: a pause takes effect once that fetch is done.
+        self._not_fetching = asyncio.Event()
+        self._not_fetching.set()
         self._orphaned: list[int] = []
 
     def info(self) -> QueueInfo:
@@ -90,6 +93,20 @@ class Producer:
             started_at=self.started_at,
             uuid=self.uuid,
         )
+
+    @property
+    def paused(self) -> bool:
+        """Whether the queue is paused: asked to pause, and no fetch that began before that
+        is still in flight (so once this is true, this node claims no more jobs)."""
+        return self._paused and self._not_fetching.is_set()
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self._paused = value
+
+    async def settled(self) -> None:
+        """Wait until no fetch is in flight."""
+        await self._not_fetching.wait()
 
     @property
     def running(self) -> int:
@@ -114,15 +131,16 @@ class Producer:
 
     def producer_meta(self) -> dict[str, Any]:
         """What the producer row's ``meta`` holds."""
-        return {"local_limit": self.limit, "paused": self.paused, **self.meta}
+        return {"local_limit": self.limit, "paused": self._paused, **self.meta}
 
     async def pause(self) -> None:
-        """Stop fetching; running jobs finish."""
-        self.paused = True
+        """Stop fetching; running jobs finish. Returns once a fetch in flight is done."""
+        self._paused = True
+        await self.settled()
 
     async def resume(self) -> None:
         """Fetch again."""
-        self.paused = False
+        self._paused = False
         self.notify()
 
     async def scale(self, limit: int) -> None:
@@ -138,8 +156,9 @@ class Producer:
         if entry is None:
             return False
         job = entry[0]
-        if job._cancellation is not None:
-            job._cancellation.set()
+        if job._cancellation is None:  # created on demand, not for every job
+            job._cancellation = asyncio.Event()
+        job._cancellation.set()
         return True
 
     async def _loop(self) -> None:
@@ -153,9 +172,10 @@ class Producer:
                 break
             self._wake.clear()
             # Fetches are at least debounce_interval apart, which batches the wake-ups of
-            # finishing jobs; a queue idle for longer than that fetches at once.
+            # finishing jobs; a queue idle for longer than that fetches at once, and so does
+            # a queue whose every slot is free (no later wake-up could grow the batch).
             wait = self._debounce - (time.monotonic() - self._last_fetch)
-            if wait > 0:
+            if wait > 0 and self._running:
                 await asyncio.sleep(wait * (0.75 + random.random() / 2))  # noqa: S311
             try:
                 await self._dispatch()
@@ -173,19 +193,41 @@ class Producer:
                 await asyncio.sleep(delay)
 
     async def _dispatch(self) -> None:
-        if self.paused or self._stopping:
+        if self._paused or self._stopping:
             return
         demand = self.limit - len(self._running)
         if demand <= 0:
             return
+        self._not_fetching.clear()
+        try:
+            await self._fetch(demand)
+        finally:
+            self._not_fetching.set()
+
+    async def _fetch(self, demand: int) -> None:
         self._last_fetch = time.monotonic()
-        with telemetry.span("oban.producer.get", {"queue": self.queue}) as span:
-            jobs = await self._engine.fetch_jobs(self.queue, demand, self.node, self.uuid)
-            span.add({"count": len(jobs)})
+        # The fetch carries the acks waiting to be written: one statement for both.
+        acks = self._acker.take()
+        try:
+            with telemetry.span("oban.producer.get", {"queue": self.queue}) as span:
+                if acks:
+                    with telemetry.span("oban.producer.ack", Acker.telemetry_meta(acks)) as sub:
+                        acked, jobs = await self._engine.ack_fetch_jobs(
+                            acks, self.queue, demand, self.node, self.uuid
+                        )
+                        sub.add({"count": len(acked)})
+                else:
+                    jobs = await self._engine.fetch_jobs(self.queue, demand, self.node, self.uuid)
+                span.add({"count": len(jobs)})
+        except BaseException:
+            if acks:
+                self._acker.give_back(acks)
+            raise
+        if acks:
+            self._acker.settle(acks, acked)
         # A full batch means more jobs are probably waiting: fetch again as slots free up.
         self._saturated = len(jobs) == demand
         for job in jobs:
-            job._cancellation = asyncio.Event()
             task = asyncio.create_task(self._execute(job), name=f"oban-job-{job.id}")
             self._running[job.id] = (job, task)  # type: ignore[index]
             self._idle.clear()

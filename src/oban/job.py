@@ -131,6 +131,8 @@ def scheduled_from_now(delay: timedelta | int | float) -> datetime:
     return datetime.now(UTC) + delay
 
 
+_STATES: dict[str, JobState] = {state.value: state for state in JobState}
+
 _TIMESTAMP_FIELDS = (
     "inserted_at",
     "attempted_at",
@@ -259,6 +261,54 @@ class Job:
         if _validate:
             self._normalize_tags()
             self._validate()
+
+    @classmethod
+    def _restore(
+        cls,
+        id: int,
+        worker: str,
+        queue: str,
+        attempt: int,
+        max_attempts: int,
+        priority: int,
+        args: dict[str, Any],
+        meta: dict[str, Any],
+        errors: list[Any],
+        tags: list[str],
+        attempted_by: list[str],
+        state: str,
+        inserted_at: datetime | None,
+        attempted_at: datetime | None,
+        scheduled_at: datetime | None,
+        cancelled_at: datetime | None,
+        completed_at: datetime | None,
+        discarded_at: datetime | None,
+    ) -> Job:
+        """A job read back from the database: trusted values, timestamps already aware.
+
+        The hot path (every fetched job) skips ``__init__``'s defaults and validation."""
+        job = cls.__new__(cls)
+        job.id = id
+        job.worker = worker
+        job.queue = queue
+        job.attempt = attempt
+        job.max_attempts = max_attempts
+        job.priority = priority
+        job.args = args
+        job.meta = meta
+        job.errors = errors
+        job.tags = tags
+        job.attempted_by = attempted_by
+        job.state = _STATES[state]
+        job.inserted_at = inserted_at
+        job.attempted_at = attempted_at
+        job.scheduled_at = scheduled_at
+        job.cancelled_at = cancelled_at
+        job.completed_at = completed_at
+        job.discarded_at = discarded_at
+        job.extra = {}
+        job._cancellation = None
+        return job
 
     @classmethod
     def _from_db(cls, fields: Mapping[str, Any]) -> Job:

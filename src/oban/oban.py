@@ -612,6 +612,9 @@ class Oban:
         """Stop fetching from ``queue`` (running jobs finish), here and on other nodes."""
         if node in (None, self.node):
             self._on_signal({"action": "pause", "queue": queue, "ident": "any"})
+            # A fetch already in flight may still claim jobs: return once it is done.
+            targets = [p for name, p in self._producers.items() if queue in ("*", name)]
+            await asyncio.gather(*(p.settled() for p in targets))
         if node != self.node:
             await self._signal({"action": "pause", "queue": queue}, node)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg import AsyncRawCursor
 from psycopg_pool import AsyncConnectionPool
 
 from ._engines import _sql
@@ -60,7 +61,8 @@ async def version(pool: AsyncConnectionPool[Any], prefix: str = "public") -> int
     unversioned)."""
     query = _sql.load("postgres", "schema_version", _sql.validate_prefix(prefix))
     async with pool.connection() as conn:
-        cur = await conn.execute(_sql.to_pyformat(query), _sql.bind((prefix,)))
+        cur = AsyncRawCursor(conn)
+        await cur.execute(query, (prefix,))
         row = await cur.fetchone()
     comment = row[0] if row else None
     if comment is None:

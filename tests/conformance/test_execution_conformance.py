@@ -656,3 +656,77 @@ async def test_check_queue_and_check_all_queues(make_oban):
             lambda: _state_is(oban, job.id, "completed"), message="blocking job completed"
         )
         await eventually(lambda: oban.check_queue("default").running == [])
+
+
+# Acks carried by fetches, and acks that survive failed writes
+
+
+def _spy_engine(oban: Oban, name: str, calls: list[Any], fail: list[int] | None = None) -> None:
+    """Record the acks each call of ``engine.<name>`` carries; raise while ``fail[0] > 0``."""
+    engine = oban._engine
+    original = getattr(engine, name)
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        acks = args[0] if args else []
+        if fail is not None and fail[0] > 0 and acks:
+            fail[0] -= 1
+            raise ConnectionError(f"simulated lost round trip in {name}")
+        result = await original(*args, **kwargs)
+        calls.append([ack.id for ack in acks])
+        return result
+
+    setattr(engine, name, spy)
+
+
+async def test_fetches_carry_the_acks_of_finished_jobs(make_oban, sql):
+    oban = make_oban(queues={"default": 5})
+    await oban._ready()
+    carried: list[Any] = []
+    written: list[Any] = []
+    _spy_engine(oban, "ack_fetch_jobs", carried)
+    _spy_engine(oban, "ack_jobs", written)
+    jobs = await oban.enqueue_many([ConfAExecOk.new({"n": n}) for n in range(60)])
+    await oban.start()
+
+    async def all_completed() -> bool:
+        return await _count(sql, oban, "completed") == 60
+
+    await eventually(all_completed, timeout=15, message="60 jobs completed")
+    await oban.stop()
+
+    ids = sorted(job.id for job in jobs)
+    acked = [job_id for call in carried + written for job_id in call]
+    assert sorted(acked) == ids, "every job acked exactly once"
+    assert all(RUNS[job_id] == 1 for job_id in ids)
+    # 60 jobs through 5 slots: most acks rode along with the next fetch of the queue.
+    assert sum(len(call) for call in carried) >= 30, (carried, written)
+    assert max(len(call) for call in carried) > 1
+
+
+@pytest.mark.parametrize(
+    ("methods", "failures"), [(("ack_fetch_jobs",), 2), (("ack_fetch_jobs", "ack_jobs"), 6)]
+)
+async def test_acks_survive_failed_writes_and_are_written_once(make_oban, sql, methods, failures):
+    oban = make_oban(queues={"default": 3})
+    await oban._ready()
+    # The first writes that carry acks fail, on whichever of the spied paths they take (a
+    # failed fetch hands its acks back to the acker, which writes them on its own).
+    fail = [failures]
+    calls: list[Any] = []
+    for method in methods:
+        _spy_engine(oban, method, calls, fail)
+    jobs = await oban.enqueue_many([ConfAExecOk.new({"n": n}) for n in range(12)])
+    await oban.start()
+
+    async def all_completed() -> bool:
+        return await _count(sql, oban, "completed") == 12
+
+    await eventually(all_completed, timeout=20, message="12 jobs completed")
+    await oban.stop()
+
+    assert fail == [0], "the writes failed as arranged"
+    assert all(RUNS[job.id] == 1 for job in jobs), RUNS
+    assert await _count(sql, oban, "executing") == 0
+    for job in jobs:
+        done = await _job(oban, job.id)
+        assert (done.state, done.attempt) == ("completed", 1)

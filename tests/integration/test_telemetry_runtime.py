@@ -7,6 +7,7 @@ handler attached to every name in ``oban.telemetry.EVENTS`` records what is emit
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import defaultdict
@@ -53,6 +54,7 @@ STARTS: defaultdict[str, list[float]] = defaultdict(list)
 class TeleDebounceWorker:
     async def process(self, job: Job) -> Any:
         STARTS[job.queue].append(time.monotonic())
+        await asyncio.sleep(job.args.get("sleep", 0))
         return None
 
 
@@ -352,6 +354,14 @@ async def test_acks_are_written_in_batches(
         return await original(acks, *args, **kwargs)
 
     oban._engine.ack_jobs = counting_ack_jobs  # type: ignore[method-assign]
+    carrying = oban._engine.ack_fetch_jobs
+
+    async def counting_ack_fetch_jobs(acks: Any, *args: Any, **kwargs: Any) -> Any:
+        if acks:  # a fetch that carried acks
+            calls.append(len(acks))
+        return await carrying(acks, *args, **kwargs)
+
+    oban._engine.ack_fetch_jobs = counting_ack_fetch_jobs  # type: ignore[method-assign]
     await oban.enqueue_many([TeleAckNoopWorker.new({"n": n}) for n in range(200)])
     await oban.start()
 
@@ -411,26 +421,48 @@ async def test_notifier_heartbeats_on_the_listen_connection(
 
 
 async def _start_gaps(
-    make_oban: Callable[..., Oban], name: str, queue: str, debounce: float
+    make_oban: Callable[..., Oban], name: str, queue: str, debounce: float, *, limit: int
 ) -> list[float]:
+    """Gaps between the starts of quick jobs 1..3. With ``limit=2``, job 0 holds the other
+    slot for a second, so each refetch happens while a job is still running."""
     STARTS[queue].clear()
     oban = make_oban(
         name=name,
-        queues={queue: {"limit": 1, "debounce_interval": debounce}},
+        queues={queue: {"limit": limit, "debounce_interval": debounce}},
         notifier={"type": "poll", "poll_interval": 5},
     )
-    await oban.enqueue_many([TeleDebounceWorker.new({"n": n}, queue=queue) for n in range(4)])
+    sleeps = [1.0 if limit > 1 else 0, 0, 0, 0]
+    await oban.enqueue_many(
+        [
+            TeleDebounceWorker.new({"n": n, "sleep": sleep}, queue=queue)
+            for n, sleep in enumerate(sleeps)
+        ]
+    )
     await oban.start()
     await eventually(lambda: len(STARTS[queue]) == 4, timeout=8, message=f"4 jobs in {queue}")
     await oban.stop()
-    starts = STARTS[queue]
+    starts = STARTS[queue][1:]
     return [later - earlier for earlier, later in pairwise(starts)]
 
 
-async def test_debounce_interval_spaces_out_fetches(make_oban: Callable[..., Oban]) -> None:
-    fast = await _start_gaps(make_oban, f"{INSTANCE}DebFast", "tele_deb_fast_q", 0)
-    slow = await _start_gaps(make_oban, f"{INSTANCE}DebSlow", "tele_deb_slow_q", 0.3)
+async def test_debounce_interval_spaces_out_fetches_while_jobs_run(
+    make_oban: Callable[..., Oban],
+) -> None:
+    fast = await _start_gaps(make_oban, f"{INSTANCE}DebFast", "tele_deb_fast_q", 0, limit=2)
+    slow = await _start_gaps(make_oban, f"{INSTANCE}DebSlow", "tele_deb_slow_q", 0.3, limit=2)
 
-    assert len(fast) == 3 and len(slow) == 3
+    assert len(fast) == 2 and len(slow) == 2
     assert max(fast) < 0.15, fast
-    assert min(slow) >= 0.15, slow
+    # Jittered between 0.75 and 1.25 times the interval.
+    assert min(slow) >= 0.2, slow
+
+
+async def test_a_queue_with_every_slot_free_fetches_without_debounce(
+    make_oban: Callable[..., Oban],
+) -> None:
+    # limit 1: each refetch happens with nothing running, so no later wake-up could add to
+    # the batch and the queue fetches at once despite the long debounce_interval.
+    gaps = await _start_gaps(make_oban, f"{INSTANCE}DebIdle", "tele_deb_idle_q", 0.3, limit=1)
+
+    assert len(gaps) == 2
+    assert max(gaps) < 0.15, gaps

@@ -8,7 +8,7 @@ as its database needs; the fields are the same everywhere.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -108,34 +108,39 @@ def _keep(value: Any) -> Any:
     return value
 
 
+def utc(value: datetime | None) -> datetime | None:
+    """A naive UTC timestamp from the database, made aware."""
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
 def row_to_job(
     row: Sequence[Any],
     *,
     array: Callable[[Any], Any] = _keep,
-    timestamp: Callable[[Any], datetime | None] = _keep,
+    timestamp: Callable[[Any], datetime | None] = utc,
 ) -> Job:
     """A job from a row in the column order every ``*_jobs.sql`` query returns: id, worker,
     queue, attempt, max_attempts, priority, args, meta, errors (JSON text), tags,
     attempted_by, inserted_at, attempted_at, scheduled_at, state, cancelled_at,
-    completed_at, discarded_at. ``array`` and ``timestamp`` convert the engine's own types."""
-    return Job(
+    completed_at, discarded_at. ``array`` and ``timestamp`` convert the engine's own types
+    (``timestamp`` returns aware UTC datetimes)."""
+    return Job._restore(
+        row[0],
         row[1],
-        id=row[0],
-        queue=row[2],
-        attempt=row[3],
-        max_attempts=row[4],
-        priority=row[5],
-        args=orjson.loads(row[6]),
-        meta=orjson.loads(row[7]) if row[7] is not None else {},
-        errors=orjson.loads(row[8]) if row[8] is not None else [],
-        tags=array(row[9]) or [],
-        attempted_by=array(row[10]),
-        inserted_at=timestamp(row[11]),
-        attempted_at=timestamp(row[12]),
-        scheduled_at=timestamp(row[13]),
-        state=row[14],
-        cancelled_at=timestamp(row[15]),
-        completed_at=timestamp(row[16]),
-        discarded_at=timestamp(row[17]),
-        _validate=False,
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        orjson.loads(row[6]),
+        orjson.loads(row[7]) if row[7] is not None else {},
+        orjson.loads(row[8]) if row[8] is not None else [],
+        array(row[9]) or [],
+        array(row[10]) or [],
+        row[14],
+        timestamp(row[11]),
+        timestamp(row[12]),
+        timestamp(row[13]),
+        timestamp(row[15]),
+        timestamp(row[16]),
+        timestamp(row[17]),
     )

@@ -24,19 +24,6 @@ def _read(engine: str, name: str) -> str:
     return resources.files("oban").joinpath("queries", engine, f"{name}.sql").read_text()
 
 
-_POSITIONAL = re.compile(r"\$(\d+)")
-
-
-def to_pyformat(text: str) -> str:
-    """Turn ``$1``-style parameters into psycopg's ``%(p1)s`` (escaping literal ``%``)."""
-    return _POSITIONAL.sub(r"%(p\1)s", text.replace("%", "%%"))
-
-
-def bind(params: tuple[object, ...]) -> dict[str, object]:
-    """The parameter mapping for a query converted by :func:`to_pyformat`."""
-    return {f"p{index}": value for index, value in enumerate(params, start=1)}
-
-
 @functools.cache
 def load(engine: str, name: str, prefix: str) -> str:
     """The SQL of ``queries/<engine>/<name>.sql`` for ``prefix``.
@@ -47,9 +34,3 @@ def load(engine: str, name: str, prefix: str) -> str:
     validate_prefix(prefix)
     text = _read(engine, name)
     return text.replace("{prefix_name}", f"'{prefix}'").replace("{prefix}", f'"{prefix}"')
-
-
-@functools.cache
-def load_pyformat(engine: str, name: str, prefix: str) -> str:
-    """:func:`load`, converted for psycopg by :func:`to_pyformat` (cached)."""
-    return to_pyformat(load(engine, name, prefix))

@@ -47,6 +47,12 @@ class Engine(Protocol):
     async def ack_jobs(self, acks: Sequence[Ack]) -> set[int]:
         """Write finished executions; return the ids that were still executing."""
 
+    async def ack_fetch_jobs(
+        self, acks: Sequence[Ack], queue: str, demand: int, node: str, uuid: str
+    ) -> tuple[set[int], list[Job]]:
+        """:meth:`ack_jobs` and :meth:`fetch_jobs` at once, all or nothing: a producer's
+        fetch carries the acks waiting to be written. Returns (acked ids, claimed jobs)."""
+
     async def stage_jobs(self, queues: Sequence[str], limit: int) -> dict[str, int]:
         """Make due scheduled/retryable jobs available; return how many per queue."""
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from collections.abc import AsyncIterator, Sequence
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection, AsyncCursor, OperationalError
+from psycopg import AsyncConnection, AsyncCursor, AsyncRawCursor, OperationalError
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
@@ -24,6 +24,8 @@ CONNECT_TIMEOUT = 10.0
 def _naive_utc(value: datetime | None) -> str | None:
     if value is None:
         return None
+    if value.tzinfo is UTC:  # every timestamp read from the database
+        return value.replace(tzinfo=None).isoformat()
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat()
@@ -62,6 +64,48 @@ async def unwrap_connection(conn: Any) -> AsyncConnection[Any]:
     )
 
 
+class _Checkout:
+    """Checks a connection out of the pool and back in (lighter than the pool's own
+    generator-based context manager, on every operation's path)."""
+
+    __slots__ = ("_conn", "_pool", "_restore", "_timeout")
+
+    def __init__(self, pool: AsyncConnectionPool[Any], timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._conn: AsyncConnection[Any] | None = None
+        self._restore = False
+
+    async def __aenter__(self) -> AsyncConnection[Any]:
+        try:
+            conn: AsyncConnection[Any] = await self._pool.getconn(timeout=self._timeout)
+        except PoolTimeout as error:
+            raise DatabaseUnavailableError(
+                "could not get a database connection within "
+                f"{self._timeout or self._pool.timeout}s ({self._pool.name}): is PostgreSQL "
+                "reachable at the configured DSN?"
+            ) from error
+        self._conn = conn
+        if not conn.autocommit:
+            try:
+                await conn.set_autocommit(True)
+            except BaseException:
+                await self._pool.putconn(conn)
+                raise
+            self._restore = True
+        return conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if self._restore and not conn.closed:
+                await conn.set_autocommit(False)
+        finally:
+            await self._pool.putconn(conn)
+
+
 class PostgresEngine:
     """All SQL for PostgreSQL. Statements are loaded from ``queries/postgres``."""
 
@@ -75,41 +119,30 @@ class PostgresEngine:
         self.prefix = _sql.validate_prefix(prefix)
         self.insert_channel = f"{prefix}.oban_insert"
         self._legacy_errors: bool | None = None
+        self._fetch_sql_cache: dict[str, str] = {}
 
     def _q(self, name: str) -> str:
-        return _sql.load_pyformat(_ENGINE, name, self.prefix)
+        return _sql.load(_ENGINE, name, self.prefix)
 
     async def _execute(
         self, conn: AsyncConnection[Any], name: str, params: tuple[Any, ...]
     ) -> list[tuple[Any, ...]]:
-        cur = await conn.execute(self._q(name), _sql.bind(params))
-        return await cur.fetchall() if cur.description is not None else []
+        # A raw cursor sends the $1-style SQL as written: no client-side query conversion.
+        cur = AsyncRawCursor(conn)
+        await cur.execute(self._q(name), params)
+        # pgresult.nfields, not description: description builds a Column per field.
+        result = cur.pgresult
+        return await cur.fetchall() if result is not None and result.nfields else []
 
     def channel(self, name: str) -> str:
         """The full channel name for ``name`` (``insert`` -> ``public.oban_insert``)."""
         return f"{self.prefix}.oban_{name}"
 
-    @contextlib.asynccontextmanager
-    async def _connection(
-        self, timeout: float | None = None
-    ) -> AsyncIterator[AsyncConnection[Any]]:
-        try:
-            async with self.pool.connection(timeout=timeout) as conn:
-                # Each operation is one statement: autocommit saves the BEGIN/COMMIT round
-                # trips. The pool is the caller's, so its setting is restored afterwards.
-                restore = not conn.autocommit
-                if restore:
-                    await conn.set_autocommit(True)
-                try:
-                    yield conn
-                finally:
-                    if restore and not conn.closed:
-                        await conn.set_autocommit(False)
-        except PoolTimeout as error:
-            raise DatabaseUnavailableError(
-                f"could not get a database connection within {timeout or self.pool.timeout}s "
-                f"({self.pool.name}): is PostgreSQL reachable at the configured DSN?"
-            ) from error
+    def _connection(self, timeout: float | None = None) -> _Checkout:
+        """``async with``: a pooled connection in autocommit mode (each operation is one
+        statement, so autocommit saves the BEGIN/COMMIT round trips). The pool is the
+        caller's, so a connection's own setting is restored when it goes back."""
+        return _Checkout(self.pool, timeout)
 
     async def _run(self, name: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         async with self._connection() as conn:
@@ -170,9 +203,39 @@ class PostgresEngine:
             job.scheduled_at = scheduled_at.replace(tzinfo=UTC)
         return list(jobs)
 
+    def _fetch_sql(self) -> str:
+        """fetch_jobs.sql with the ack statement for this schema's ``errors`` type inside."""
+        key = "ack_jobs_legacy" if self._legacy_errors else "ack_jobs"
+        text = self._fetch_sql_cache.get(key)
+        if text is None:
+            ack = _sql.load(_ENGINE, key, self.prefix)
+            ack = "\n".join(line for line in ack.splitlines() if not line.startswith("--"))
+            ack = re.sub(r"\$1\b", "$5", ack).strip()
+            fetch = _sql.load(_ENGINE, "fetch_jobs", self.prefix).replace("{acks}", ack)
+            text = self._fetch_sql_cache[key] = fetch
+        return text
+
     async def fetch_jobs(self, queue: str, demand: int, node: str, uuid: str) -> list[Job]:
-        rows = await self._run("fetch_jobs", (queue, demand, node, uuid))
-        return [_row_to_job(row) for row in rows]
+        return (await self.ack_fetch_jobs((), queue, demand, node, uuid))[1]
+
+    async def ack_fetch_jobs(
+        self, acks: Sequence[Ack], queue: str, demand: int, node: str, uuid: str
+    ) -> tuple[set[int], list[Job]]:
+        if self._legacy_errors is None:
+            await self.check_schema()
+        payload = _payloads.acks(acks, _naive_utc) if acks else "[]"
+        async with self._connection() as conn:
+            cur = AsyncRawCursor(conn)
+            await cur.execute(self._fetch_sql(), (queue, demand, node, uuid, payload))
+            rows = await cur.fetchall()
+        acked: set[int] = set()
+        jobs: list[Job] = []
+        for row in rows:
+            if row[0]:
+                acked.add(row[1])
+            else:
+                jobs.append(_row_to_job(row[1:]))
+        return acked, jobs
 
     async def ack_jobs(self, acks: Sequence[Ack]) -> set[int]:
         if not acks:

@@ -357,24 +357,51 @@ class SQLiteEngine:
     async def fetch_jobs(self, queue: str, demand: int, node: str, uuid: str) -> list[Job]:
         if demand <= 0:  # SQLite reads a negative LIMIT as no limit at all
             return []
-        rows = await self._run(
-            "fetch_jobs", {"queue": queue, "demand": demand, "node": node, "uuid": uuid}
-        )
+        rows = await self._run("fetch_jobs", self._fetch_params(queue, demand, node, uuid))
+        return self._claimed(rows)
+
+    @staticmethod
+    def _fetch_params(queue: str, demand: int, node: str, uuid: str) -> dict[str, Any]:
+        return {"queue": queue, "demand": demand, "node": node, "uuid": uuid}
+
+    def _claimed(self, rows: list[Any]) -> list[Job]:
         rows.sort(key=lambda row: (row[5], row[13], row[0]))  # priority, scheduled_at, id
         for row in rows:
             self._fetched_meta[row[0]] = row[7]
         return [_row_to_job(row) for row in rows]
 
-    async def ack_jobs(self, acks: Sequence[Ack]) -> set[int]:
-        if not acks:
-            return set()
-        payload = _payloads.acks(
-            [self._merge_meta(ack) for ack in acks], _timestamp_or_none, _seconds
-        )
-        rows = await self._run("ack_jobs", {"acks": payload})
+    def _ack_params(self, acks: Sequence[Ack]) -> dict[str, Any]:
+        merged = [self._merge_meta(ack) for ack in acks]
+        return {"acks": _payloads.acks(merged, _timestamp_or_none, _seconds)}
+
+    def _acked(self, acks: Sequence[Ack], rows: list[Any]) -> set[int]:
         for ack in acks:
             self._fetched_meta.pop(ack.id, None)
         return {row[0] for row in rows}
+
+    async def ack_jobs(self, acks: Sequence[Ack]) -> set[int]:
+        if not acks:
+            return set()
+        return self._acked(acks, await self._run("ack_jobs", self._ack_params(acks)))
+
+    async def ack_fetch_jobs(
+        self, acks: Sequence[Ack], queue: str, demand: int, node: str, uuid: str
+    ) -> tuple[set[int], list[Job]]:
+        if not acks:
+            return set(), await self.fetch_jobs(queue, demand, node, uuid)
+        if demand <= 0:
+            return await self.ack_jobs(acks), []
+        # One transaction: both statements commit together or not at all.
+        async with self._transaction() as conn:
+            ack_rows = list(
+                await conn.execute_fetchall(self._q("ack_jobs"), self._ack_params(acks))
+            )
+            rows = list(
+                await conn.execute_fetchall(
+                    self._q("fetch_jobs"), self._fetch_params(queue, demand, node, uuid)
+                )
+            )
+        return self._acked(acks, ack_rows), self._claimed(rows)
 
     def _merge_meta(self, ack: Ack) -> Ack:
         """Merge an ack's meta into the job's meta here, in Python.
