@@ -19,6 +19,12 @@ One command (``make bench``, or ``.venv/bin/python bench/run.py``; ``--help`` li
    own checks), and prints tables of jobs/s, latency percentiles, CPU per job and peak RSS
    with the ratios ours / each peer and ours-sqlite / ours. Exits 1 if any run failed or any
    check did not hold.
+
+Two large workloads run for ours and ours-sqlite only (``--skip-large`` leaves them out,
+``--large-only`` runs just them and the plain run they are compared with): the c=20 run with
+1,000,000 finished jobs in the table (inserted with one set-based statement, not timed),
+printed with its ratio to the plain c=20 run, and a 100,000-job run that samples the process's
+current RSS every 10,000 jobs, printed with the growth between 10,000 and 100,000.
 """
 
 from __future__ import annotations
@@ -305,41 +311,64 @@ def sqlite_file(url: str) -> Path:
     return Path(url.removeprefix(SQLITE_URL))
 
 
-def oban_states(rows: list[Any], expected: int, final: bool) -> str | None:
+def oban_states(
+    rows: list[Any],
+    expected: int,
+    final: bool,
+    front: list[Any] | None = None,
+    finished: dict[str, int] | None = None,
+) -> str | None:
+    """``rows``: (state, count, min attempt, max attempt) of the workload's jobs; ``front``:
+    (state, count) of the finished jobs in front of them, which must be as ``fill`` left them
+    (``finished``, state -> count)."""
     found = {state: (count, lo, hi) for state, count, lo, hi in rows}
     want = {"completed": (expected, 1, 1)} if final else {"available": (expected, 0, 0)}
-    return None if found == want else f"oban_jobs (state: count, attempts): {found}"
+    if found != want:
+        return f"oban_jobs (state: count, attempts): {found}"
+    if finished is not None and dict(front or []) != finished:
+        return f"the finished jobs in front (state: count) were {finished}, now {dict(front or [])}"
+    return None
 
 
-def external_check(lib: Library, url: str, expected: int, final: bool) -> str | None:
+def external_check(
+    lib: Library,
+    url: str,
+    expected: int,
+    final: bool,
+    after_id: int = 0,
+    finished: dict[str, int] | None = None,
+) -> str | None:
     """Look at the library's tables from here; None if they hold what the workload promised.
 
     oban (both, and ours on SQLite, read with the stdlib sqlite3 module): ``oban_jobs`` has
     exactly ``expected`` rows, all ``available`` with attempt 0 after an enqueue/fill, all
-    ``completed`` with attempt 1 after a run.
+    ``completed`` with attempt 1 after a run. With ``finished`` (the run with finished jobs in
+    the table), that holds for the rows after ``after_id``, and the rows up to it are still
+    the finished jobs ``fill`` reported, state by state.
     pgqueuer: after an enqueue/fill, ``pgqueuer`` has exactly ``expected`` ``queued`` rows; after
     a run it is empty and ``pgqueuer_log`` has ``expected`` ``queued``, ``picked`` and
     ``successful`` rows, each for ``expected`` distinct job ids, and no other status.
     """
+    jobs = "SELECT state{}, count(*), min(attempt), max(attempt) FROM oban_jobs WHERE id > {}"
+    front = "SELECT state{}, count(*) FROM oban_jobs WHERE id <= {} GROUP BY state"
     if lib.family == "sqlite":
         path = sqlite_file(url)
         if not path.exists():
             return f"{path} does not exist"
         conn = sqlite3.connect(path, timeout=30)
         try:
-            rows = conn.execute(
-                "SELECT state, count(*), min(attempt), max(attempt) FROM oban_jobs GROUP BY state"
-            ).fetchall()
+            rows = conn.execute(jobs.format("", "?") + " GROUP BY state", (after_id,)).fetchall()
+            done = conn.execute(front.format("", "?"), (after_id,)).fetchall()
         finally:
             conn.close()
-        return oban_states(rows, expected, final)
+        return oban_states(rows, expected, final, done, finished)
     with psycopg.connect(url, autocommit=True) as conn:
         if lib.family == "oban":
             rows = conn.execute(
-                "SELECT state::text, count(*), min(attempt), max(attempt)"
-                " FROM oban_jobs GROUP BY state"
+                jobs.format("::text", "%s") + " GROUP BY state", (after_id,)
             ).fetchall()
-            return oban_states(rows, expected, final)
+            done = conn.execute(front.format("::text", "%s"), (after_id,)).fetchall()
+            return oban_states(rows, expected, final, done, finished)
         queue = dict(
             conn.execute("SELECT status::text, count(*) FROM pgqueuer GROUP BY 1").fetchall()
         )
@@ -367,16 +396,83 @@ class Step:
     extra: list[str]
     fill: bool = False  # pre-insert ``count`` jobs in a separate process first
     final: bool = False  # jobs end completed (vs available)
-    only: tuple[str, ...] = ()  # restricted to these libraries (the raw baselines)
+    only: tuple[str, ...] = ()  # restricted to these libraries (raw baselines, large workloads)
     baseline_for: str | None = None  # a raw baseline: the key of the run step it bounds
+    fill_extra: list[str] = field(default_factory=list)  # options of the ``fill`` process
+    large: str | None = None  # "finished" or "rss": one of the two large workloads
+    compare_to: str | None = None  # "finished": the key of the plain run it is compared with
+    finished: int = 0  # "finished": the finished jobs in the table
+
+
+OURS = ("ours", "ours-sqlite")
+
+
+def count_label(n: int) -> str:
+    """1,000,000 -> "1M", 100,000 -> "100k", others with thousands separators."""
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1_000 and n % 1_000 == 0:
+        return f"{n // 1_000}k"
+    return f"{n:,}"
+
+
+def plain_run(args: argparse.Namespace, c: int, only: tuple[str, ...] = ()) -> Step:
+    return Step(
+        f"run{c}",
+        f"run {args.run:,} no-op jobs, c={c}",
+        "run",
+        args.run,
+        ["--concurrency", str(c)],
+        fill=True,
+        final=True,
+        only=only,
+    )
+
+
+def large_steps(args: argparse.Namespace) -> list[Step]:
+    """The two large workloads (ours and ours-sqlite only): the run with finished jobs in the
+    table and the RSS-growth run."""
+    c = args.large_concurrency
+    return [
+        Step(
+            f"run{c}finished",
+            f"run {args.run:,} no-op jobs, c={c}, {count_label(args.finished)} finished in table",
+            "run",
+            args.run,
+            ["--concurrency", str(c), "--finished", str(args.finished)],
+            fill=True,
+            final=True,
+            only=OURS,
+            fill_extra=["--finished", str(args.finished)],
+            large="finished",
+            compare_to=f"run{c}",
+            finished=args.finished,
+        ),
+        Step(
+            "rss",
+            f"RSS over {args.rss_jobs:,} no-op jobs, c={c}",
+            "rss",
+            args.rss_jobs,
+            ["--concurrency", str(c)],
+            fill=True,
+            final=True,
+            only=OURS,
+            large="rss",
+        ),
+    ]
 
 
 def plan(args: argparse.Namespace) -> list[Step]:
+    if args.large_only:  # the plain run that the finished one is compared with, then both
+        return [plain_run(args, args.large_concurrency, OURS), *large_steps(args)]
     steps = [
         Step("bulk", f"bulk enqueue {args.bulk:,} (1 call)", "bulk", args.bulk, []),
         Step("single", f"single enqueue x{args.single:,}", "single", args.single, []),
     ]
-    for c in args.concurrency:
+    concurrencies = list(args.concurrency)
+    if not args.skip_large and args.large_concurrency not in concurrencies:
+        concurrencies.append(args.large_concurrency)  # the finished run's comparison
+    for c in concurrencies:
         raws = [("raw", "psycopg", "ours")] if "raw" in args.only else []
         if "raw" in args.only and "ours-sqlite" in args.only:
             raws.append(("sqliteraw", "sqlite3", "ours-sqlite"))
@@ -394,17 +490,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
                     baseline_for=f"run{c}",
                 )
             )
-        steps.append(
-            Step(
-                f"run{c}",
-                f"run {args.run:,} no-op jobs, c={c}",
-                "run",
-                args.run,
-                ["--concurrency", str(c)],
-                fill=True,
-                final=True,
-            )
-        )
+        steps.append(plain_run(args, c))
     calls = -(-args.stream // args.stream_batch)
     steps.append(
         Step(
@@ -426,6 +512,8 @@ def plan(args: argparse.Namespace) -> list[Step]:
             final=True,
         )
     )
+    if not args.skip_large:
+        steps += large_steps(args)
     return steps
 
 
@@ -487,7 +575,23 @@ def describe(data: dict[str, Any]) -> str:
         text += f", p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} ms"
     if "limit" in data:
         text += f" [{data['limit']}]"
+    if "finished" in data:
+        text += f", {data['finished']:,} finished in table"
+        if data.get("prefill_s") is not None:
+            text += f" (pre-insert {data['prefill_s']:.1f}s, not timed)"
+    if "rss" in data:
+        first, last = rss_points(data)
+        text += (
+            f", RSS {first[1]:.1f} MB after {first[0]:,} jobs, {last[1]:.1f} MB after "
+            f"{last[0]:,} ({last[1] - first[1]:+.1f} MB)"
+        )
     return text
+
+
+def rss_points(data: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """The first and the last sample ([jobs, RSS MB, peak MB]) of an ``rss`` run."""
+    samples = data["rss"]["samples"]
+    return samples[0], samples[-1]
 
 
 def median_run(runs: list[dict[str, Any]], latency: bool) -> dict[str, Any]:
@@ -564,7 +668,7 @@ def metric_table(
 
 def latency_table(
     steps: list[Step], libs: list[Library], results: dict[tuple[str, str], dict[str, Any]]
-) -> str:
+) -> str | None:
     columns = ratio_columns(libs)
     header = ["latency ms, p50 / p99", *(lib.label for lib in libs), *(c[0] for c in columns)]
     rows = []
@@ -584,6 +688,8 @@ def latency_table(
                 f"{ratio(a['p50'], b['p50'])} / {ratio(a['p99'], b['p99'])}" if a and b else ""
             )
         rows.append(cells)
+    if not rows:
+        return None
     return "Latency percentiles (lower is better)\n\n" + fmt_table(header, rows)
 
 
@@ -613,6 +719,119 @@ def baseline_table(
         "batch, no library: psycopg on the ours database, the stdlib sqlite3 on a new file; the\n"
         "ratio is each library's run jobs/s at concurrency B over the loop on its own database\n\n"
         + fmt_table(header, rows)
+    )
+
+
+def finished_table(
+    steps: list[Step], libs: list[Library], results: dict[tuple[str, str], dict[str, Any]]
+) -> str | None:
+    """Each library's run with finished jobs in the table against its plain run."""
+    out = []
+    for step in steps:
+        if step.large != "finished" or step.compare_to is None:
+            continue
+        plain = next((s for s in steps if s.key == step.compare_to), None)
+        rows = []
+        for lib in libs:
+            big = results.get((step.key, lib.key))
+            if big is None:
+                continue
+            base = results.get((step.compare_to, lib.key))
+            ok = "error" not in big
+            base_ok = base is not None and "error" not in base
+            prefill = big.get("prefill_s") if ok else None
+            rows.append(
+                [
+                    lib.label,
+                    f"{base['jobs_per_s']:,.0f}" if base_ok else "FAILED",  # type: ignore[index]
+                    f"{big['jobs_per_s']:,.0f}" if ok else "FAILED",
+                    ratio(big["jobs_per_s"], base["jobs_per_s"]) if ok and base_ok else "",  # type: ignore[index]
+                    f"{big['cpu_ms_per_job']:.3f}" if ok else "",
+                    f"{prefill:.1f}" if prefill is not None else "",
+                ]
+            )
+        if not rows:
+            continue
+        finished = step.label.rsplit(", ", 1)[-1]  # "1M finished in table"
+        header = [
+            "library",
+            f"{plain.label if plain else step.compare_to}, jobs/s",
+            f"{finished}, jobs/s",
+            "ratio",
+            "CPU ms/job",
+            "pre-insert s (not timed)",
+        ]
+        out.append(
+            f"The run with {finished} ({step.finished:,} completed, discarded and cancelled\n"
+            "jobs of the same queue and worker, finished over the last hour, in front of the\n"
+            "available ones) against the plain run of the same library; target ratio ~1.0\n\n"
+            + fmt_table(header, rows)
+        )
+    return "\n\n".join(out) or None
+
+
+RSS_PEAK_TARGET_MB = 60.0  # a node running 10,000 jobs
+RSS_GROWTH_TARGET_MB = 5.0  # from 10,000 to 100,000 jobs
+
+
+def rss_table(
+    steps: list[Step], libs: list[Library], results: dict[tuple[str, str], dict[str, Any]]
+) -> str | None:
+    """The RSS-growth run: current RSS after the first tenth of the jobs and after all."""
+    step = next((s for s in steps if s.large == "rss"), None)
+    if step is None:
+        return None
+    rows, series = [], []
+    first_n = last_n = None
+    for lib in libs:
+        data = results.get((step.key, lib.key))
+        if data is None:
+            continue
+        if "error" in data:
+            rows.append([lib.label, "FAILED", *[""] * 7])
+            continue
+        first, last = rss_points(data)
+        first_n, last_n = int(first[0]), int(last[0])
+        growth = last[1] - first[1]
+        met = first[2] < RSS_PEAK_TARGET_MB and growth < RSS_GROWTH_TARGET_MB
+        rows.append(
+            [
+                lib.label,
+                f"{data['jobs_per_s']:,.0f}",
+                f"{data['rss']['before_mb']:.1f}",
+                f"{first[1]:.1f}",
+                f"{last[1]:.1f}",
+                f"{growth:+.1f}",
+                f"{first[2]:.1f}",
+                f"{data['rss_mb']:.1f}",
+                "yes" if met else "NO",
+            ]
+        )
+        samples = " ".join(f"{sample[1]:.1f}" for sample in data["rss"]["samples"])
+        series.append(f"  {lib.label}: every {data['rss']['every']:,} jobs: {samples} MB")
+    if not rows:
+        return None
+    a = f"{first_n:,}" if first_n else "first tenth"
+    b = f"{last_n:,}" if last_n else "all"
+    header = [
+        "library",
+        "jobs/s",
+        "RSS at start",
+        f"RSS after {a}",
+        f"RSS after {b}",
+        f"growth {a} -> {b}",
+        f"peak after {a}",
+        "peak at end",
+        "targets met",
+    ]
+    return (
+        f"{step.label}: the process's RSS in MB (VmRSS from /proc/self/status, read in a job\n"
+        "handler every tenth of the jobs; peak = VmHWM at that point, and ru_maxrss at the end).\n"
+        f"Targets: peak after {a} < {RSS_PEAK_TARGET_MB:.0f} MB, growth "
+        f"< {RSS_GROWTH_TARGET_MB:.0f} MB\n\n"
+        + fmt_table(header, rows)
+        + "\n\n"
+        + "\n".join(series)
     )
 
 
@@ -647,9 +866,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="divide every job count by 10")
     parser.add_argument(
         "--only",
-        default="ours,ours-sqlite,obanpy,pgq,raw",
         help="comma-separated subset of: ours, ours-sqlite, obanpy, pgq, raw (the psycopg "
-        "baseline, and the sqlite3 one with ours-sqlite)",
+        "baseline, and the sqlite3 one with ours-sqlite); default: all of them, or "
+        "ours,ours-sqlite with --large-only",
+    )
+    large = parser.add_mutually_exclusive_group()
+    large.add_argument(
+        "--skip-large",
+        action="store_true",
+        help="leave out the two large workloads (the run with --finished finished jobs in the "
+        "table, and the --rss-jobs RSS-growth run)",
+    )
+    large.add_argument(
+        "--large-only",
+        action="store_true",
+        help="run only the two large workloads and the plain run the first is compared with",
     )
     parser.add_argument(
         "--skip-install",
@@ -687,6 +918,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-gap-ms", type=float, default=10.0)
     parser.add_argument("--latency-concurrency", type=int, default=20)
     parser.add_argument(
+        "--finished",
+        type=int,
+        default=1_000_000,
+        help="finished jobs in the table for the large run (ours, ours-sqlite)",
+    )
+    parser.add_argument(
+        "--rss-jobs",
+        type=int,
+        default=100_000,
+        help="jobs of the RSS-growth run (ours, ours-sqlite)",
+    )
+    parser.add_argument(
+        "--large-concurrency", type=int, default=20, help="queue limit of the two large runs"
+    )
+    parser.add_argument(
         "--debounce-ms",
         type=float,
         help="queue debounce_interval for both oban implementations (default: their own)",
@@ -701,13 +947,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
     args = parser.parse_args(argv)
+    if args.only is None:
+        args.only = "ours,ours-sqlite" if args.large_only else "ours,ours-sqlite,obanpy,pgq,raw"
     args.only = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = set(args.only) - {"ours", "ours-sqlite", "obanpy", "pgq", "raw"}
     if unknown:
         parser.error(f"--only: unknown {sorted(unknown)}")
+    if args.large_only and not set(args.only) & set(OURS):
+        parser.error("--large-only runs ours and ours-sqlite only: --only names neither")
     if args.quick:
-        for name in ("bulk", "single", "run", "stream", "latency"):
+        for name in ("bulk", "single", "run", "stream", "latency", "finished", "rss_jobs"):
             setattr(args, name, max(1, getattr(args, name) // 10))
+    if args.rss_jobs < 10:
+        parser.error("--rss-jobs: at least 10 (the RSS is sampled every tenth of the jobs)")
     return args
 
 
@@ -769,6 +1021,15 @@ def main(args: argparse.Namespace) -> int:
     if args.same_python:
         mode += ", ours on the peers' Python too"
     mode += f", pgqueuer driver {args.pgq_driver}, limit mode {args.pgq_limit_mode}"
+    if args.skip_large:
+        mode += "; large workloads skipped (--skip-large)"
+    else:
+        mode += (
+            f"; large workloads (ours, ours-sqlite): run with {args.finished:,} finished jobs, "
+            f"RSS over {args.rss_jobs:,} jobs"
+        )
+        if args.large_only:
+            mode += " (--large-only)"
     print(f"  {mode}\n", flush=True)
     try:
         return run_all(args, libs, Targets(urls, sqlite_dir), versions, started, server)
@@ -805,17 +1066,26 @@ def run_all(
     results: dict[tuple[str, str], dict[str, Any]] = {}
     every_run: list[dict[str, Any]] = []
     for step in steps:
+        # A raw baseline runs on its one library; every other step on the selected libraries
+        # (restricted to ours and ours-sqlite for the large workloads).
+        step_libs = [
+            lib
+            for lib in libs
+            if (not step.only or lib.key in step.only)
+            and (step.baseline_for is not None or lib.key in args.only)
+        ]
+        if not step_libs:
+            continue
         print(f"\n{step.label}", flush=True)
-        for lib in libs:
-            if step.only and lib.key not in step.only:
-                continue
-            if not step.only and lib.key not in args.only:
-                continue
+        for lib in step_libs:
             runs = []
             for index in range(args.repeat):
                 url = targets.url(lib, f"{step.key}-{index + 1}")
+                filled: dict[str, Any] = {}
                 if step.fill:
-                    filled = call_driver(lib, url, "fill", step.count, [], args.timeout)
+                    filled = call_driver(
+                        lib, url, "fill", step.count, step.fill_extra, args.timeout
+                    )
                     if "error" in filled:
                         error = f"pre-insert failed: {filled['error']}"
                         print(f"  {lib.label:<15} FAILED: {error}", flush=True)
@@ -823,8 +1093,23 @@ def run_all(
                         failures.append(f"{step.label}, {lib.label}: {error}")
                         continue
                 data = call_driver(lib, url, step.workload, step.count, step.extra, args.timeout)
+                if "error" not in data and step.large == "finished":
+                    data["prefill_s"] = filled.get("prefill_s")
+                    found, wrote = data.get("finished_max_id"), filled.get("finished_max_id")
+                    if found != wrote:
+                        data["error"] = (
+                            f"the run found finished jobs up to id {found}, the pre-insert "
+                            f"reported {wrote}"
+                        )
                 if "error" not in data:
-                    problem = external_check(lib, url, step.count, step.final)
+                    problem = external_check(
+                        lib,
+                        url,
+                        step.count,
+                        step.final,
+                        after_id=filled.get("finished_max_id", 0),
+                        finished=filled.get("finished_states"),
+                    )
                     if problem:
                         data["error"] = f"check from run.py failed: {problem}"
                     else:
@@ -839,7 +1124,7 @@ def run_all(
             if "error" not in chosen and args.repeat > 1:
                 print(f"  {lib.label:<15} median: {describe(chosen)}", flush=True)
 
-    table_steps = [s for s in steps if s.baseline_for is None]
+    table_steps = [s for s in steps if s.baseline_for is None and s.large != "rss"]
     shown = [lib for lib in libs if lib.key in args.only]
     print()
     print(
@@ -852,8 +1137,10 @@ def run_all(
             lambda v: f"{v:,.0f}",
         )
     )
-    print()
-    print(latency_table(table_steps, shown, results))
+    latency = latency_table(table_steps, shown, results)
+    if latency:
+        print()
+        print(latency)
     print()
     print(
         metric_table(
@@ -882,6 +1169,14 @@ def run_all(
     if baseline:
         print()
         print(baseline)
+    finished = finished_table(steps, shown, results)
+    if finished:
+        print()
+        print(finished)
+    rss = rss_table(steps, shown, results)
+    if rss:
+        print()
+        print(rss)
     print(
         "\nEvery cell was checked in the database by the driver and again by run.py "
         "(counts, states, attempts, ran once).",

@@ -7,7 +7,8 @@ own interpreter and collects those lines.
 The JSON object always has ``library``, ``version``, ``python`` and ``workload``; on success
 also ``jobs``, ``seconds``, ``jobs_per_s``, ``cpu_ms_per_job``, ``rss_start_mb``, ``rss_mb``,
 ``verified`` (what the driver checked in the database) and, for the workloads that time
-individual jobs or calls, ``latency_ms`` (``p50``, ``p90``, ``p99``, ``max``); on failure
+individual jobs or calls, ``latency_ms`` (``p50``, ``p90``, ``p99``, ``max``); the ``rss``
+workload adds ``rss`` (the resident set sampled every N jobs, see ``RssTracker``); on failure
 ``error`` (and the process exits with status 1).
 """
 
@@ -26,8 +27,18 @@ from typing import Any
 
 POLL_SECONDS = 0.01
 
-# Workload names shared by every driver (``raw`` is the psycopg baseline, oban driver only).
-WORKLOADS = ("setup", "fill", "bulk", "single", "run", "stream", "latency", "raw")
+# Workload names shared by every driver (``raw`` is the claim+complete baseline and ``rss`` the
+# memory-growth run: the two oban drivers only).
+WORKLOADS = ("setup", "fill", "bulk", "single", "run", "stream", "latency", "raw", "rss")
+
+# The finished jobs that ``fill --finished N`` inserts before the available ones (both oban
+# drivers). Row g of N (1..N, in id order): g % 100 in (0, 50) discarded after max_attempts
+# attempts with one error, g % 100 in (25, 75) cancelled after one attempt, every other row
+# completed, after one attempt or, when g % 20 = 7, after a retry (attempt 2, one error).
+# The finishing time of row g is (N - g) / N hours ago: the oldest first, the newest now.
+FINISHED_STATES = ("completed", "discarded", "cancelled")
+FINISHED_MAX_ATTEMPTS = 20
+FINISHED_SPAN_S = 3600.0
 
 
 class BenchError(Exception):
@@ -41,6 +52,19 @@ def log(message: str) -> None:
 def rss_mb() -> float:
     """Peak resident set size of this process so far (``ru_maxrss`` is in KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def vm_status_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in MB: ``VmRSS`` and ``VmHWM`` of
+    ``/proc/self/status`` (Linux). ``ru_maxrss`` is only the peak, so it cannot show growth."""
+    rss = hwm = 0.0
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) / 1024
+    return rss, hwm
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -91,6 +115,52 @@ class Tracker:
                 f"{name}: expected {self.target} executions of distinct jobs, the handlers saw "
                 f"{self.calls} executions of {len(self.ids)} distinct jobs"
             )
+
+
+class RssTracker(Tracker):
+    """A Tracker for long runs that keeps no per-job objects, so that the harness itself does
+    not grow with the number of jobs: the ``target`` job ids must be the contiguous range
+    ``first_id .. first_id + target - 1`` (checked before the run), and one preallocated byte
+    per job marks it as run. Every ``every`` executions it samples ``VmRSS``/``VmHWM`` inside
+    the handler, that is with the node at full speed."""
+
+    def __init__(self, target: int, first_id: int, every: int) -> None:
+        super().__init__(target)
+        self.first_id = first_id
+        self.every = max(1, every)
+        self.seen = bytearray(target)
+        self.stray = 0  # executions of an id outside the range, or of an id already run
+        self.samples: list[tuple[int, float, float]] = []  # about 10 entries
+        self.before = vm_status_mb()
+
+    def record(self, job_id: Any) -> None:
+        self.calls += 1
+        slot = int(job_id) - self.first_id
+        if 0 <= slot < self.target and not self.seen[slot]:
+            self.seen[slot] = 1
+        else:
+            self.stray += 1
+        if self.calls % self.every == 0:
+            self.samples.append((self.calls, *vm_status_mb()))
+        if self.calls >= self.target:
+            self.done.set()
+
+    def check(self, name: str) -> None:
+        distinct = self.seen.count(1)
+        if self.calls != self.target or distinct != self.target or self.stray:
+            raise BenchError(
+                f"{name}: expected {self.target} executions of distinct jobs, the handlers saw "
+                f"{self.calls} executions of {distinct} distinct jobs of the range "
+                f"({self.stray} outside it or repeated)"
+            )
+
+    def report(self) -> dict[str, Any]:
+        """``rss`` of the JSON line: MB before the node started, then [jobs, RSS, peak]."""
+        return {
+            "every": self.every,
+            "before_mb": self.before[0],
+            "samples": [list(sample) for sample in self.samples],
+        }
 
 
 async def wait_for_handlers(tracker: Tracker, name: str, timeout: float) -> None:

@@ -8,14 +8,14 @@ library, not a server), so the CPU column includes the database's own work.
 
 The database is a file, and every workload run gets a new one (``run.py`` names it under a
 temporary directory): ``setup``, ``fill``, ``bulk``, ``single``, ``stream`` and ``latency``
-refuse a file that already exists; ``run`` and ``raw`` expect the file a ``fill`` process
-just wrote. The engine creates the schema on first use and opens the file with
+refuse a file that already exists; ``run``, ``rss`` and ``raw`` expect the file a ``fill``
+process just wrote. The engine creates the schema on first use and opens the file with
 ``journal_mode=WAL``, ``synchronous=NORMAL`` and a busy timeout; the driver changes none of
 that.
 
 One Oban instance per workload, named "Oban" so that ``Worker.enqueue`` uses it: a client
 (no queues) for ``fill``, ``bulk`` and ``single``; a node with queue "bench" for ``run``,
-``stream`` and ``latency``, which also does the enqueues of ``stream`` and ``latency``. The
+``rss``, ``stream`` and ``latency``, which also does the enqueues of ``stream`` and ``latency``. The
 engine wakes only the producers of the instance that inserted: a second instance on the same
 file would notice the jobs by polling (about 1 s), not at once.
 
@@ -23,6 +23,12 @@ Checks use a separate connection of the standard library's ``sqlite3`` module on
 file: exactly N rows in ``oban_jobs``, all ``available`` with attempt 0 after an enqueue or
 ``fill``, all ``completed`` with attempt 1 after a run, and the handlers ran N distinct jobs
 once each.
+
+As in ``oban_driver.py``, ``fill --finished F`` first inserts F finished jobs (one recursive-CTE
+``INSERT ... SELECT`` on the stdlib connection; no ``ANALYZE``, since the engine never runs
+one), ``run --finished F`` leaves them out of its checks (they come first by id) and checks
+that they were left alone, and ``rss`` is ``run`` sampling the resident set every tenth of
+the jobs.
 """
 
 from __future__ import annotations
@@ -36,13 +42,53 @@ from pathlib import Path
 from typing import Any
 
 import _common
-from _common import BenchError, Meter, Tracker
+from _common import BenchError, Meter, RssTracker, Tracker
 
 from oban import Job, Oban, worker
 
 QUEUE = "bench"
 DSN_PREFIX = "sqlite:///"
 TRACKER = Tracker(0)
+
+# One statement for the finished jobs of ``fill --finished`` (see _common.FINISHED_STATES for
+# the mix). Row g finishes (n - g) / n of the span before now (as a Julian day), so ids follow
+# time. Timestamps are in the engine's format, '%Y-%m-%d %H:%M:%f' in UTC.
+FINISHED_INSERT = """
+WITH RECURSIVE
+  s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < :n),
+  r AS (
+    SELECT
+      g,
+      CASE WHEN g % 100 IN (0, 50) THEN 'discarded'
+           WHEN g % 100 IN (25, 75) THEN 'cancelled'
+           ELSE 'completed' END AS state,
+      CASE WHEN g % 100 IN (0, 50) THEN :max_attempts
+           WHEN g % 20 = 7 THEN 2
+           ELSE 1 END AS attempt,
+      julianday('now') - (:span * (:n - g) / :n) / 86400.0 AS done
+    FROM s
+  )
+INSERT INTO oban_jobs (
+  state, queue, worker, args, errors, attempt, max_attempts, inserted_at, scheduled_at,
+  attempted_at, completed_at, discarded_at, cancelled_at, attempted_by
+)
+SELECT
+  r.state, :queue, :worker, json_object('i', r.g),
+  CASE WHEN r.state = 'discarded' OR r.attempt > 1 THEN json_array(json_object(
+    'attempt', CASE WHEN r.state = 'discarded' THEN r.attempt ELSE r.attempt - 1 END,
+    'at', strftime('%Y-%m-%dT%H:%M:%fZ', r.done),
+    'error', 'RuntimeError: bench: a failed attempt'
+  )) ELSE '[]' END,
+  r.attempt, :max_attempts,
+  strftime('%Y-%m-%d %H:%M:%f', r.done - (0.05 + 15 * (r.attempt - 1)) / 86400.0),
+  strftime('%Y-%m-%d %H:%M:%f', r.done - (0.05 + 15 * (r.attempt - 1)) / 86400.0),
+  strftime('%Y-%m-%d %H:%M:%f', r.done - 0.002 / 86400.0),
+  CASE WHEN r.state = 'completed' THEN strftime('%Y-%m-%d %H:%M:%f', r.done) END,
+  CASE WHEN r.state = 'discarded' THEN strftime('%Y-%m-%d %H:%M:%f', r.done) END,
+  CASE WHEN r.state = 'cancelled' THEN strftime('%Y-%m-%d %H:%M:%f', r.done) END,
+  json_array('bench-earlier-node', '00000000-0000-4000-8000-000000000000')
+FROM r
+"""
 
 
 @worker(queue=QUEUE)
@@ -81,6 +127,9 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn: sqlite3.Connection | None = None
+        # The checks look only at rows with a greater id: the jobs of this workload, not the
+        # finished ones that ``fill --finished`` put in front of them.
+        self.after_id = 0
 
     def _connect(self) -> sqlite3.Connection:
         if self.conn is None:
@@ -91,8 +140,8 @@ class Database:
             )
         return self.conn
 
-    async def rows(self, query: str) -> list[tuple[Any, ...]]:
-        return await asyncio.to_thread(lambda: self._connect().execute(query).fetchall())
+    async def rows(self, query: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        return await asyncio.to_thread(lambda: self._connect().execute(query, params).fetchall())
 
     def close(self) -> None:
         if self.conn is not None:
@@ -102,12 +151,46 @@ class Database:
     async def delete_all(self) -> None:
         await self.rows("DELETE FROM oban_jobs")
 
-    async def states(self) -> dict[str, tuple[int, int, int]]:
-        """state -> (count, min attempt, max attempt)."""
+    async def states(self, finished: bool = False) -> dict[str, tuple[int, int, int]]:
+        """state -> (count, min attempt, max attempt) of the workload's rows (``id >
+        after_id``), or with ``finished`` of the finished rows in front of them."""
+        where = "id <= ?" if finished else "id > ?"
         rows = await self.rows(
-            "SELECT state, count(*), min(attempt), max(attempt) FROM oban_jobs GROUP BY state"
+            "SELECT state, count(*), min(attempt), max(attempt) FROM oban_jobs"
+            f" WHERE {where} GROUP BY state",
+            (self.after_id,),
         )
         return {state: (count, lo, hi) for state, count, lo, hi in rows}
+
+    async def id_range(self) -> tuple[int, int]:
+        """(min id, max id) of the workload's rows."""
+        ((first, last),) = await self.rows(
+            "SELECT min(id), max(id) FROM oban_jobs WHERE id > ?", (self.after_id,)
+        )
+        return (int(first), int(last)) if first is not None else (0, -1)
+
+    async def skip_finished(self, name: str, finished: int) -> dict[str, tuple[int, int, int]]:
+        """Before a run: find the ``finished`` rows of ``fill --finished`` (every row in a
+        finished state; their ids come before the available jobs), point the checks past
+        them, and return their states for the check after the run."""
+        ((count, last),) = await self.rows(
+            "SELECT count(*), max(id) FROM oban_jobs"
+            " WHERE state IN ('completed', 'discarded', 'cancelled')"
+        )
+        if count != finished:
+            raise BenchError(f"{name}: expected {finished} finished jobs in front, found {count}")
+        self.after_id = int(last or 0)
+        before = await self.states(finished=True)
+        if sum(n for n, _, _ in before.values()) != finished:
+            raise BenchError(f"{name}: rows other than finished ones in front: {before}")
+        return before
+
+    async def check_finished(self, name: str, before: dict[str, tuple[int, int, int]]) -> str:
+        after = await self.states(finished=True)
+        if after != before:
+            raise BenchError(f"{name}: the finished jobs changed from {before} to {after}")
+        counts = ", ".join(f"{n} {state}" for state, (n, _, _) in sorted(after.items()))
+        return f"the {sum(n for n, _, _ in after.values())} finished jobs untouched ({counts})"
 
     async def verify(self, name: str, expected: int, state: str, attempt: int) -> str:
         states = await self.states()
@@ -122,7 +205,8 @@ class Database:
         ((completed, other),) = await self.rows(
             "SELECT count(*) FILTER (WHERE state = 'completed'),"
             " count(*) FILTER (WHERE state NOT IN ('available', 'executing', 'completed'))"
-            " FROM oban_jobs"
+            " FROM oban_jobs WHERE id > ?",
+            (self.after_id,),
         )
         if other:
             return False, f"some jobs did not complete: {await self.states()}"
@@ -196,13 +280,36 @@ class Bench:
             raise BenchError(f"setup: unexpected file after start: {settings}")
         return {"verified": "schema created on start", "sqlite": settings}
 
-    async def fill(self, count: int) -> dict[str, Any]:
+    async def fill(self, count: int, finished: int = 0) -> dict[str, Any]:
+        """Insert ``count`` available jobs in calls of 10,000 on a new file; with
+        ``finished``, first that many finished jobs of the same queue and worker in one
+        statement (none of it is timed by run.py)."""
         self.fresh("fill")
+        out: dict[str, Any] = {}
         async with self.client() as oban:
+            if finished:
+                t0 = time.perf_counter()
+                # The first insert creates the schema; that job is deleted again.
+                job = await NoopWorker.enqueue({"schema": True})
+                await self.db.delete_all()
+                params = {
+                    "queue": QUEUE,
+                    "worker": job.worker,
+                    "max_attempts": _common.FINISHED_MAX_ATTEMPTS,
+                    "span": _common.FINISHED_SPAN_S,
+                    "n": finished,
+                }
+                await self.db.rows(FINISHED_INSERT, params)
+                before = await self.db.skip_finished("fill", finished)
+                out["finished_max_id"] = self.db.after_id
+                out["finished_states"] = {state: n for state, (n, _, _) in before.items()}
             for start in range(0, count, 10_000):
                 stop = min(count, start + 10_000)
                 await oban.enqueue_many([NoopWorker.new({"i": i}) for i in range(start, stop)])
-        return {"verified": await self.db.verify("fill", count, "available", 0)}
+            if finished:
+                out["prefill_s"] = time.perf_counter() - t0
+        out["verified"] = await self.db.verify("fill", count, "available", 0)
+        return out
 
     async def bulk(self, count: int) -> dict[str, Any]:
         self.fresh("bulk")
@@ -229,9 +336,14 @@ class Bench:
         verified = await self.db.verify("single", count, "available", 0)
         return _common.result(meter, count, verified, latencies_ms=calls)
 
-    async def run(self, count: int, concurrency: int) -> dict[str, Any]:
-        """Run ``count`` jobs pre-inserted into this file by a ``fill`` process."""
+    async def run(self, count: int, concurrency: int, finished: int = 0) -> dict[str, Any]:
+        """Run ``count`` jobs pre-inserted into this file by a ``fill`` process, with
+        ``finished`` finished jobs in front of them when ``fill`` had ``--finished``."""
         global TRACKER
+        extra: dict[str, Any] = {}
+        if finished:
+            before = await self.db.skip_finished("run", finished)
+            extra = {"finished": finished, "finished_max_id": self.db.after_id}
         await self.db.verify("run (pre-inserted)", count, "available", 0)
         TRACKER = Tracker(count)
         node = self.node(concurrency)
@@ -244,8 +356,30 @@ class Bench:
             await node.stop()
             stop_ms = 1000 * (time.perf_counter() - stop0)
         TRACKER.check("run")
-        verified = await self.db.verify("run", count, "completed", 1)
-        return _common.result(meter, count, verified + ", each ran once", stop_ms=stop_ms)
+        verified = await self.db.verify("run", count, "completed", 1) + ", each ran once"
+        if finished:
+            verified += "; " + await self.db.check_finished("run", before)
+        return _common.result(meter, count, verified, stop_ms=stop_ms, **extra)
+
+    async def rss(self, count: int, concurrency: int) -> dict[str, Any]:
+        """``run`` of ``count`` pre-inserted jobs, sampling the process's current RSS every
+        ``count // 10`` jobs (in the handler) to see whether it grows with the jobs run."""
+        global TRACKER
+        await self.db.verify("rss (pre-inserted)", count, "available", 0)
+        first, last = await self.db.id_range()
+        if last - first + 1 != count:
+            raise BenchError(f"rss: the {count} job ids are not contiguous ({first}..{last})")
+        TRACKER = RssTracker(count, first, count // 10)
+        node = self.node(concurrency)
+        try:
+            with Meter() as meter:
+                await node.start()
+                await self.wait_completed("rss", count)
+        finally:
+            await node.stop()
+        TRACKER.check("rss")
+        verified = await self.db.verify("rss", count, "completed", 1)
+        return _common.result(meter, count, verified + ", each ran once", rss=TRACKER.report())
 
     async def stream(self, count: int, batch: int, concurrency: int) -> dict[str, Any]:
         global TRACKER
@@ -334,13 +468,15 @@ async def run_workload(args: Any) -> dict[str, Any]:
         if name == "setup":
             return await bench.setup()
         if name == "fill":
-            return await bench.fill(count)
+            return await bench.fill(count, args.finished)
         if name == "bulk":
             return await bench.bulk(count)
         if name == "single":
             return await bench.single(count)
         if name == "run":
-            return await bench.run(count, args.concurrency)
+            return await bench.run(count, args.concurrency, args.finished)
+        if name == "rss":
+            return await bench.rss(count, args.concurrency)
         if name == "stream":
             return await bench.stream(count, args.batch, args.concurrency)
         if name == "latency":
@@ -356,6 +492,12 @@ def extra_args(parser: Any) -> None:
     parser.add_argument("--library", default="ours-sqlite", help="label for the JSON line")
     parser.add_argument(
         "--debounce-ms", type=float, default=None, help="queue debounce_interval (default: own)"
+    )
+    parser.add_argument(
+        "--finished",
+        type=int,
+        default=0,
+        help="fill: first insert this many finished jobs; run: expect them and skip them",
     )
 
 
