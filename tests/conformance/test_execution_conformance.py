@@ -730,3 +730,46 @@ async def test_acks_survive_failed_writes_and_are_written_once(make_oban, sql, m
     for job in jobs:
         done = await _job(oban, job.id)
         assert (done.state, done.attempt) == ("completed", 1)
+
+
+async def test_pause_takes_effect_once_a_fetch_in_flight_is_done(make_oban):
+    oban = make_oban(queues={"default": 2})
+    await oban._ready()
+    engine = oban._engine
+    original = engine.fetch_jobs
+    in_flight = asyncio.Event()
+    release = asyncio.Event()
+    fetches: list[int] = []
+
+    async def slow_fetch(*args: Any, **kwargs: Any) -> Any:
+        fetches.append(len(fetches))
+        if len(fetches) == 2:  # the fetch that an enqueue triggers: hold it in flight
+            in_flight.set()
+            await release.wait()
+        return await original(*args, **kwargs)
+
+    engine.fetch_jobs = slow_fetch  # type: ignore[method-assign]
+    await oban.start()
+    await eventually(lambda: len(fetches) >= 1, message="the first fetch")
+    job = await ConfAExecOk.enqueue({})
+    await asyncio.wait_for(in_flight.wait(), timeout=5)
+
+    pausing = asyncio.ensure_future(oban.pause_queue("default"))
+    await asyncio.sleep(0.1)
+    # The fetch in flight may still claim jobs, so the pause has not taken effect yet.
+    assert not pausing.done()
+    assert oban.check_queue("default").paused is False
+
+    release.set()
+    await asyncio.wait_for(pausing, timeout=5)
+    assert oban.check_queue("default").paused is True
+    await eventually(lambda: _state_is(oban, job.id, "completed"), message="claimed job ran")
+
+    # From now on nothing is claimed: a job enqueued after the pause stays available.
+    seen = len(fetches)
+    later = await ConfAExecOk.enqueue({})
+    await asyncio.sleep(0.3)
+    assert len(fetches) == seen
+    assert (await _job(oban, later.id)).state == "available"
+    await oban.resume_queue("default")
+    await eventually(lambda: _state_is(oban, later.id, "completed"), message="ran after resume")

@@ -16,7 +16,8 @@ import orjson
 from ..job import Job
 from .base import Ack
 
-Timestamp = Callable[[datetime | None], str | None]
+#: Turns a timestamp into what the JSON payload holds (text, or a datetime orjson encodes).
+Timestamp = Callable[[datetime | None], str | datetime | None]
 
 
 def _same(value: float) -> float:

@@ -21,11 +21,15 @@ _ENGINE = "postgres"
 CONNECT_TIMEOUT = 10.0
 
 
-def _naive_utc(value: datetime | None) -> str | None:
+def _naive_utc(value: datetime | None) -> str | datetime | None:
+    """A timestamp for a JSON payload read into a ``timestamp`` (UTC) column."""
     if value is None:
         return None
-    if value.tzinfo is UTC:  # every timestamp read from the database
-        return value.replace(tzinfo=None).isoformat()
+    if value.tzinfo is UTC:
+        # Every timestamp read from the database. orjson writes it in C as
+        # ...T...+00:00, and PostgreSQL ignores the offset when reading a timestamp
+        # without time zone: the same UTC wall time.
+        return value
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat()
