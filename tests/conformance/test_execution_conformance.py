@@ -661,6 +661,13 @@ async def test_check_queue_and_check_all_queues(make_oban):
 # Acks carried by fetches, and acks that survive failed writes
 
 
+async def _wait_completed(sql: Any, oban: Oban, count: int, timeout: float) -> None:
+    async def all_completed() -> bool:
+        return await _count(sql, oban, "completed") == count
+
+    await eventually(all_completed, timeout=timeout, message=f"{count} jobs completed")
+
+
 def _spy_engine(oban: Oban, name: str, calls: list[Any], fail: list[int] | None = None) -> None:
     """Record the acks each call of ``engine.<name>`` carries; raise while ``fail[0] > 0``."""
     engine = oban._engine
@@ -688,10 +695,7 @@ async def test_fetches_carry_the_acks_of_finished_jobs(make_oban, sql):
     jobs = await oban.enqueue_many([ConfAExecOk.new({"n": n}) for n in range(60)])
     await oban.start()
 
-    async def all_completed() -> bool:
-        return await _count(sql, oban, "completed") == 60
-
-    await eventually(all_completed, timeout=15, message="60 jobs completed")
+    await _wait_completed(sql, oban, 60, timeout=15)
     await oban.stop()
 
     ids = sorted(job.id for job in jobs)
@@ -718,10 +722,7 @@ async def test_acks_survive_failed_writes_and_are_written_once(make_oban, sql, m
     jobs = await oban.enqueue_many([ConfAExecOk.new({"n": n}) for n in range(12)])
     await oban.start()
 
-    async def all_completed() -> bool:
-        return await _count(sql, oban, "completed") == 12
-
-    await eventually(all_completed, timeout=20, message="12 jobs completed")
+    await _wait_completed(sql, oban, 12, timeout=20)
     await oban.stop()
 
     assert fail == [0], "the writes failed as arranged"
