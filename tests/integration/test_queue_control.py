@@ -1,17 +1,13 @@
-"""PostgreSQL-only queue control: pausing across nodes, and the notifier (LISTEN connection,
-reconnecting after it is killed, polling mode).
+"""PostgreSQL-only queue control: the notifier (LISTEN connection, reconnecting after it is
+killed, polling mode).
 
-Other queue control (scale, start/stop, cancel, graceful shutdown) across several instances is
-tested on both engines in tests/conformance/test_cluster_conformance.py. The pause tests here
-check that a job enqueued right after a pause reached the other node is not fetched; on SQLite
-that fails now and then (a fetch already in flight when the pause lands claims the new job),
-so they run on PostgreSQL only.
+Queue control across several instances (pause/resume, scale, start/stop, cancel, graceful
+shutdown) is tested on both engines in tests/conformance/test_pause_conformance.py and
+tests/conformance/test_cluster_conformance.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,10 +16,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban import Job, Oban, telemetry, worker
 from tests.helpers import eventually
-
-# Producers poll this often; "nothing gets fetched" checks wait a few of these.
-FAST_POLL = {"poll_interval": 0.2}
-QUIET = 0.6
 
 # ---------------------------------------------------------------------------------------------
 # Shared state the workers write to; reset before every test.
@@ -87,35 +79,6 @@ def _paused(oban: Oban, queue: str) -> bool | None:
     return None if info is None else info.paused
 
 
-async def _states(sql: Any, ids: list[int]) -> Counter[str]:
-    rows = await sql("SELECT state::text FROM oban_jobs WHERE id = ANY(%s)", (ids,))
-    return Counter(row[0] for row in rows)
-
-
-async def _two_nodes(
-    make_oban: Callable[..., Oban],
-    *,
-    same_name: bool = False,
-    queues: dict[str, Any] | None = None,
-) -> tuple[Oban, Oban]:
-    queues = queues or {"qc": 1}
-    a = make_oban(
-        name="qc" if same_name else "qc_a",
-        node="node-a",
-        queues=dict(queues),
-        notifier=dict(FAST_POLL),
-    )
-    b = make_oban(
-        name="qc" if same_name else "qc_b",
-        node="node-b",
-        queues=dict(queues),
-        notifier=dict(FAST_POLL),
-    )
-    await a.start()
-    await b.start()
-    return a, b
-
-
 async def _listen_pids(pool: AsyncConnectionPool[Any], prefix: str) -> list[int]:
     """Backends whose last statement was a LISTEN on one of this test schema's channels."""
     async with pool.connection() as conn:
@@ -126,86 +89,6 @@ async def _listen_pids(pool: AsyncConnectionPool[Any], prefix: str) -> list[int]
             (f"{prefix}.oban_",),
         )
         return sorted(row[0] for row in await cur.fetchall())
-
-
-# ---------------------------------------------------------------------------------------------
-# Pause and resume across nodes
-# ---------------------------------------------------------------------------------------------
-
-
-async def test_pause_queue_pauses_every_node_and_resume_runs_pending_jobs(make_oban):
-    a, b = await _two_nodes(make_oban)
-
-    await a.pause_queue("qc")
-
-    assert _paused(a, "qc") is True
-    await eventually(lambda: _paused(b, "qc"), message="node b paused through NOTIFY")
-    job = await a.enqueue(QueueControlRecordWorker.new())
-    await asyncio.sleep(QUIET)  # several poll intervals: nobody may fetch it
-    assert (await _job(a, job.id)).state == "available"
-    assert job.id not in RAN
-
-    await a.resume_queue("qc")
-
-    assert _paused(a, "qc") is False
-    await eventually(lambda: _paused(b, "qc") is False, message="node b resumed")
-    done = await _wait_state(a, job.id, "completed")
-    assert done.attempted_by[0] in ("node-a", "node-b")
-    assert RAN[job.id] == done.attempted_by[0]
-
-
-async def test_targeted_pause_and_resume_reach_only_the_named_node(make_oban, sql):
-    a, b = await _two_nodes(make_oban, same_name=True, queues={"qc": 2})
-
-    await a.pause_queue("qc", node="node-b")
-
-    await eventually(lambda: _paused(b, "qc"), message="node b paused")
-    assert _paused(a, "qc") is False
-    jobs = [await a.enqueue(QueueControlRecordWorker.new()) for _ in range(4)]
-    for job in jobs:
-        done = await _wait_state(a, job.id, "completed")
-        assert done.attempted_by[0] == "node-a", "a paused node fetched a job"
-    assert _paused(a, "qc") is False
-    assert _paused(b, "qc") is True
-
-    # Now pause a only, and resume b only: the jobs must move to b.
-    await b.pause_queue("qc", node="node-a")
-    await eventually(lambda: _paused(a, "qc"), message="node a paused")
-    await a.resume_queue("qc", node="node-b")
-    await eventually(lambda: _paused(b, "qc") is False, message="node b resumed")
-    assert _paused(a, "qc") is True
-
-    later = [await a.enqueue(QueueControlRecordWorker.new()) for _ in range(3)]
-    for job in later:
-        done = await _wait_state(a, job.id, "completed")
-        assert done.attempted_by[0] == "node-b"
-
-
-async def test_pause_all_and_resume_all_queues_on_every_node(make_oban, sql):
-    a, b = await _two_nodes(make_oban, queues={"qc": 1, "qc_other": 1})
-
-    await a.pause_all_queues()
-
-    def all_paused() -> bool:
-        return all(_paused(o, q) for o in (a, b) for q in ("qc", "qc_other"))
-
-    await eventually(all_paused, message="every queue on every node paused")
-    jobs = [
-        await a.enqueue(QueueControlRecordWorker.new()),
-        await a.enqueue(QueueControlRecordWorker.new(queue="qc_other")),
-    ]
-    ids = [job.id for job in jobs]
-    await asyncio.sleep(QUIET)
-    assert await _states(sql, ids) == Counter({"available": 2})
-
-    await b.resume_all_queues()
-
-    def none_paused() -> bool:
-        return not any(_paused(o, q) for o in (a, b) for q in ("qc", "qc_other"))
-
-    await eventually(none_paused, message="every queue on every node resumed")
-    for job in jobs:
-        await _wait_state(a, job.id, "completed")
 
 
 # ---------------------------------------------------------------------------------------------
