@@ -21,6 +21,8 @@ from .job import Job
 logger = logging.getLogger("oban.producer")
 
 POLL_INTERVAL = 1.0
+#: After a fetch that carried acks failed, fetches carry none for this many seconds.
+CARRY_PAUSE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class Producer:
         self._debounce = debounce_interval
         self._poll_interval = poll_interval
         self._last_fetch = 0.0
+        self._carry_after = 0.0
         self._engine = engine
         self._executor = executor
         self._running: dict[int, tuple[Job, asyncio.Task[None]]] = {}
@@ -207,16 +210,24 @@ class Producer:
     async def _fetch(self, demand: int) -> None:
         self._last_fetch = time.monotonic()
         # The fetch carries the acks waiting to be written: one statement for both.
-        acks = self._acker.take()
+        acks = self._acker.take() if self._last_fetch >= self._carry_after else []
         try:
             with telemetry.span("oban.producer.get", {"queue": self.queue}) as span:
+                jobs: list[Job] | None = None
                 if acks:
-                    with telemetry.span("oban.producer.ack", Acker.telemetry_meta(acks)) as sub:
-                        acked, jobs = await self._engine.ack_fetch_jobs(
-                            acks, self.queue, demand, self.node, self.uuid
-                        )
-                        sub.add({"count": len(acked)})
-                else:
+                    try:
+                        with telemetry.span("oban.producer.ack", Acker.telemetry_meta(acks)) as sub:
+                            acked, jobs = await self._engine.ack_fetch_jobs(
+                                acks, self.queue, demand, self.node, self.uuid
+                            )
+                            sub.add({"count": len(acked)})
+                    except Exception:
+                        # The acks may be what the database refused: the acker retries them on
+                        # its own, and this queue fetches without carrying any for a while.
+                        self._acker.give_back(acks)
+                        acks = []
+                        self._carry_after = time.monotonic() + CARRY_PAUSE
+                if jobs is None:
                     jobs = await self._engine.fetch_jobs(self.queue, demand, self.node, self.uuid)
                 span.add({"count": len(jobs)})
         except BaseException:

@@ -62,6 +62,17 @@ def cron_jobs(jobs: Sequence[Job]) -> str:
     ).decode()
 
 
+#: Durations given to SQL (backoff, snooze) are kept within this many seconds (about 317
+#: years), so a worker's enormous backoff or snooze still gives a valid timestamp on both
+#: engines instead of an error that would fail the whole batch of acks.
+MAX_SECONDS = 1e10
+
+
+def clamp_seconds(value: float) -> float:
+    """``value`` kept within +-:data:`MAX_SECONDS`."""
+    return max(-MAX_SECONDS, min(MAX_SECONDS, float(value)))
+
+
 def acks(
     items: Sequence[Ack], timestamp: Timestamp, seconds: Callable[[float], float] = _same
 ) -> str:

@@ -227,7 +227,7 @@ class PostgresEngine:
     ) -> tuple[set[int], list[Job]]:
         if self._legacy_errors is None:
             await self.check_schema()
-        payload = _payloads.acks(acks, _naive_utc) if acks else "[]"
+        payload = _payloads.acks(acks, _naive_utc, _payloads.clamp_seconds) if acks else "[]"
         async with self._connection() as conn:
             cur = AsyncRawCursor(conn)
             await cur.execute(self._fetch_sql(), (queue, demand, node, uuid, payload))
@@ -246,7 +246,7 @@ class PostgresEngine:
             return set()
         if self._legacy_errors is None:
             await self.check_schema()
-        payload = _payloads.acks(acks, _naive_utc)
+        payload = _payloads.acks(acks, _naive_utc, _payloads.clamp_seconds)
         rows = await self._run("ack_jobs_legacy" if self._legacy_errors else "ack_jobs", (payload,))
         return {row[0] for row in rows}
 

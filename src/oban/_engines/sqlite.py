@@ -51,10 +51,6 @@ T = TypeVar("T")
 #: Recorded in ``PRAGMA user_version`` by :meth:`SQLiteEngine.install` on a fresh file.
 SCHEMA_VERSION = 1
 
-#: Offsets given to SQL are kept within this many seconds (about 317 years) so that SQLite's
-#: date arithmetic stays inside years 0000-9999 (it yields NULL beyond).
-_MAX_SECONDS = 1e10
-
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _BACKOFF_START = 0.002
 _BACKOFF_MAX = 0.05
@@ -87,8 +83,9 @@ def _timestamp_or_none(value: datetime | None) -> str | None:
     return None if value is None else format_timestamp(value)
 
 
-def _seconds(value: float) -> float:
-    return max(-_MAX_SECONDS, min(_MAX_SECONDS, float(value)))
+# Offsets given to SQL stay within about 317 years, so SQLite's date arithmetic stays inside
+# years 0000-9999 (it yields NULL beyond).
+_seconds = _payloads.clamp_seconds
 
 
 def _json_or_none(value: str | None) -> Any:
