@@ -1672,3 +1672,83 @@ async def test_after_a_database_outage_heartbeats_are_not_trusted_until_nodes_co
         return await _state(node, job_id) == "available"
 
     await eventually(rescued_by_a_tick, timeout=3.0, message="rescued after the window")
+
+
+# Pause and resume across nodes: a node reports a queue paused only once no fetch that began
+# before the pause is still in flight, so a job enqueued after every node reports paused is
+# claimed by nobody until a resume.
+
+
+async def test_pause_queue_pauses_every_node_and_resume_runs_pending_jobs(make_oban):
+    a, b = await _two_nodes(make_oban)
+
+    await a.pause_queue("confb_q")
+
+    assert _paused(a, "confb_q") is True
+    await eventually(lambda: _paused(b, "confb_q"), message="node b paused through NOTIFY")
+    job = await a.enqueue(ConfBRecordWorker.new())
+    await asyncio.sleep(QUIET)  # several poll intervals: nobody may fetch it
+    assert (await _job(a, job.id)).state == "available"
+    assert job.id not in RAN
+
+    await a.resume_queue("confb_q")
+
+    assert _paused(a, "confb_q") is False
+    await eventually(lambda: _paused(b, "confb_q") is False, message="node b resumed")
+    done = await _wait_state(a, job.id, "completed")
+    assert done.attempted_by[0] in ("node-a", "node-b")
+    assert RAN[job.id] == [done.attempted_by[0]]
+
+
+async def test_targeted_pause_and_resume_reach_only_the_named_node(make_oban):
+    a, b = await _two_nodes(make_oban, same_name=True, queues={"confb_q": 2})
+
+    await a.pause_queue("confb_q", node="node-b")
+
+    await eventually(lambda: _paused(b, "confb_q"), message="node b paused")
+    assert _paused(a, "confb_q") is False
+    jobs = [await a.enqueue(ConfBRecordWorker.new()) for _ in range(4)]
+    for job in jobs:
+        done = await _wait_state(a, job.id, "completed")
+        assert done.attempted_by[0] == "node-a", "a paused node fetched a job"
+    assert _paused(a, "confb_q") is False
+    assert _paused(b, "confb_q") is True
+
+    # Now pause a only, and resume b only: the jobs must move to b.
+    await b.pause_queue("confb_q", node="node-a")
+    await eventually(lambda: _paused(a, "confb_q"), message="node a paused")
+    await a.resume_queue("confb_q", node="node-b")
+    await eventually(lambda: _paused(b, "confb_q") is False, message="node b resumed")
+    assert _paused(a, "confb_q") is True
+
+    later = [await a.enqueue(ConfBRecordWorker.new()) for _ in range(3)]
+    for job in later:
+        done = await _wait_state(a, job.id, "completed")
+        assert done.attempted_by[0] == "node-b"
+
+
+async def test_pause_all_and_resume_all_queues_on_every_node(make_oban):
+    a, b = await _two_nodes(make_oban, queues={"confb_q": 1, "confb_other": 1})
+
+    await a.pause_all_queues()
+
+    def all_paused() -> bool:
+        return all(_paused(o, q) for o in (a, b) for q in ("confb_q", "confb_other"))
+
+    await eventually(all_paused, message="every queue on every node paused")
+    jobs = [
+        await a.enqueue(ConfBRecordWorker.new()),
+        await a.enqueue(ConfBRecordWorker.new(queue="confb_other")),
+    ]
+    ids = [job.id for job in jobs]
+    await asyncio.sleep(QUIET)
+    assert [(await _job(a, job_id)).state for job_id in ids] == ["available", "available"]
+
+    await b.resume_all_queues()
+
+    def none_paused() -> bool:
+        return not any(_paused(o, q) for o in (a, b) for q in ("confb_q", "confb_other"))
+
+    await eventually(none_paused, message="every queue on every node resumed")
+    for job in jobs:
+        await _wait_state(a, job.id, "completed")

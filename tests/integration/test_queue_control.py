@@ -2,8 +2,7 @@
 killed, polling mode).
 
 Queue control across several instances (pause/resume, scale, start/stop, cancel, graceful
-shutdown) is tested on both engines in tests/conformance/test_pause_conformance.py and
-tests/conformance/test_cluster_conformance.py.
+shutdown) is tested on both engines in tests/conformance/test_cluster_conformance.py.
 """
 
 from __future__ import annotations
