@@ -35,6 +35,22 @@ def _naive_utc(value: datetime | None) -> str | datetime | None:
     return value.isoformat()
 
 
+def _ack_payload(acks: Sequence[Ack]) -> str:
+    return _payloads.acks(acks, _naive_utc, _payloads.clamp_seconds)
+
+
+async def _execute_sql(
+    conn: AsyncConnection[Any], sql: str, params: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    """Run one statement; its rows, or ``[]`` for a statement that returns none."""
+    # A raw cursor sends the $1-style SQL as written: no client-side query conversion.
+    cur = AsyncRawCursor(conn)
+    await cur.execute(sql, params)
+    # pgresult.nfields, not description: description builds a Column per field.
+    result = cur.pgresult
+    return await cur.fetchall() if result is not None and result.nfields else []
+
+
 def _row_to_job(row: Sequence[Any]) -> Job:
     return _payloads.row_to_job(row)
 
@@ -131,12 +147,7 @@ class PostgresEngine:
     async def _execute(
         self, conn: AsyncConnection[Any], name: str, params: tuple[Any, ...]
     ) -> list[tuple[Any, ...]]:
-        # A raw cursor sends the $1-style SQL as written: no client-side query conversion.
-        cur = AsyncRawCursor(conn)
-        await cur.execute(self._q(name), params)
-        # pgresult.nfields, not description: description builds a Column per field.
-        result = cur.pgresult
-        return await cur.fetchall() if result is not None and result.nfields else []
+        return await _execute_sql(conn, self._q(name), params)
 
     def channel(self, name: str) -> str:
         """The full channel name for ``name`` (``insert`` -> ``public.oban_insert``)."""
@@ -227,11 +238,9 @@ class PostgresEngine:
     ) -> tuple[set[int], list[Job]]:
         if self._legacy_errors is None:
             await self.check_schema()
-        payload = _payloads.acks(acks, _naive_utc, _payloads.clamp_seconds) if acks else "[]"
+        payload = _ack_payload(acks) if acks else "[]"
         async with self._connection() as conn:
-            cur = AsyncRawCursor(conn)
-            await cur.execute(self._fetch_sql(), (queue, demand, node, uuid, payload))
-            rows = await cur.fetchall()
+            rows = await _execute_sql(conn, self._fetch_sql(), (queue, demand, node, uuid, payload))
         acked: set[int] = set()
         jobs: list[Job] = []
         for row in rows:
@@ -246,7 +255,7 @@ class PostgresEngine:
             return set()
         if self._legacy_errors is None:
             await self.check_schema()
-        payload = _payloads.acks(acks, _naive_utc, _payloads.clamp_seconds)
+        payload = _ack_payload(acks)
         rows = await self._run("ack_jobs_legacy" if self._legacy_errors else "ack_jobs", (payload,))
         return {row[0] for row in rows}
 
