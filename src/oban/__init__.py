@@ -6,10 +6,16 @@
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from .decorators import job, worker
+# isort: off
 from .job import Cancel, Job, JobState, Record, Snooze, current_job
 from .oban import Oban
 from .worker import Worker
+
+# Last: ``oban.job`` and ``oban.worker`` are also submodules, and type checkers bind a name to
+# the submodule at every ``from .job import ...``; the decorators must be the final binding.
+from .decorators import job, worker
+
+# isort: on
 
 try:
     __version__ = _version("oban")

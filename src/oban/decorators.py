@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 from .job import Job
 from .worker import register_worker, worker_name
@@ -12,10 +12,69 @@ from .worker import register_worker, worker_name
 if TYPE_CHECKING:
     from ._cron import CronEntry
 
-__all__ = ["job", "worker"]
+__all__ = ["JobFunction", "WorkerClass", "job", "worker"]
 
-C = TypeVar("C", bound=type[Any])
-F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+P = ParamSpec("P")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class WorkerClass(Protocol[T_co]):
+    """What a class decorated with ``@worker`` is to a type checker.
+
+    Pyright takes this from the decorator's return type. mypy never applies a class
+    decorator's return type, so its plugin ``oban.mypy`` adds ``new`` and ``enqueue``, with
+    these signatures, to the decorated class itself.
+    """
+
+    _opts: dict[str, Any]
+    _oban_name: str
+    _worker_name: str
+    __module__: str
+    __name__: str
+    __qualname__: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> T_co: ...
+
+    def __getattr__(self, name: str) -> Any: ...
+
+    def new(self, args: dict[str, Any] | None = None, /, **params: Any) -> Job:
+        """Build (without inserting) a job for this worker."""
+        ...
+
+    def enqueue(
+        self, args: dict[str, Any] | None = None, /, *, conn: Any = None, **params: Any
+    ) -> Coroutine[Any, Any, Job]:
+        """Build and insert a job for this worker; returns it with its id."""
+        ...
+
+
+class JobFunction(Protocol[P, R_co]):
+    """What a function decorated with ``@job`` is to a type checker: still the function,
+    plus ``new`` and ``enqueue`` taking the function's own parameters.
+
+    To enqueue inside a transaction with typed arguments, build the job with ``new`` and
+    pass it to ``oban.enqueue(job, conn=conn)`` (``fn.enqueue(..., conn=conn)`` works at
+    runtime, but a ``ParamSpec`` cannot express the extra keyword).
+    """
+
+    __oban_worker__: type[Any]
+    _opts: dict[str, Any]
+    _oban_name: str
+    __name__: str
+    __qualname__: str
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def new(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Build (without inserting) a job whose args are the bound call arguments."""
+        ...
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, Job]:
+        """Build and insert a job whose args are the bound call arguments."""
+        ...
+
 
 #: Options that become ``Job`` fields; anything else lands in ``job.extra``.
 JOB_OPTIONS = frozenset(
@@ -58,7 +117,7 @@ def _build_cron(cls: type[Any], cron: str | dict[str, Any] | None) -> CronEntry 
 
 def worker(
     *, oban: str = "Oban", cron: str | dict[str, Any] | None = None, **overrides: Any
-) -> Callable[[C], C]:
+) -> Callable[[type[T]], WorkerClass[T]]:
     """Turn a class with ``process(self, job)`` into a worker.
 
     Options (``queue``, ``priority``, ``max_attempts``, ``tags``, ``meta``, ...) are the
@@ -76,7 +135,8 @@ def worker(
     'mailers'
     """
 
-    def decorate(cls: C) -> C:
+    def decorate(klass: type[T]) -> WorkerClass[T]:
+        cls: Any = klass
         name = worker_name(cls)
         if not callable(getattr(cls, "process", None)):
 
@@ -119,7 +179,7 @@ def worker(
         register_worker(cls, name)
         if entry is not None:
             cron_entries.append(entry)
-        return cls
+        return cast("WorkerClass[T]", cls)
 
     return decorate
 
@@ -152,7 +212,7 @@ def _split_call(
 
 def job(
     *, oban: str = "Oban", cron: str | dict[str, Any] | None = None, **overrides: Any
-) -> Callable[[F], F]:
+) -> Callable[[Callable[P, T]], JobFunction[P, T]]:
     """Turn a plain function (sync or async) into a worker.
 
     The function's own arguments become the job's args: ``send.enqueue(3, b=4)`` stores
@@ -167,7 +227,7 @@ def job(
     {'a': 1, 'b': 2}
     """
 
-    def decorate(func: F) -> F:
+    def decorate(func: Callable[P, T]) -> JobFunction[P, T]:
         signature = inspect.signature(func)
 
         if inspect.iscoroutinefunction(func):
@@ -221,6 +281,6 @@ def job(
         target.__oban_worker__ = cls
         target._opts = cls._opts
         target._oban_name = oban
-        return func
+        return cast("JobFunction[P, T]", target)
 
     return decorate
