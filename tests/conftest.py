@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
+import traceback
+import types
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -13,8 +18,64 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban import Oban, schema
 from oban.oban import _instances
+from tests.helpers import stop_all
+from tests.pgserver import PrivateServer
 
 DSN = os.environ.get("OBAN_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+#: How long, after the last test, threads a test left running get to finish on their own.
+LEAKED_THREAD_GRACE = 10.0
+_exit_status: list[int] = [0]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status[0] = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Never hang at exit: Python joins every non-daemon thread before it exits, so one that a
+    test leaked blocked forever (a sync job's thread, an executor's worker) would hang the
+    run after its summary, beyond pytest-timeout's reach. Give such threads a grace period,
+    then print where each one is stuck and exit with a failure status."""
+    deadline = time.monotonic() + LEAKED_THREAD_GRACE
+    for thread in _leaked_threads():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = _leaked_threads()
+    if not stuck:
+        return
+    frames = sys._current_frames()
+    report = [f"\n{len(stuck)} thread(s) left running by the tests would hang the exit:"]
+    for thread in stuck:
+        stack = "".join(traceback.format_stack(frames[thread.ident])) if thread.ident else ""
+        report.append(f"--- thread {thread.name!r} ---\n{stack}")
+    sys.stdout.flush()
+    sys.stderr.write("\n".join(report) + "\n")
+    sys.stderr.flush()
+    os._exit(_exit_status[0] or 1)
+
+
+def _leaked_threads() -> list[threading.Thread]:
+    frames = sys._current_frames()
+    return [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread()
+        and not thread.daemon
+        and thread.is_alive()
+        and not _idle_executor_worker(frames.get(thread.ident or -1))
+    ]
+
+
+def _idle_executor_worker(frame: types.FrameType | None) -> bool:
+    """A ``ThreadPoolExecutor`` worker waiting for work: the interpreter's exit wakes and joins
+    those (``concurrent.futures`` registers that), so they cannot hang it; a busy one can.
+    An idle worker's innermost Python frame is ``_worker`` itself, blocked in the C-level
+    ``work_queue.get()``; a busy one is deeper, in the work item."""
+    return (
+        frame is not None
+        and frame.f_code.co_name == "_worker"
+        and frame.f_code.co_filename.endswith(os.path.join("concurrent", "futures", "thread.py"))
+    )
 
 
 @pytest.fixture(scope="session")
@@ -44,14 +105,15 @@ async def pool(dsn: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
 
 @pytest.fixture
 async def prefix(pool: AsyncConnectionPool[Any]) -> AsyncIterator[str]:
-    """A schema of its own for each test, with oban installed in it."""
+    """A schema of its own for each test, with oban installed in it (dropped afterwards, also
+    when the install fails halfway)."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    await schema.install(pool, name)
     try:
+        await schema.install(pool, name)
         yield name
     finally:
-        async with pool.connection() as conn:
-            await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+        async with pool.connection(timeout=10) as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 @pytest.fixture
@@ -72,9 +134,10 @@ async def make_oban(
     try:
         yield make
     finally:
-        for instance in reversed(made):
-            await instance.stop()
-        _instances.clear()
+        try:
+            await stop_all(made)
+        finally:
+            _instances.clear()
 
 
 @pytest.fixture
@@ -94,9 +157,51 @@ async def sql(pool: AsyncConnectionPool[Any], prefix: str) -> Callable[..., Any]
         async with pool.connection() as conn:
             await conn.execute(f'SET search_path TO "{prefix}"')
             try:
-                cur = await conn.execute(query, params)  # type: ignore[arg-type]
+                cur = await conn.execute(query, params)
                 return await cur.fetchall() if cur.description else []
             finally:
                 await conn.execute("RESET search_path")
 
     return run
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivateServer]:
+    """A started PostgreSQL server of the test's own, for tests that restart or crash it.
+
+    Never restart the shared OBAN_TEST_DSN server; see tests/pgserver.py.
+    """
+    server = PrivateServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+def _shared_server_started_at() -> Any:
+    """``pg_postmaster_start_time()`` of the OBAN_TEST_DSN server, or None if unreachable."""
+    try:
+        with psycopg.connect(DSN, connect_timeout=3) as conn:
+            row = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
+    except psycopg.Error:
+        return None
+    return row[0] if row else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_server_never_restarted() -> Iterator[None]:
+    """Fail the session if the shared server was restarted or stopped while it ran."""
+    before = _shared_server_started_at()
+    yield
+    if before is None:  # no server at the start (unit tests only): nothing to guard
+        return
+    after = _shared_server_started_at()
+    if after != before:
+        now = "is unreachable" if after is None else f"has been up only since {after}"
+        pytest.fail(
+            f"the shared PostgreSQL at {DSN!r} was up since {before} and at the end of the "
+            f"test session {now}: a test restarted or stopped it. Tests that need to restart or "
+            "crash PostgreSQL must use the private_pg fixture (tests/pgserver.py).",
+            pytrace=False,
+        )

@@ -8,12 +8,15 @@ import signal
 import sys
 import textwrap
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from oban import Job, Oban, schema
-from tests.helpers import eventually
+from tests.helpers import eventually, reap
 
 OBAN = [sys.executable, "-m", "oban"]
 
@@ -40,38 +43,45 @@ async def run(*args: str, cwd: Path | None = None, timeout: float = 30) -> tuple
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        await reap(proc)  # a timeout must not leave the command running
     return proc.returncode or 0, out.decode()
 
 
 @pytest.fixture
-async def fresh_prefix(pool):
+async def fresh_prefix(pool: AsyncConnectionPool[Any]) -> AsyncIterator[str]:
     name = f"cli_{uuid.uuid4().hex[:10]}"
-    yield name
-    async with pool.connection() as conn:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    try:
+        yield name
+    finally:
+        async with pool.connection() as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
-async def test_version_and_module_entry_point():
+async def test_version_and_module_entry_point() -> None:
     code, out = await run(*OBAN, "--version")
     assert code == 0
     assert "version" in out
 
 
-async def test_install_is_idempotent_and_writes_version(dsn, pool, fresh_prefix):
+async def test_install_is_idempotent_and_writes_version(
+    dsn: str, pool: AsyncConnectionPool[Any], fresh_prefix: str
+) -> None:
     for _ in range(2):
         code, out = await run(*OBAN, "install", "--dsn", dsn, "--prefix", fresh_prefix)
         assert code == 0, out
     assert await schema.version(pool, fresh_prefix) == 14
 
 
-async def test_install_rejects_a_bad_prefix(dsn):
+async def test_install_rejects_a_bad_prefix(dsn: str) -> None:
     code, out = await run(*OBAN, "install", "--dsn", dsn, "--prefix", "x; drop table y")
     assert code != 0
     assert "prefix" in out
 
 
-async def test_start_without_schema_says_to_install(dsn, fresh_prefix):
+async def test_start_without_schema_says_to_install(dsn: str, fresh_prefix: str) -> None:
     code, out = await run(
         *OBAN, "start", "--dsn", dsn, "--prefix", fresh_prefix, "--queues", "default:2"
     )
@@ -79,13 +89,15 @@ async def test_start_without_schema_says_to_install(dsn, fresh_prefix):
     assert "oban install" in out
 
 
-async def test_start_rejects_bad_queues(dsn):
+async def test_start_rejects_bad_queues(dsn: str) -> None:
     code, out = await run(*OBAN, "start", "--dsn", dsn, "--queues", "default:ten")
     assert code != 0
     assert "default:ten" in out
 
 
-async def test_start_runs_jobs_and_stops_gracefully_on_sigterm(dsn, pool, prefix, tmp_path):
+async def test_start_runs_jobs_and_stops_gracefully_on_sigterm(
+    dsn: str, pool: AsyncConnectionPool[Any], prefix: str, tmp_path: Path
+) -> None:
     (tmp_path / "cli_workers.py").write_text(WORKERS)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = await asyncio.create_subprocess_exec(
@@ -112,9 +124,11 @@ async def test_start_runs_jobs_and_stops_gracefully_on_sigterm(dsn, pool, prefix
         slow = await client.enqueue(
             Job("cli_workers.Touch", args={"path": str(tmp_path / "slow"), "sleep": 1.5})
         )
+        slow_id = slow.id
+        assert quick.id is not None and slow_id is not None
 
         async def executing() -> bool:
-            job = await client.get_job(slow.id)
+            job = await client.get_job(slow_id)
             return job is not None and job.state == "executing"
 
         await eventually(executing, timeout=15, message="slow job started")
@@ -124,7 +138,7 @@ async def test_start_runs_jobs_and_stops_gracefully_on_sigterm(dsn, pool, prefix
 
         # The running job was allowed to finish and its ack was written before exit.
         assert (tmp_path / "slow").read_text() == "ran"
-        for job_id in (quick.id, slow.id):
+        for job_id in (quick.id, slow_id):
             job = await client.get_job(job_id)
             assert job is not None and job.state == "completed", job
     finally:
@@ -145,7 +159,9 @@ CRON_WORKERS = textwrap.dedent(
 )
 
 
-async def test_start_discovers_cron_workers_in_the_working_directory(dsn, tmp_path):
+async def test_start_discovers_cron_workers_in_the_working_directory(
+    dsn: str, tmp_path: Path
+) -> None:
     package = tmp_path / "app"
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -161,7 +177,9 @@ async def test_start_discovers_cron_workers_in_the_working_directory(dsn, tmp_pa
     assert "Ignored" not in out
 
 
-async def test_second_interrupt_forces_exit(dsn, pool, prefix, tmp_path):
+async def test_second_interrupt_forces_exit(
+    dsn: str, pool: AsyncConnectionPool[Any], prefix: str, tmp_path: Path
+) -> None:
     (tmp_path / "cli_workers.py").write_text(WORKERS)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = await asyncio.create_subprocess_exec(
@@ -183,9 +201,11 @@ async def test_second_interrupt_forces_exit(dsn, pool, prefix, tmp_path):
         slow = await client.enqueue(
             Job("cli_workers.Touch", args={"path": str(tmp_path / "slow"), "sleep": 30})
         )
+        slow_id = slow.id
+        assert slow_id is not None
 
         async def executing() -> bool:
-            job = await client.get_job(slow.id)
+            job = await client.get_job(slow_id)
             return job is not None and job.state == "executing"
 
         await eventually(executing, timeout=15, message="slow job started")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from oban import Job, Oban, schema
-from tests.helpers import eventually
+from tests.helpers import eventually, reap
 
 OBAN = [sys.executable, "-m", "oban"]
 
@@ -66,7 +66,10 @@ async def run(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        await reap(proc)
     return proc.returncode or 0, out.decode()
 
 
@@ -215,7 +218,8 @@ async def test_start_logs_job_events_as_json_lines(
         job = await client.enqueue(Job("cli_more_workers.Noop", args={"n": 1}))
 
         async def completed() -> bool:
-            found = await client.get_job(job.id)  # type: ignore[arg-type]
+            assert job.id is not None
+            found = await client.get_job(job.id)
             return found is not None and found.state == "completed"
 
         await eventually(completed, timeout=15, message="job completed")

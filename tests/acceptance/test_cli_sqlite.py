@@ -8,6 +8,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from tests.helpers import reap
+
 OBAN = [sys.executable, "-m", "oban"]
 
 
@@ -24,7 +26,10 @@ async def _run(*args: str, cwd: Path) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await reap(proc)
     return proc.returncode or 0, out.decode()
 
 

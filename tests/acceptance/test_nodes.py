@@ -1,5 +1,8 @@
 """Nodes as real processes: ``python -m oban start`` killed with SIGKILL, PostgreSQL restarted.
 
+The PostgreSQL restart happens on a private server (the ``private_pg`` fixture), never on the
+shared test server.
+
 Each node is an ``oban start`` subprocess whose working directory holds the worker module and
 an ``oban.toml`` with short cluster intervals. The workers append ``start``/``done`` lines to a
 file, so an execution leaves evidence even when its process is killed.
@@ -10,18 +13,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
-from oban import Job, Oban
+from oban import Job, Oban, schema
+from oban.oban import _instances
 from tests.helpers import eventually
+from tests.pgserver import PrivateServer
 
 OBAN = [sys.executable, "-m", "oban"]
 
@@ -66,6 +71,18 @@ CONFIG = textwrap.dedent(
 WORKER = "nodes_workers.NodesSleeper"
 
 
+class LaunchNode(Protocol):
+    """Starts an ``oban start`` node on any server."""
+
+    async def __call__(
+        self, name: str, *, dsn: str, prefix: str, queues: str = "default:1"
+    ) -> Node: ...
+
+
+#: Starts a node on the shared test server: ``await nodes("node-1", queues="default:2")``.
+StartNode = Callable[..., Awaitable["Node"]]
+
+
 # ---------------------------------------------------------------------------------------------
 # Harness
 # ---------------------------------------------------------------------------------------------
@@ -102,11 +119,12 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def nodes(dsn: str, prefix: str, project: Path) -> AsyncIterator[Any]:
-    """``await nodes("node-1", queues="default:1")`` starts a node; all are killed at the end."""
+async def launch_node(project: Path) -> AsyncIterator[LaunchNode]:
+    """``await launch_node("node-1", dsn=..., prefix=...)`` starts a node on any server; all
+    are killed at the end."""
     started: list[Node] = []
 
-    async def start(name: str, queues: str = "default:1") -> Node:
+    async def start(name: str, *, dsn: str, prefix: str, queues: str = "default:1") -> Node:
         output = project / f"{name}.out"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         with output.open("wb") as sink:
@@ -137,48 +155,53 @@ async def nodes(dsn: str, prefix: str, project: Path) -> AsyncIterator[Any]:
             await node.kill()
 
 
-def _pg_ready() -> bool:
-    result = subprocess.run(
-        ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-t", "1"],
-        capture_output=True,
-        check=False,
-    )
-    return result.returncode == 0
+@pytest.fixture
+def nodes(dsn: str, prefix: str, launch_node: LaunchNode) -> StartNode:
+    """``await nodes("node-1", queues="default:1")`` starts a node on the shared test server."""
+
+    async def start(name: str, queues: str = "default:1") -> Node:
+        return await launch_node(name, dsn=dsn, prefix=prefix, queues=queues)
+
+    return start
 
 
-def _pg_cluster(action: str) -> None:
-    versions = sorted(os.listdir("/etc/postgresql"))
-    assert len(versions) == 1, f"expected one PostgreSQL version in /etc/postgresql: {versions}"
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", action],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+@dataclass
+class Private:
+    """Everything of the restart test that lives on its private server."""
 
+    server: PrivateServer
+    pool: AsyncConnectionPool[Any]
+    prefix: str
+    client: Oban
 
-async def _wait_pg_ready(timeout: float = 30.0) -> None:
-    await eventually(
-        lambda: asyncio.to_thread(_pg_ready),
-        timeout=timeout,
-        interval=0.2,
-        message="PostgreSQL accepting connections",
-    )
+    async def sql(self, query: str, params: tuple[Any, ...] | None = None) -> list[Any]:
+        async with self.pool.connection() as conn:
+            await conn.execute(f'SET search_path TO "{self.prefix}"')
+            try:
+                cur = await conn.execute(query, params)
+                return await cur.fetchall() if cur.description else []
+            finally:
+                await conn.execute("RESET search_path")
 
 
 @pytest.fixture
-async def postgres_back_up(pool: Any) -> AsyncIterator[None]:
-    """Whatever happens in the test, leave PostgreSQL running for the tests that follow."""
+async def private(private_pg: PrivateServer) -> AsyncIterator[Private]:
+    """A pool, an installed schema and a client Oban, all on the test's own server."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        private_pg.dsn, min_size=1, max_size=10, open=False
+    )
+    await pool.open(wait=True, timeout=10)
     try:
-        yield
+        prefix = "nodes_restart"
+        await schema.install(pool, prefix)
+        client = Oban(name="nodes_client", pool=pool, prefix=prefix, shutdown_grace_period=5.0)
+        try:
+            yield Private(private_pg, pool, prefix, client)
+        finally:
+            await client.stop()
+            _instances.pop(client.name, None)
     finally:
-        deadline = time.monotonic() + 30
-        while not await asyncio.to_thread(_pg_ready):
-            if time.monotonic() >= deadline:
-                await asyncio.to_thread(_pg_cluster, "start")
-                deadline = time.monotonic() + 30
-            await asyncio.sleep(0.2)
-        await pool.check()  # drop pooled connections the restart killed
+        await pool.close()
 
 
 async def _until(check: Any, *nodes: Node, timeout: float = 5.0, message: str) -> Any:
@@ -214,15 +237,15 @@ async def _producer_registered(sql: Any, node: str) -> bool:
 
 
 async def test_kill_9_mid_job_is_rescued_and_completed_once_by_the_other_node(
-    make_oban, nodes, project, sql
-):
+    make_oban: Callable[..., Oban], nodes: StartNode, project: Path, sql: Callable[..., Any]
+) -> None:
     client = make_oban(name="nodes_client")
     log = project / "runs.log"
 
     first = await nodes("node-1")
 
     async def first_leads() -> bool:
-        rows = await sql("SELECT node FROM oban_leaders")
+        rows: list[tuple[Any, ...]] = await sql("SELECT node FROM oban_leaders")
         return rows == [("node-1",)]
 
     await _until(first_leads, first, timeout=20, message="node-1 leads")
@@ -268,11 +291,14 @@ async def test_kill_9_mid_job_is_rescued_and_completed_once_by_the_other_node(
 
 
 async def test_postgres_restart_loses_no_job_and_runs_none_twice(
-    make_oban, nodes, project, sql, pool, postgres_back_up
-):
-    client = make_oban(name="nodes_client")
+    private: Private, launch_node: LaunchNode, project: Path
+) -> None:
+    # Restarting PostgreSQL kills every connection to it: this test has a server of its own.
+    client, sql = private.client, private.sql
     log = project / "runs.log"
-    node = await nodes("node-r", queues="default:2")
+    node = await launch_node(
+        "node-r", dsn=private.server.dsn, prefix=private.prefix, queues="default:2"
+    )
     await _until(lambda: _producer_registered(sql, "node-r"), node, timeout=20, message="node up")
 
     before = await client.enqueue_many(
@@ -284,9 +310,8 @@ async def test_postgres_restart_loses_no_job_and_runs_none_twice(
         message="jobs running before the restart",
     )
 
-    await asyncio.to_thread(_pg_cluster, "restart")
-    await _wait_pg_ready()
-    await pool.check()  # our own pooled connections died with the server
+    await asyncio.to_thread(private.server.restart)  # returns once it accepts connections
+    await private.pool.check()  # our own pooled connections died with the server
 
     after = await client.enqueue_many(
         [Job(WORKER, args={"log": str(log), "sleep": 0.1}) for _ in range(5)]

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import eventually
+from tests.helpers import eventually, reap
 
 OBAN = [sys.executable, "-m", "oban"]
 
@@ -186,7 +186,10 @@ async def _enqueue(project: Path, dsn: str, log: Path, mode: str) -> list[int]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await reap(proc)
     assert proc.returncode == 0, err.decode()
     assert "database is locked" not in err.decode().lower(), err.decode()
     ids: list[int] = json.loads(out.decode().strip().splitlines()[-1])

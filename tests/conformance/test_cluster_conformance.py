@@ -22,9 +22,9 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -36,10 +36,11 @@ from tests.helpers import eventually
 # Workers and cron entries
 # ---------------------------------------------------------------------------------------------
 
-RAN: dict[int, list[str]] = {}
-STARTED: dict[int, str] = {}
-CANCEL_SEEN: dict[int, str] = {}
-INTERRUPTED: dict[int, str] = {}
+# Keyed by ``job.id``.
+RAN: dict[int | None, list[str]] = {}
+STARTED: dict[int | None, str] = {}
+CANCEL_SEEN: dict[int | None, str] = {}
+INTERRUPTED: dict[int | None, str] = {}
 GATE = threading.Event()
 
 
@@ -61,7 +62,7 @@ def _node(job: Job) -> str:
 @worker(queue="confb_q")
 class ConfBRecordWorker:
     async def process(self, job: Job) -> None:
-        RAN.setdefault(job.id, []).append(_node(job))  # type: ignore[arg-type]
+        RAN.setdefault(job.id, []).append(_node(job))
 
 
 @worker(queue="confb_q")
@@ -69,10 +70,10 @@ class ConfBGateWorker:
     """Runs until the test opens ``GATE``."""
 
     async def process(self, job: Job) -> None:
-        STARTED[job.id] = _node(job)  # type: ignore[index]
+        STARTED[job.id] = _node(job)
         while not GATE.is_set():  # noqa: ASYNC110 (a threading.Event: loop-agnostic)
             await asyncio.sleep(0.01)
-        RAN.setdefault(job.id, []).append(_node(job))  # type: ignore[arg-type]
+        RAN.setdefault(job.id, []).append(_node(job))
 
 
 @worker(queue="confb_q")
@@ -80,13 +81,13 @@ class ConfBCancelWorker:
     """Cooperates with cancellation: returns ``Cancel`` once ``job.cancelled()`` turns true."""
 
     async def process(self, job: Job) -> Any:
-        STARTED[job.id] = _node(job)  # type: ignore[index]
+        STARTED[job.id] = _node(job)
         for _ in range(1000):
             if job.cancelled():
-                CANCEL_SEEN[job.id] = _node(job)  # type: ignore[index]
+                CANCEL_SEEN[job.id] = _node(job)
                 return Cancel("confb stopped on request")
             await asyncio.sleep(0.01)
-        RAN.setdefault(job.id, []).append(_node(job))  # type: ignore[arg-type]
+        RAN.setdefault(job.id, []).append(_node(job))
         return None
 
 
@@ -95,14 +96,14 @@ class ConfBStuckOnceWorker:
     """Blocks on its first attempt (until cancelled); later attempts finish at once."""
 
     async def process(self, job: Job) -> None:
-        STARTED.setdefault(job.id, _node(job))  # type: ignore[arg-type]
+        STARTED.setdefault(job.id, _node(job))
         if job.attempt == 1:
             try:
                 await asyncio.sleep(30)
             except asyncio.CancelledError:
-                INTERRUPTED[job.id] = _node(job)  # type: ignore[index]
+                INTERRUPTED[job.id] = _node(job)
                 raise
-        RAN.setdefault(job.id, []).append(_node(job))  # type: ignore[arg-type]
+        RAN.setdefault(job.id, []).append(_node(job))
 
 
 @worker(queue="confb_q")
@@ -110,20 +111,20 @@ class ConfBSleepWorker:
     """Sleeps ``args["sleep"]`` seconds on its first attempt only; records interruptions."""
 
     async def process(self, job: Job) -> None:
-        STARTED.setdefault(job.id, _node(job))  # type: ignore[arg-type]
+        STARTED.setdefault(job.id, _node(job))
         if job.attempt == 1:
             try:
                 await asyncio.sleep(job.args["sleep"])
             except asyncio.CancelledError:
-                INTERRUPTED[job.id] = _node(job)  # type: ignore[index]
+                INTERRUPTED[job.id] = _node(job)
                 raise
-        RAN.setdefault(job.id, []).append(_node(job))  # type: ignore[arg-type]
+        RAN.setdefault(job.id, []).append(_node(job))
 
 
 @worker(queue="confb_rerun_q", max_attempts=3)
 class ConfBRescueWorker:
     async def process(self, job: Job) -> None:
-        RAN.setdefault(job.id, []).append(_node(job))  # type: ignore[arg-type]
+        RAN.setdefault(job.id, []).append(_node(job))
 
 
 @worker(queue="confb_cron_q", oban="ConfBCron", cron="* * * * *")
@@ -274,7 +275,8 @@ async def _wait_state(oban: Oban, job_id: int | None, state: str, timeout: float
         job = await _job(oban, job_id)
         return job if job.state == state else None
 
-    return await eventually(check, timeout=timeout, message=f"job {job_id} {state}")
+    found: Job = await eventually(check, timeout=timeout, message=f"job {job_id} {state}")
+    return found
 
 
 async def _ids(oban: Oban, sql: Callable[..., Any]) -> set[int]:
@@ -560,8 +562,8 @@ async def test_concurrent_evaluations_of_one_minute_insert_one_job_per_entry(
     assert len(for_minute) == 2
     assert sorted(j.worker for j in for_minute) == sorted(
         [
-            ConfBDailyCronWorker._worker_name,  # type: ignore[attr-defined]
-            ConfBMinuteCronWorker._worker_name,  # type: ignore[attr-defined]
+            ConfBDailyCronWorker._worker_name,
+            ConfBMinuteCronWorker._worker_name,
         ]
     )
     for found in for_minute:
@@ -572,18 +574,14 @@ async def test_concurrent_evaluations_of_one_minute_insert_one_job_per_entry(
     names = {j.meta["cron_name"] for j in for_minute}
     assert len(names) == 2
     assert all(re.fullmatch(r"[0-9a-f]{8}", name) for name in names)
-    minute_job = next(
-        j
-        for j in for_minute
-        if j.worker == ConfBMinuteCronWorker._worker_name  # type: ignore[attr-defined]
-    )
+    minute_job = next(j for j in for_minute if j.worker == ConfBMinuteCronWorker._worker_name)
 
     # The next minute: only the every-minute entry is due, once.
     later = await asyncio.gather(*(s.evaluate(minute + timedelta(minutes=1)) for s in schedulers))
     later_ids = [i for ids in later for i in ids]
     assert len(later_ids) == 1
     next_job = await _job(nodes[0], later_ids[0])
-    assert next_job.worker == ConfBMinuteCronWorker._worker_name  # type: ignore[attr-defined]
+    assert next_job.worker == ConfBMinuteCronWorker._worker_name
     assert next_job.meta["cron_at"] == "2030-01-15T14:08:00Z"
     # Another minute is another slot of the same entry.
     assert next_job.meta["cron_name"] == minute_job.meta["cron_name"]
@@ -696,7 +694,7 @@ async def test_real_minute_boundary_inserts_one_job_by_the_leader_only(
 async def _forced(
     oban: Oban, sql: Callable[..., Any], state: str, assignments: str, *values: Any
 ) -> int:
-    job = await oban.enqueue(ConfBRecordWorker.new({"state": state}, queue="confb_idle"))  # type: ignore[attr-defined]
+    job = await oban.enqueue(ConfBRecordWorker.new({"state": state}, queue="confb_idle"))
     await sql(
         oban,
         f"UPDATE oban_jobs SET state = %s, {assignments} WHERE id = %s",
@@ -859,7 +857,7 @@ async def test_job_orphaned_by_a_stopped_node_is_rescued_by_the_leader_and_compl
         )
     )
     await a.start()
-    job = await a.enqueue(ConfBStuckOnceWorker.new({}))  # type: ignore[attr-defined]
+    job = await a.enqueue(ConfBStuckOnceWorker.new({}))
     await eventually(lambda: job.id in STARTED, message="job running on node a")
 
     await a.stop()
@@ -913,7 +911,7 @@ async def test_long_running_job_of_a_live_node_is_not_rescued(
     await node.start()
     await eventually(lambda: node.is_leader, message="the node leads")
 
-    live = await node.enqueue(ConfBGateWorker.new({}))  # type: ignore[attr-defined]
+    live = await node.enqueue(ConfBGateWorker.new({}))
     await eventually(lambda: live.id in STARTED, message="the live job running")
     # (Its attempted_at is left alone: acks are matched on it.)
     # A control: an executing job that no producer claimed, as old, is rescued.
@@ -1205,9 +1203,13 @@ async def test_job_enqueued_by_another_instance_in_the_same_process_starts_at_on
     await asyncio.sleep(0.2)  # past the producer's first fetch at start
 
     for _ in range(2):
-        job = await client.enqueue(ConfBRecordWorker.new({}))  # type: ignore[attr-defined]
+        job = await client.enqueue(ConfBRecordWorker.new({}))
+
+        def ran(job_id: int | None = job.id) -> bool:
+            return job_id in RAN
+
         await eventually(
-            lambda job_id=job.id: job_id in RAN,
+            ran,
             timeout=1.0,
             message="the job started by the other instance's insert notification",
         )
@@ -1239,8 +1241,8 @@ async def test_pause_and_resume_queue_on_the_local_instance(
 
     assert _paused(oban, "confb_q") is True
     assert _paused(oban, "confb_other") is False
-    held = await oban.enqueue(ConfBRecordWorker.new({}))  # type: ignore[attr-defined]
-    other = await oban.enqueue(ConfBRecordWorker.new({}, queue="confb_other"))  # type: ignore[attr-defined]
+    held = await oban.enqueue(ConfBRecordWorker.new({}))
+    other = await oban.enqueue(ConfBRecordWorker.new({}, queue="confb_other"))
     await _wait_state(oban, other.id, "completed")
     await asyncio.sleep(QUIET)
     assert (await _job(oban, held.id)).state == "available"
@@ -1261,8 +1263,8 @@ async def test_pause_all_and_resume_all_queues_on_the_local_instance(
     assert _paused(oban, "confb_q") is True
     assert _paused(oban, "confb_other") is True
     jobs = [
-        await oban.enqueue(ConfBRecordWorker.new({})),  # type: ignore[attr-defined]
-        await oban.enqueue(ConfBRecordWorker.new({}, queue="confb_other")),  # type: ignore[attr-defined]
+        await oban.enqueue(ConfBRecordWorker.new({})),
+        await oban.enqueue(ConfBRecordWorker.new({}, queue="confb_other")),
     ]
     await asyncio.sleep(QUIET)
     assert [(await _job(oban, j.id)).state for j in jobs] == ["available", "available"]
@@ -1278,7 +1280,7 @@ async def test_scale_queue_on_the_local_instance_raises_concurrency(
     make_oban: Callable[..., Oban],
 ) -> None:
     oban = await _local(make_oban, confb_q=1)
-    ids = [(await oban.enqueue(ConfBGateWorker.new({}))).id for _ in range(4)]  # type: ignore[attr-defined]
+    ids = [(await oban.enqueue(ConfBGateWorker.new({}))).id for _ in range(4)]
     await eventually(lambda: len(STARTED) == 1, message="one job running")
     await asyncio.sleep(QUIET)
     assert len(STARTED) == 1, "a limit of 1 ran more than one job"
@@ -1295,7 +1297,7 @@ async def test_scale_queue_on_the_local_instance_raises_concurrency(
 
     for bad in (0, -1, True, 1.5, "3", None):
         with pytest.raises(ValueError, match="limit"):
-            await oban.scale_queue(queue="confb_q", limit=bad)  # type: ignore[arg-type]
+            await oban.scale_queue(queue="confb_q", limit=bad)
     assert _limit(oban, "confb_q") == 3
 
 
@@ -1311,10 +1313,7 @@ async def test_start_queue_and_stop_queue_on_the_local_instance(
     assert {info.queue for info in oban.check_all_queues()} == {"confb_q", "confb_new"}
     rows = await sql(oban, "SELECT node FROM oban_producers WHERE queue = 'confb_new'")
     assert [row[0] for row in rows] == ["local"]
-    jobs = [
-        await oban.enqueue(ConfBRecordWorker.new({}, queue="confb_new"))  # type: ignore[attr-defined]
-        for _ in range(3)
-    ]
+    jobs = [await oban.enqueue(ConfBRecordWorker.new({}, queue="confb_new")) for _ in range(3)]
     for job in jobs:
         done = await _wait_state(oban, job.id, "completed")
         assert done.attempted_by is not None and done.attempted_by[0] == "local"
@@ -1323,8 +1322,8 @@ async def test_start_queue_and_stop_queue_on_the_local_instance(
 
     assert oban.check_queue("confb_new") is None
     assert await sql(oban, "SELECT node FROM oban_producers WHERE queue = 'confb_new'") == []
-    orphan = await oban.enqueue(ConfBRecordWorker.new({}, queue="confb_new"))  # type: ignore[attr-defined]
-    still_running = await oban.enqueue(ConfBRecordWorker.new({}))  # type: ignore[attr-defined]
+    orphan = await oban.enqueue(ConfBRecordWorker.new({}, queue="confb_new"))
+    still_running = await oban.enqueue(ConfBRecordWorker.new({}))
     await _wait_state(oban, still_running.id, "completed")
     await asyncio.sleep(QUIET)
     assert (await _job(oban, orphan.id)).state == "available"
@@ -1338,7 +1337,7 @@ async def test_start_queue_paused_runs_nothing_until_resumed(
     await oban.start_queue(queue="confb_new", limit=1, paused=True)
 
     assert _paused(oban, "confb_new") is True
-    job = await oban.enqueue(ConfBRecordWorker.new({}, queue="confb_new"))  # type: ignore[attr-defined]
+    job = await oban.enqueue(ConfBRecordWorker.new({}, queue="confb_new"))
     await asyncio.sleep(QUIET)
     assert (await _job(oban, job.id)).state == "available"
     await oban.resume_queue("confb_new")
@@ -1349,7 +1348,7 @@ async def test_cancel_job_of_a_running_job_on_the_same_instance_is_seen_by_its_w
     make_oban: Callable[..., Oban],
 ) -> None:
     oban = await _local(make_oban, confb_q=1)
-    job = await oban.enqueue(ConfBCancelWorker.new({}))  # type: ignore[attr-defined]
+    job = await oban.enqueue(ConfBCancelWorker.new({}))
     await eventually(lambda: job.id in STARTED, message="job running")
     assert (await _job(oban, job.id)).state == "executing"
 
@@ -1403,11 +1402,11 @@ async def _two_nodes(
     return a, b
 
 
-async def _states(oban: Oban, ids: list[int]) -> Counter[str]:
+async def _states(oban: Oban, ids: Sequence[int | None]) -> Counter[str]:
     return Counter([str((await _job(oban, job_id)).state) for job_id in ids])
 
 
-async def _done(oban: Oban, ids: list[int]) -> bool:
+async def _done(oban: Oban, ids: Sequence[int | None]) -> bool:
     return await _states(oban, ids) == Counter({"completed": len(ids)})
 
 
@@ -1426,7 +1425,7 @@ async def test_scale_queue_everywhere_raises_the_limit_and_concurrency(
     make_oban: Callable[..., Oban],
 ) -> None:
     a, b = await _two_nodes(make_oban)
-    ids = [(await a.enqueue(ConfBGateWorker.new({}))).id for _ in range(6)]  # type: ignore[attr-defined]
+    ids = [(await a.enqueue(ConfBGateWorker.new({}))).id for _ in range(6)]
     await eventually(lambda: len(STARTED) == 2, message="one job per node running")
     await asyncio.sleep(QUIET)
     assert len(STARTED) == 2, "a limit of 1 per node ran more than 2 jobs"
@@ -1452,7 +1451,7 @@ async def test_scale_queue_on_one_node_changes_only_that_node(
 
     await eventually(lambda: _limit(b, "confb_q") == 4, message="node b scaled")
     assert _limit(a, "confb_q") == 1
-    ids = [(await a.enqueue(ConfBGateWorker.new({}))).id for _ in range(7)]  # type: ignore[attr-defined]
+    ids = [(await a.enqueue(ConfBGateWorker.new({}))).id for _ in range(7)]
     await eventually(lambda: len(STARTED) == 5, message="1 + 4 jobs running")
     await asyncio.sleep(QUIET)
     assert Counter(STARTED.values()) == Counter({"node-a": 1, "node-b": 4})
@@ -1468,9 +1467,10 @@ async def test_scale_queue_and_start_queue_reject_a_bad_limit(
 
     for bad in (0, -1, True, 1.5, "3", None):
         with pytest.raises(ValueError, match="limit"):
-            await a.scale_queue(queue="confb_q", limit=bad)  # type: ignore[arg-type]
+            await a.scale_queue(queue="confb_q", limit=bad)
         with pytest.raises(ValueError, match="limit"):
-            await a.start_queue(queue="confb_bad", limit=bad)  # type: ignore[arg-type]
+            # Deliberately not an int: the runtime check is what is tested.
+            await a.start_queue(queue="confb_bad", limit=cast(Any, bad))
 
     await asyncio.sleep(QUIET)
     assert _limit(a, "confb_q") == 1
@@ -1503,10 +1503,7 @@ async def test_start_queue_runs_a_new_queue_everywhere_and_stop_queue_removes_it
     # A node lists a started queue (check_queue) just before its producer row is written.
     await eventually(on_both_nodes, message="a producer row of the new queue on each node")
 
-    jobs = [
-        await a.enqueue(ConfBRecordWorker.new({}, queue="confb_new"))  # type: ignore[attr-defined]
-        for _ in range(4)
-    ]
+    jobs = [await a.enqueue(ConfBRecordWorker.new({}, queue="confb_new")) for _ in range(4)]
     for job in jobs:
         done = await _wait_state(a, job.id, "completed")
         assert done.attempted_by is not None
@@ -1521,8 +1518,8 @@ async def test_start_queue_runs_a_new_queue_everywhere_and_stop_queue_removes_it
         return not await sql(a, "SELECT 1 FROM oban_producers WHERE queue = 'confb_new'")
 
     await eventually(no_producers, message="producer rows of the stopped queue removed")
-    orphan = await a.enqueue(ConfBRecordWorker.new({}, queue="confb_new"))  # type: ignore[attr-defined]
-    still_running = await a.enqueue(ConfBRecordWorker.new({}))  # type: ignore[attr-defined]
+    orphan = await a.enqueue(ConfBRecordWorker.new({}, queue="confb_new"))
+    still_running = await a.enqueue(ConfBRecordWorker.new({}))
     await _wait_state(a, still_running.id, "completed")
     await asyncio.sleep(QUIET)
     assert (await _job(a, orphan.id)).state == "available"
@@ -1534,7 +1531,7 @@ async def test_start_queue_on_one_node_only(make_oban: Callable[..., Oban]) -> N
     await b.start_queue(queue="confb_solo", limit=3, node="node-a")
 
     await eventually(lambda: _limit(a, "confb_solo") == 3, message="queue started on node a")
-    job = await a.enqueue(ConfBRecordWorker.new({}, queue="confb_solo"))  # type: ignore[attr-defined]
+    job = await a.enqueue(ConfBRecordWorker.new({}, queue="confb_solo"))
     done = await _wait_state(a, job.id, "completed")
     assert done.attempted_by is not None and done.attempted_by[0] == "node-a"
     assert b.check_queue("confb_solo") is None
@@ -1549,7 +1546,7 @@ async def test_cancel_job_running_on_another_instance_is_cancelled_by_its_worker
     await runner.start()
     client = make_oban(name="ConfBQCClient", node="node-client")
 
-    job = await client.enqueue(ConfBCancelWorker.new({}))  # type: ignore[attr-defined]
+    job = await client.enqueue(ConfBCancelWorker.new({}))
     await eventually(lambda: job.id in STARTED, message="job running on node b")
     assert (await _job(client, job.id)).state == "executing"
 
@@ -1574,7 +1571,7 @@ async def test_stop_waits_for_a_short_job_and_removes_the_node_producers(
     await a.start()
     rows = await sql(a, "SELECT queue FROM oban_producers WHERE node = 'node-a' ORDER BY queue")
     assert [row[0] for row in rows] == ["confb_other", "confb_q"]
-    job = await a.enqueue(ConfBSleepWorker.new({"sleep": 0.5}))  # type: ignore[attr-defined]
+    job = await a.enqueue(ConfBSleepWorker.new({"sleep": 0.5}))
     await eventually(lambda: job.id in STARTED, message="job started")
 
     await a.stop()
@@ -1608,7 +1605,7 @@ async def test_postgres_queue_signals_and_cancel_reach_other_instances(
     # pause, addressed to the runner node
     await other.pause_queue("confb_q", node="runner")
     await eventually(lambda: _paused(runner, "confb_q") is True, message="runner paused")
-    held = await other.enqueue(ConfBRecordWorker.new({}))  # type: ignore[attr-defined]
+    held = await other.enqueue(ConfBRecordWorker.new({}))
     await asyncio.sleep(QUIET)
     assert (await _job(other, held.id)).state == "available"
 
@@ -1626,7 +1623,7 @@ async def test_postgres_queue_signals_and_cancel_reach_other_instances(
     await eventually(lambda: runner.check_queue("confb_new") is None, message="queue stopped")
 
     # cancel a job running on the runner
-    job = await other.enqueue(ConfBCancelWorker.new({}))  # type: ignore[attr-defined]
+    job = await other.enqueue(ConfBCancelWorker.new({}))
     await eventually(lambda: job.id in STARTED, message="job running on the runner")
     assert await other.cancel_job(job) == 1
     await _wait_state(other, job.id, "cancelled", timeout=3)
@@ -1680,7 +1677,9 @@ async def test_after_a_database_outage_heartbeats_are_not_trusted_until_nodes_co
 # claimed by nobody until a resume.
 
 
-async def test_pause_queue_pauses_every_node_and_resume_runs_pending_jobs(make_oban):
+async def test_pause_queue_pauses_every_node_and_resume_runs_pending_jobs(
+    make_oban: Callable[..., Oban],
+) -> None:
     a, b = await _two_nodes(make_oban)
 
     await a.pause_queue("confb_q")
@@ -1701,7 +1700,9 @@ async def test_pause_queue_pauses_every_node_and_resume_runs_pending_jobs(make_o
     assert RAN[job.id] == [done.attempted_by[0]]
 
 
-async def test_targeted_pause_and_resume_reach_only_the_named_node(make_oban):
+async def test_targeted_pause_and_resume_reach_only_the_named_node(
+    make_oban: Callable[..., Oban],
+) -> None:
     a, b = await _two_nodes(make_oban, same_name=True, queues={"confb_q": 2})
 
     await a.pause_queue("confb_q", node="node-b")
@@ -1728,7 +1729,9 @@ async def test_targeted_pause_and_resume_reach_only_the_named_node(make_oban):
         assert done.attempted_by[0] == "node-b"
 
 
-async def test_pause_all_and_resume_all_queues_on_every_node(make_oban):
+async def test_pause_all_and_resume_all_queues_on_every_node(
+    make_oban: Callable[..., Oban],
+) -> None:
     a, b = await _two_nodes(make_oban, queues={"confb_q": 1, "confb_other": 1})
 
     await a.pause_all_queues()

@@ -6,8 +6,10 @@ import itertools
 import json
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import aiosqlite
 import pytest
@@ -46,15 +48,21 @@ MAILER = f"{MODULE}.ConfAEnqMailer"
 PLAIN = f"{MODULE}.ConfAEnqPlain"
 
 
-async def count_jobs(sql: Any, oban: Any) -> int:
+async def count_jobs(sql: Callable[..., Any], oban: Oban) -> int:
     rows = await sql(oban, "SELECT count(*) FROM oban_jobs")
     return int(rows[0][0])
 
 
-async def stored(oban: Any, job_id: int) -> Job:
+async def stored(oban: Oban, job_id: int | None) -> Job:
+    assert job_id is not None, "the job was never inserted"
     found = await oban.get_job(job_id)
     assert found is not None, f"job {job_id} is not in the database"
     return found
+
+
+def id_of(job: Job) -> int:
+    assert job.id is not None, "the job was never inserted"
+    return job.id
 
 
 def assert_utc(stamp: datetime | None) -> None:
@@ -83,7 +91,9 @@ def stored_json(value: Any) -> Any:
 # Worker.enqueue
 
 
-async def test_enqueue_returns_job_with_id_state_and_utc_timestamps(oban, sql, engine):
+async def test_enqueue_returns_job_with_id_state_and_utc_timestamps(
+    oban: Oban, sql: Callable[..., Any], engine: str
+) -> None:
     before = datetime.now(UTC)
     job = await ConfAEnqMailer.enqueue({"to": "ada", "n": [1, 2]}, meta={"trace": "abc"})
     after = datetime.now(UTC)
@@ -93,6 +103,7 @@ async def test_enqueue_returns_job_with_id_state_and_utc_timestamps(oban, sql, e
     assert job.state == "available"
     for stamp in (job.inserted_at, job.scheduled_at):
         assert_utc(stamp)
+        assert stamp is not None
         assert before - timedelta(seconds=5) <= stamp <= after + timedelta(seconds=5)
 
     found = await stored(oban, job.id)
@@ -131,7 +142,9 @@ async def test_enqueue_returns_job_with_id_state_and_utc_timestamps(oban, sql, e
     assert stored_utc(engine, sch) == job.scheduled_at
 
 
-async def test_enqueue_overrides_worker_options_per_call(oban, sql):
+async def test_enqueue_overrides_worker_options_per_call(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
     job = await ConfAEnqMailer.enqueue({}, queue="other", priority=9, max_attempts=1, tags=["X"])
 
     found = await stored(oban, job.id)
@@ -142,12 +155,15 @@ async def test_enqueue_overrides_worker_options_per_call(oban, sql):
     assert [(q, p, m, stored_json(t)) for q, p, m, t in rows] == [("other", 9, 1, ["x"])]
 
 
-async def test_scheduled_in_future_is_scheduled(oban, sql, engine):
+async def test_scheduled_in_future_is_scheduled(
+    oban: Oban, sql: Callable[..., Any], engine: str
+) -> None:
     before = datetime.now(UTC)
     job = await ConfAEnqPlain.enqueue({}, scheduled_in=60)
 
     assert job.state == "scheduled"
     assert_utc(job.scheduled_at)
+    assert job.scheduled_at is not None
     assert before + timedelta(seconds=55) <= job.scheduled_at <= before + timedelta(seconds=65)
     found = await stored(oban, job.id)
     assert found.state == "scheduled"
@@ -157,7 +173,9 @@ async def test_scheduled_in_future_is_scheduled(oban, sql, engine):
     assert stored_utc(engine, rows[0][1]) == job.scheduled_at
 
 
-async def test_scheduled_at_in_future_is_scheduled(oban, sql, engine):
+async def test_scheduled_at_in_future_is_scheduled(
+    oban: Oban, sql: Callable[..., Any], engine: str
+) -> None:
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
     job = await ConfAEnqPlain.enqueue({}, scheduled_at=at)
 
@@ -170,7 +188,9 @@ async def test_scheduled_at_in_future_is_scheduled(oban, sql, engine):
     assert [(state, stored_utc(engine, when)) for state, when in rows] == [("scheduled", at)]
 
 
-async def test_scheduled_at_in_another_timezone_is_stored_as_utc(oban, sql, engine):
+async def test_scheduled_at_in_another_timezone_is_stored_as_utc(
+    oban: Oban, sql: Callable[..., Any], engine: str
+) -> None:
     utc = (datetime.now(UTC) + timedelta(hours=3)).replace(microsecond=0)
     plus_five = utc.astimezone(timezone(timedelta(hours=5)))
     job = await ConfAEnqPlain.enqueue({}, scheduled_at=plus_five)
@@ -186,7 +206,9 @@ async def test_scheduled_at_in_another_timezone_is_stored_as_utc(oban, sql, engi
 
 
 @pytest.mark.parametrize("option", ["scheduled_at", "scheduled_in"])
-async def test_schedule_in_the_past_is_available(oban, sql, option):
+async def test_schedule_in_the_past_is_available(
+    oban: Oban, sql: Callable[..., Any], option: str
+) -> None:
     when: Any = datetime.now(UTC) - timedelta(hours=1) if option == "scheduled_at" else -3600
     job = await ConfAEnqPlain.enqueue({}, **{option: when})
 
@@ -202,11 +224,13 @@ async def test_schedule_in_the_past_is_available(oban, sql, option):
 # enqueue_many
 
 
-async def test_enqueue_many_varargs_returns_jobs_in_input_order(oban, sql):
+async def test_enqueue_many_varargs_returns_jobs_in_input_order(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
     inserted = await oban.enqueue_many(*[ConfAEnqPlain.new({"n": n}) for n in (3, 1, 2)])
 
     assert [j.args["n"] for j in inserted] == [3, 1, 2]
-    ids = [j.id for j in inserted]
+    ids = [id_of(j) for j in inserted]
     assert all(isinstance(i, int) for i in ids)
     assert all(a < b for a, b in itertools.pairwise(ids))
     for job_id, n in zip(ids, (3, 1, 2), strict=True):
@@ -215,12 +239,14 @@ async def test_enqueue_many_varargs_returns_jobs_in_input_order(oban, sql):
     assert [r[0] for r in rows] == ids
 
 
-async def test_enqueue_many_list_returns_jobs_in_input_order(oban, sql):
+async def test_enqueue_many_list_returns_jobs_in_input_order(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
     jobs = [ConfAEnqPlain.new({"n": n}, queue=f"q{n % 3}") for n in range(20, 0, -1)]
     inserted = await oban.enqueue_many(jobs)
 
     assert [j.args["n"] for j in inserted] == list(range(20, 0, -1))
-    ids = [j.id for j in inserted]
+    ids = [id_of(j) for j in inserted]
     assert all(a < b for a, b in itertools.pairwise(ids))
     assert all(j.state == "available" for j in inserted)
     rows = await sql(oban, "SELECT id, queue FROM oban_jobs ORDER BY id")
@@ -229,7 +255,7 @@ async def test_enqueue_many_list_returns_jobs_in_input_order(oban, sql):
         assert (await stored(oban, j.id)).args == j.args
 
 
-async def test_enqueue_many_mixed_states_keeps_order(oban, sql):
+async def test_enqueue_many_mixed_states_keeps_order(oban: Oban, sql: Callable[..., Any]) -> None:
     inserted = await oban.enqueue_many(
         ConfAEnqPlain.new({"n": 1}),
         ConfAEnqPlain.new({"n": 2}, scheduled_in=3600),
@@ -242,17 +268,19 @@ async def test_enqueue_many_mixed_states_keeps_order(oban, sql):
     assert rows == [(j.id, str(j.state)) for j in inserted]
 
 
-async def test_enqueue_many_empty_inserts_nothing(oban, sql):
+async def test_enqueue_many_empty_inserts_nothing(oban: Oban, sql: Callable[..., Any]) -> None:
     assert await oban.enqueue_many([]) == []
     assert await count_jobs(sql, oban) == 0
 
 
-async def test_enqueue_many_two_thousand_jobs_in_one_call(oban, sql):
+async def test_enqueue_many_two_thousand_jobs_in_one_call(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
     inserted = await oban.enqueue_many([ConfAEnqPlain.new({"n": n}) for n in range(2000)])
 
     assert len(inserted) == 2000
     assert [j.args["n"] for j in inserted] == list(range(2000))
-    ids = [j.id for j in inserted]
+    ids = [id_of(j) for j in inserted]
     assert all(a < b for a, b in itertools.pairwise(ids))
     rows = await sql(oban, "SELECT count(*), min(id), max(id) FROM oban_jobs")
     assert tuple(rows[0]) == (2000, ids[0], ids[-1])
@@ -263,8 +291,11 @@ async def test_enqueue_many_two_thousand_jobs_in_one_call(oban, sql):
 # Inside the caller's transaction
 
 
-async def test_caller_transaction_rolled_back_leaves_no_job(oban, sql, engine):
+async def test_caller_transaction_rolled_back_leaves_no_job(
+    oban: Oban, sql: Callable[..., Any], engine: str
+) -> None:
     if engine == "postgres":
+        assert oban.pool is not None
         async with oban.pool.connection() as conn:
             job = await ConfAEnqPlain.enqueue({"tx": "rollback"}, conn=conn)
             assert job.id is not None
@@ -272,6 +303,7 @@ async def test_caller_transaction_rolled_back_leaves_no_job(oban, sql, engine):
             assert await oban.get_job(job.id) is None
             await conn.rollback()
     else:
+        assert oban.sqlite_path is not None
         async with aiosqlite.connect(oban.sqlite_path) as conn:
             await conn.execute("BEGIN")
             job = await oban.enqueue(ConfAEnqPlain.new({"tx": "rollback"}), conn=conn)
@@ -283,16 +315,22 @@ async def test_caller_transaction_rolled_back_leaves_no_job(oban, sql, engine):
     assert await count_jobs(sql, oban) == 0
 
 
-async def test_caller_transaction_committed_keeps_job(oban, sql, engine):
+async def test_caller_transaction_committed_keeps_job(
+    oban: Oban, sql: Callable[..., Any], engine: str
+) -> None:
     if engine == "postgres":
+        assert oban.pool is not None
         async with oban.pool.connection() as conn:
             job = await ConfAEnqPlain.enqueue({"tx": "commit"}, conn=conn)
+            assert job.id is not None
             assert await oban.get_job(job.id) is None
             await conn.commit()
     else:
+        assert oban.sqlite_path is not None
         async with aiosqlite.connect(oban.sqlite_path) as conn:
             await conn.execute("BEGIN")
             job = await oban.enqueue(ConfAEnqPlain.new({"tx": "commit"}), conn=conn)
+            assert job.id is not None
             assert await oban.get_job(job.id) is None
             await conn.commit()
 
@@ -302,7 +340,9 @@ async def test_caller_transaction_committed_keeps_job(oban, sql, engine):
     assert await count_jobs(sql, oban) == 1
 
 
-async def test_conn_of_unsupported_type_raises_type_error(oban, sql):
+async def test_conn_of_unsupported_type_raises_type_error(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
     with pytest.raises(TypeError, match="conn"):
         await ConfAEnqPlain.enqueue({}, conn=object())
     assert await count_jobs(sql, oban) == 0
@@ -311,7 +351,9 @@ async def test_conn_of_unsupported_type_raises_type_error(oban, sql):
 # Bad input
 
 
-async def test_args_with_a_set_raise_type_error_naming_the_value(oban, sql):
+async def test_args_with_a_set_raise_type_error_naming_the_value(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
     with pytest.raises(TypeError) as info:
         await ConfAEnqPlain.enqueue({"ok": 1, "bad": {7, 8}})
 
@@ -321,7 +363,9 @@ async def test_args_with_a_set_raise_type_error_naming_the_value(oban, sql):
     assert await count_jobs(sql, oban) == 0
 
 
-async def test_meta_with_unencodable_value_raises_type_error(oban, sql):
+async def test_meta_with_unencodable_value_raises_type_error(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
     with pytest.raises(TypeError, match="meta"):
         await ConfAEnqPlain.enqueue({}, meta={"when": object()})
     assert await count_jobs(sql, oban) == 0
@@ -339,20 +383,24 @@ async def test_meta_with_unencodable_value_raises_type_error(oban, sql):
         ({"max_attempts": 0}, "max_attempts"),
     ],
 )
-async def test_invalid_options_raise_value_error_naming_the_field(oban, sql, options, field):
+async def test_invalid_options_raise_value_error_naming_the_field(
+    oban: Oban, sql: Callable[..., Any], options: dict[str, Any], field: str
+) -> None:
     with pytest.raises(ValueError, match=field):
         await ConfAEnqPlain.enqueue({}, **options)
     assert await count_jobs(sql, oban) == 0
 
 
-async def test_invalid_job_in_batch_inserts_nothing(oban, sql):
+async def test_invalid_job_in_batch_inserts_nothing(oban: Oban, sql: Callable[..., Any]) -> None:
     good = ConfAEnqPlain.new({"n": 1})
     with pytest.raises(TypeError):
-        await oban.enqueue_many(good, "not a job")  # type: ignore[arg-type]
+        await oban.enqueue_many(good, cast(Any, "not a job"))  # deliberately not a Job
     assert await count_jobs(sql, oban) == 0
 
 
-async def test_sql_in_queue_tags_meta_and_args_is_stored_verbatim(oban, sql):
+async def test_sql_in_queue_tags_meta_and_args_is_stored_verbatim(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
     tags = [
         "o'reilly; --",
         'x"); drop table oban_jobs; --',
@@ -376,7 +424,7 @@ async def test_sql_in_queue_tags_meta_and_args_is_stored_verbatim(oban, sql):
 # @job functions
 
 
-async def test_job_function_enqueue_binds_arguments(oban):
+async def test_job_function_enqueue_binds_arguments(oban: Oban) -> None:
     job = await confa_add.enqueue(3, b=4)
 
     found = await stored(oban, job.id)
@@ -385,24 +433,26 @@ async def test_job_function_enqueue_binds_arguments(oban):
     assert found.args == {"a": 3, "b": 4}
 
 
-async def test_job_function_enqueue_applies_defaults(oban):
+async def test_job_function_enqueue_applies_defaults(oban: Oban) -> None:
     job = await confa_add.enqueue(5)
 
     assert (await stored(oban, job.id)).args == {"a": 5, "b": 2}
 
 
-async def test_job_function_enqueue_with_wrong_arguments_raises_type_error(oban, sql):
+async def test_job_function_enqueue_with_wrong_arguments_raises_type_error(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
     with pytest.raises(TypeError, match="confa_add"):
-        await confa_add.enqueue(1, 2, 3)
+        await cast(Any, confa_add).enqueue(1, 2, 3)  # deliberately one argument too many
     assert await count_jobs(sql, oban) == 0
 
 
 # get_job
 
 
-async def test_get_job_returns_the_row_as_a_job(oban):
+async def test_get_job_returns_the_row_as_a_job(oban: Oban) -> None:
     enqueued = await ConfAEnqMailer.enqueue({"to": "grace"}, meta={"m": 1}, scheduled_in=120)
-    found = await oban.get_job(enqueued.id)
+    found = await oban.get_job(id_of(enqueued))
 
     assert isinstance(found, Job)
     assert found.id == enqueued.id
@@ -424,27 +474,30 @@ async def test_get_job_returns_the_row_as_a_job(oban):
     assert found.completed_at is None
 
 
-async def test_get_job_reflects_database_changes(oban, sql):
+async def test_get_job_reflects_database_changes(oban: Oban, sql: Callable[..., Any]) -> None:
     enqueued = await ConfAEnqPlain.enqueue({})
     await sql(oban, "UPDATE oban_jobs SET priority = 5 WHERE id = %s", (enqueued.id,))
 
-    found = await oban.get_job(enqueued.id)
+    found = await oban.get_job(id_of(enqueued))
     assert found is not None and found.priority == 5
 
 
-async def test_get_job_of_missing_id_is_none(oban):
+async def test_get_job_of_missing_id_is_none(oban: Oban) -> None:
     enqueued = await ConfAEnqPlain.enqueue({})
-    assert await oban.get_job(enqueued.id + 1000) is None
+    assert await oban.get_job(id_of(enqueued) + 1000) is None
     assert await oban.get_job(enqueued) is not None
 
 
 # Instance routing
 
 
-async def test_worker_with_oban_name_enqueues_through_that_instance(make_oban, sql, engine):
+async def test_worker_with_oban_name_enqueues_through_that_instance(
+    make_oban: Callable[..., Oban], sql: Callable[..., Any], engine: str
+) -> None:
     main = make_oban()  # "Oban", on the test database
     other_prefix = f"o_{uuid.uuid4().hex[:10]}"
     if engine == "postgres":
+        assert main.pool is not None
         await schema.install(main.pool, other_prefix)
     try:
         other = make_oban(name="ConfAOther", prefix=other_prefix)
@@ -457,6 +510,7 @@ async def test_worker_with_oban_name_enqueues_through_that_instance(make_oban, s
         assert await count_jobs(sql, main) == 0
     finally:
         if engine == "postgres":
+            assert main.pool is not None
             async with main.pool.connection() as conn:
                 await conn.execute(f'DROP SCHEMA "{other_prefix}" CASCADE')
 
@@ -464,13 +518,15 @@ async def test_worker_with_oban_name_enqueues_through_that_instance(make_oban, s
 # Choosing the engine (no database is touched)
 
 
-def test_oban_without_pool_or_dsn_uses_sqlite_in_the_working_directory(tmp_path, monkeypatch):
+def test_oban_without_pool_or_dsn_uses_sqlite_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     instance = Oban(name="ConfAEnqNoPool")
     assert instance.pool is None
     assert instance.sqlite_path == "oban.db"
 
 
-def test_oban_with_an_unknown_dsn_scheme_is_a_value_error():
+def test_oban_with_an_unknown_dsn_scheme_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="mysql"):
         Oban(dsn="mysql://localhost/db", name="ConfAEnqBadDsn")

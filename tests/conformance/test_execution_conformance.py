@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,10 +18,10 @@ from oban._recorded import decode_recorded
 from oban.oban import QueueInfo
 from tests.helpers import eventually
 
-# Shared state the workers write to; reset before every test.
+# Shared state the workers write to; reset before every test. Keyed by ``job.id``.
 
-RUNS: Counter[int] = Counter()
-ATTEMPTS: dict[int, list[int]] = {}
+RUNS: Counter[int | None] = Counter()
+ATTEMPTS: dict[int | None, list[int]] = {}
 NODES: Counter[str] = Counter()
 EVENTS: dict[str, Any] = {}
 
@@ -33,15 +34,28 @@ def _clean_state() -> None:
     EVENTS.clear()
 
 
-async def _job(oban: Oban, job_id: int) -> Job:
+async def _job(oban: Oban, job_id: int | None) -> Job:
+    assert job_id is not None, "the job was never inserted"
     found = await oban.get_job(job_id)
     assert found is not None, f"job {job_id} is missing from the database"
     return found
 
 
-async def _state_is(oban: Oban, job_id: int, state: str) -> Job | None:
+async def _state_is(oban: Oban, job_id: int | None, state: str) -> Job | None:
+    assert job_id is not None, "the job was never inserted"
     found = await oban.get_job(job_id)
     return found if found is not None and found.state == state else None
+
+
+def _id(job: Job) -> int:
+    assert job.id is not None, "the job was never inserted"
+    return job.id
+
+
+def _queue(oban: Oban, queue: str) -> QueueInfo:
+    info = oban.check_queue(queue)
+    assert info is not None, f"queue {queue!r} is not running on this node"
+    return info
 
 
 async def _count(sql: Any, oban: Oban, state: str) -> int:
@@ -55,14 +69,14 @@ async def _count(sql: Any, oban: Oban, state: str) -> int:
 @worker(queue="default")
 class ConfAExecOk:
     async def process(self, job: Job) -> Any:
-        RUNS[job.id] += 1  # type: ignore[index]
+        RUNS[job.id] += 1
         return {"ignored": True}
 
 
 @worker(queue="default")
 class ConfAExecRaise:
     async def process(self, job: Job) -> Any:
-        RUNS[job.id] += 1  # type: ignore[index]
+        RUNS[job.id] += 1
         raise ValueError(f"confa-boom-{job.id}")
 
 
@@ -72,7 +86,7 @@ class ConfAExecFlaky:
         return 0
 
     async def process(self, job: Job) -> Any:
-        ATTEMPTS.setdefault(job.id, []).append(job.attempt)  # type: ignore[arg-type]
+        ATTEMPTS.setdefault(job.id, []).append(job.attempt)
         if job.attempt == 1:
             raise RuntimeError("confa-flaky-first-attempt")
         return None
@@ -81,8 +95,8 @@ class ConfAExecFlaky:
 @worker(queue="default")
 class ConfAExecSnoozeOnce:
     async def process(self, job: Job) -> Any:
-        ATTEMPTS.setdefault(job.id, []).append(job.attempt)  # type: ignore[arg-type]
-        if len(ATTEMPTS[job.id]) == 1:  # type: ignore[index]
+        ATTEMPTS.setdefault(job.id, []).append(job.attempt)
+        if len(ATTEMPTS[job.id]) == 1:
             return Snooze(1)
         return None
 
@@ -90,14 +104,14 @@ class ConfAExecSnoozeOnce:
 @worker(queue="default")
 class ConfAExecSnoozeMeta:
     async def process(self, job: Job) -> Any:
-        RUNS[job.id] += 1  # type: ignore[index]
+        RUNS[job.id] += 1
         return Snooze(60, meta={"reason": "later"})
 
 
 @worker(queue="default")
 class ConfAExecCancel:
     async def process(self, job: Job) -> Any:
-        RUNS[job.id] += 1  # type: ignore[index]
+        RUNS[job.id] += 1
         return Cancel("confa-not-wanted")
 
 
@@ -120,7 +134,7 @@ class ConfAExecTimeout:
 
     async def process(self, job: Job) -> Any:
         await asyncio.sleep(10)
-        RUNS[job.id] += 1  # type: ignore[index]
+        RUNS[job.id] += 1
 
 
 @worker(queue="slow")
@@ -135,7 +149,7 @@ class ConfAExecSyncSleep:
 class ConfAExecFastAsync:
     async def process(self, job: Job) -> Any:
         await asyncio.sleep(0)
-        RUNS[job.id] += 1  # type: ignore[index]
+        RUNS[job.id] += 1
         EVENTS.setdefault("fast_during_sync", []).append(not EVENTS["sync_finished"].is_set())
 
 
@@ -154,7 +168,7 @@ class ConfAExecCooperative:
 @worker(queue="default")
 class ConfAExecCounting:
     async def process(self, job: Job) -> Any:
-        RUNS[job.id] += 1  # type: ignore[index]
+        RUNS[job.id] += 1
         NODES[job.attempted_by[0]] += 1
 
 
@@ -195,13 +209,13 @@ class ConfAExecBlocking:
     async def process(self, job: Job) -> Any:
         EVENTS["blocking_started"].set()
         await EVENTS["blocking_release"].wait()
-        RUNS[job.id] += 1  # type: ignore[index]
+        RUNS[job.id] += 1
 
 
 # Outcomes of process()
 
 
-async def test_returning_completes_the_job_once(make_oban):
+async def test_returning_completes_the_job_once(make_oban: Callable[..., Oban]) -> None:
     oban = make_oban(queues={"default": 5})
     async with oban:
         job = await ConfAExecOk.enqueue({})
@@ -218,7 +232,9 @@ async def test_returning_completes_the_job_once(make_oban):
     assert RUNS[job.id] == 1
 
 
-async def test_raising_makes_the_job_retryable_with_error_and_backoff(make_oban):
+async def test_raising_makes_the_job_retryable_with_error_and_backoff(
+    make_oban: Callable[..., Oban],
+) -> None:
     oban = make_oban(queues={"default": 5})
     async with oban:
         job = await ConfAExecRaise.enqueue({})
@@ -243,7 +259,7 @@ async def test_raising_makes_the_job_retryable_with_error_and_backoff(make_oban)
     assert 17 <= delay <= 20, delay
 
 
-async def test_raising_on_the_last_attempt_discards_the_job(make_oban):
+async def test_raising_on_the_last_attempt_discards_the_job(make_oban: Callable[..., Oban]) -> None:
     oban = make_oban(queues={"default": 5})
     async with oban:
         job = await ConfAExecRaise.enqueue({}, max_attempts=1)
@@ -259,7 +275,7 @@ async def test_raising_on_the_last_attempt_discards_the_job(make_oban):
     assert f"confa-boom-{job.id}" in discarded.errors[0]["error"]
 
 
-async def test_a_failed_job_is_retried_and_then_completes(make_oban):
+async def test_a_failed_job_is_retried_and_then_completes(make_oban: Callable[..., Oban]) -> None:
     oban = make_oban(queues={"default": 5})
     async with oban:
         job = await ConfAExecFlaky.enqueue({})
@@ -276,7 +292,9 @@ async def test_a_failed_job_is_retried_and_then_completes(make_oban):
     assert "confa-flaky-first-attempt" in done.errors[0]["error"]
 
 
-async def test_snooze_reschedules_without_counting_the_attempt(make_oban):
+async def test_snooze_reschedules_without_counting_the_attempt(
+    make_oban: Callable[..., Oban],
+) -> None:
     oban = make_oban(queues={"default": 5})
     async with oban:
         job = await ConfAExecSnoozeOnce.enqueue({})
@@ -303,7 +321,7 @@ async def test_snooze_reschedules_without_counting_the_attempt(make_oban):
     assert done.errors == []
 
 
-async def test_snooze_with_meta_merges_it_into_the_job_meta(make_oban):
+async def test_snooze_with_meta_merges_it_into_the_job_meta(make_oban: Callable[..., Oban]) -> None:
     oban = make_oban(queues={"default": 5})
     async with oban:
         job = await ConfAExecSnoozeMeta.enqueue({}, meta={"origin": "test", "n": 2})
@@ -318,7 +336,9 @@ async def test_snooze_with_meta_merges_it_into_the_job_meta(make_oban):
     assert 59 <= wait <= 65, wait
 
 
-async def test_cancel_result_cancels_the_job_with_the_reason(make_oban):
+async def test_cancel_result_cancels_the_job_with_the_reason(
+    make_oban: Callable[..., Oban],
+) -> None:
     oban = make_oban(queues={"default": 5})
     async with oban:
         job = await ConfAExecCancel.enqueue({})
@@ -334,7 +354,9 @@ async def test_cancel_result_cancels_the_job_with_the_reason(make_oban):
     assert cancelled.errors[0]["attempt"] == 1
 
 
-async def test_record_completes_and_stores_the_encoded_value(make_oban):
+async def test_record_completes_and_stores_the_encoded_value(
+    make_oban: Callable[..., Oban],
+) -> None:
     oban = make_oban(queues={"default": 5})
     async with oban:
         job = await ConfAExecRecord.enqueue({}, meta={"keep": "me"})
@@ -359,7 +381,9 @@ PRECISE_META = {
 
 
 @pytest.mark.parametrize("outcome", ["record", "snooze"])
-async def test_meta_survives_acks_that_merge_meta_exactly(make_oban, outcome):
+async def test_meta_survives_acks_that_merge_meta_exactly(
+    make_oban: Callable[..., Oban], outcome: str
+) -> None:
     # Record and Snooze merge keys into the job's meta; the other keys must stay unchanged.
     oban = make_oban(queues={"default": 5})
     async with oban:
@@ -379,7 +403,9 @@ async def test_meta_survives_acks_that_merge_meta_exactly(make_oban, outcome):
     assert after.meta == {**PRECISE_META, **added}
 
 
-async def test_exceeding_the_worker_timeout_makes_the_job_retryable(make_oban):
+async def test_exceeding_the_worker_timeout_makes_the_job_retryable(
+    make_oban: Callable[..., Oban],
+) -> None:
     oban = make_oban(queues={"default": 5})
     started = time.monotonic()
     async with oban:
@@ -394,7 +420,9 @@ async def test_exceeding_the_worker_timeout_makes_the_job_retryable(make_oban):
     assert failed.scheduled_at > failed.attempted_at
 
 
-async def test_unresolvable_worker_is_retryable_and_queue_keeps_running(make_oban):
+async def test_unresolvable_worker_is_retryable_and_queue_keeps_running(
+    make_oban: Callable[..., Oban],
+) -> None:
     oban = make_oban(queues={"default": 5})
     async with oban:
         bad = await oban.enqueue(Job("no.such.Worker", max_attempts=2))
@@ -417,7 +445,9 @@ async def test_unresolvable_worker_is_retryable_and_queue_keeps_running(make_oba
 # Concurrency, cancellation and multiple nodes
 
 
-async def test_sync_worker_does_not_stall_async_queue(make_oban, sql):
+async def test_sync_worker_does_not_stall_async_queue(
+    make_oban: Callable[..., Oban], sql: Callable[..., Any]
+) -> None:
     EVENTS["sync_started"] = threading.Event()
     EVENTS["sync_finished"] = threading.Event()
     oban = make_oban(queues={"slow": 1, "fast": 10})
@@ -433,7 +463,7 @@ async def test_sync_worker_does_not_stall_async_queue(make_oban, sql):
                 oban,
                 "SELECT count(*) FROM oban_jobs WHERE queue = 'fast' AND state = 'completed'",
             )
-            return rows[0][0] == 20
+            return bool(rows[0][0] == 20)
 
         await eventually(all_fast_completed, timeout=5, message="20 async jobs completed")
         sync_still_running = not EVENTS["sync_finished"].is_set()
@@ -447,7 +477,7 @@ async def test_sync_worker_does_not_stall_async_queue(make_oban, sql):
     assert sync_still_running, "async jobs only completed after the sync job finished sleeping"
 
 
-async def test_pkill_signal_sets_job_cancelled(make_oban):
+async def test_pkill_signal_sets_job_cancelled(make_oban: Callable[..., Oban]) -> None:
     EVENTS["coop_started"] = asyncio.Event()
     oban = make_oban(queues={"default": 5})
     async with oban:
@@ -464,7 +494,9 @@ async def test_pkill_signal_sets_job_cancelled(make_oban):
     assert "confa-cancelled-by-signal" in cancelled.errors[0]["error"]
 
 
-async def test_two_instances_execute_every_job_exactly_once(make_oban, sql, engine):
+async def test_two_instances_execute_every_job_exactly_once(
+    make_oban: Callable[..., Oban], sql: Callable[..., Any], engine: str
+) -> None:
     node_a = make_oban(name="ConfA-A", node="confa-node-a", queues={"default": 10})
     node_b = make_oban(name="ConfA-B", node="confa-node-b", queues={"default": 10})
     await node_a.start()
@@ -496,7 +528,7 @@ async def test_two_instances_execute_every_job_exactly_once(make_oban, sql, engi
 # Queues: pausing, scheduling and priority
 
 
-async def test_paused_queue_runs_nothing_until_resumed(make_oban):
+async def test_paused_queue_runs_nothing_until_resumed(make_oban: Callable[..., Oban]) -> None:
     oban = make_oban(queues={"default": {"limit": 5, "paused": True}})
     async with oban:
         job = await ConfAExecOk.enqueue({})
@@ -505,17 +537,17 @@ async def test_paused_queue_runs_nothing_until_resumed(make_oban):
         still = await _job(oban, job.id)
         assert still.state == "available"
         assert RUNS[job.id] == 0
-        assert oban.check_queue("default").paused is True
+        assert _queue(oban, "default").paused is True
 
         await oban.resume_queue("default")
         await eventually(
             lambda: _state_is(oban, job.id, "completed"), message="job ran after resume"
         )
-        assert oban.check_queue("default").paused is False
+        assert _queue(oban, "default").paused is False
     assert RUNS[job.id] == 1
 
 
-async def test_scheduled_job_runs_after_its_time(make_oban):
+async def test_scheduled_job_runs_after_its_time(make_oban: Callable[..., Oban]) -> None:
     oban = make_oban(queues={"default": 5})
     async with oban:
         job = await ConfAExecScheduled.enqueue({}, scheduled_in=1)
@@ -533,7 +565,7 @@ async def test_scheduled_job_runs_after_its_time(make_oban):
     assert done.attempted_at >= job.scheduled_at
 
 
-async def test_lower_priority_number_runs_first(make_oban):
+async def test_lower_priority_number_runs_first(make_oban: Callable[..., Oban]) -> None:
     oban = make_oban(queues={"default": 1})
     low = [ConfAExecOrder.new({"n": f"p9-{n}"}, priority=9) for n in range(3)]
     await oban.enqueue_many(low)
@@ -548,7 +580,7 @@ async def test_lower_priority_number_runs_first(make_oban):
     assert EVENTS["order"] == ["p0-0", "p0-1", "p0-2", "p5-0", "p5-1", "p9-0", "p9-1", "p9-2"]
 
 
-async def test_current_job_inside_process(make_oban):
+async def test_current_job_inside_process(make_oban: Callable[..., Oban]) -> None:
     oban = make_oban(queues={"default": 5})
     async with oban:
         async_job = await ConfAExecCurrentAsync.enqueue({"k": "async"})
@@ -570,7 +602,9 @@ async def test_current_job_inside_process(make_oban):
 # Shutdown and acks
 
 
-async def test_stop_waits_for_running_job_and_flushes_its_ack(make_oban, sql):
+async def test_stop_waits_for_running_job_and_flushes_its_ack(
+    make_oban: Callable[..., Oban], sql: Callable[..., Any]
+) -> None:
     EVENTS["slow_started"] = asyncio.Event()
     oban = make_oban(queues={"default": 5}, shutdown_grace_period=5.0)
     await oban.start()
@@ -598,7 +632,13 @@ async def test_stop_waits_for_running_job_and_flushes_its_ack(make_oban, sql):
         ("executing", "executing"),
     ],
 )
-async def test_stale_ack_is_ignored(make_oban, sql, backdate, new_state, expected_state):
+async def test_stale_ack_is_ignored(
+    make_oban: Callable[..., Oban],
+    sql: Callable[..., Any],
+    backdate: Callable[..., Any],
+    new_state: str,
+    expected_state: str,
+) -> None:
     EVENTS["blocking_started"] = asyncio.Event()
     EVENTS["blocking_release"] = asyncio.Event()
     oban = make_oban(queues={"default": 1})
@@ -620,7 +660,7 @@ async def test_stale_ack_is_ignored(make_oban, sql, backdate, new_state, expecte
     assert after.errors == []
 
 
-async def test_check_queue_and_check_all_queues(make_oban):
+async def test_check_queue_and_check_all_queues(make_oban: Callable[..., Oban]) -> None:
     EVENTS["blocking_started"] = asyncio.Event()
     EVENTS["blocking_release"] = asyncio.Event()
     oban = make_oban(
@@ -655,7 +695,7 @@ async def test_check_queue_and_check_all_queues(make_oban):
         await eventually(
             lambda: _state_is(oban, job.id, "completed"), message="blocking job completed"
         )
-        await eventually(lambda: oban.check_queue("default").running == [])
+        await eventually(lambda: _queue(oban, "default").running == [])
 
 
 # Acks carried by fetches, and acks that survive failed writes
@@ -685,7 +725,9 @@ def _spy_engine(oban: Oban, name: str, calls: list[Any], fail: list[int] | None 
     setattr(engine, name, spy)
 
 
-async def test_fetches_carry_the_acks_of_finished_jobs(make_oban, sql):
+async def test_fetches_carry_the_acks_of_finished_jobs(
+    make_oban: Callable[..., Oban], sql: Callable[..., Any]
+) -> None:
     oban = make_oban(queues={"default": 5})
     await oban._ready()
     carried: list[Any] = []
@@ -698,7 +740,7 @@ async def test_fetches_carry_the_acks_of_finished_jobs(make_oban, sql):
     await _wait_completed(sql, oban, 60, timeout=15)
     await oban.stop()
 
-    ids = sorted(job.id for job in jobs)
+    ids = sorted(_id(job) for job in jobs)
     acked = [job_id for call in carried + written for job_id in call]
     assert sorted(acked) == ids, "every job acked exactly once"
     assert all(RUNS[job_id] == 1 for job_id in ids)
@@ -710,7 +752,9 @@ async def test_fetches_carry_the_acks_of_finished_jobs(make_oban, sql):
 @pytest.mark.parametrize(
     ("methods", "failures"), [(("ack_fetch_jobs",), 1), (("ack_fetch_jobs", "ack_jobs"), 6)]
 )
-async def test_acks_survive_failed_writes_and_are_written_once(make_oban, sql, methods, failures):
+async def test_acks_survive_failed_writes_and_are_written_once(
+    make_oban: Callable[..., Oban], sql: Callable[..., Any], methods: tuple[str, ...], failures: int
+) -> None:
     oban = make_oban(queues={"default": 3})
     await oban._ready()
     # The first writes that carry acks fail, on whichever of the spied paths they take (a
@@ -733,7 +777,9 @@ async def test_acks_survive_failed_writes_and_are_written_once(make_oban, sql, m
         assert (done.state, done.attempt) == ("completed", 1)
 
 
-async def test_pause_takes_effect_once_a_fetch_in_flight_is_done(make_oban):
+async def test_pause_takes_effect_once_a_fetch_in_flight_is_done(
+    make_oban: Callable[..., Oban],
+) -> None:
     oban = make_oban(queues={"default": 2})
     await oban._ready()
     engine = oban._engine
@@ -749,7 +795,7 @@ async def test_pause_takes_effect_once_a_fetch_in_flight_is_done(make_oban):
             await release.wait()
         return await original(*args, **kwargs)
 
-    engine.fetch_jobs = slow_fetch  # type: ignore[method-assign]
+    setattr(engine, "fetch_jobs", slow_fetch)
     await oban.start()
     await eventually(lambda: len(fetches) >= 1, message="the first fetch")
     job = await ConfAExecOk.enqueue({})
@@ -759,11 +805,11 @@ async def test_pause_takes_effect_once_a_fetch_in_flight_is_done(make_oban):
     await asyncio.sleep(0.1)
     # The fetch in flight may still claim jobs, so the pause has not taken effect yet.
     assert not pausing.done()
-    assert oban.check_queue("default").paused is False
+    assert _queue(oban, "default").paused is False
 
     release.set()
     await asyncio.wait_for(pausing, timeout=5)
-    assert oban.check_queue("default").paused is True
+    assert _queue(oban, "default").paused is True
     await eventually(lambda: _state_is(oban, job.id, "completed"), message="claimed job ran")
 
     # From now on nothing is claimed: a job enqueued after the pause stays available.
@@ -776,7 +822,9 @@ async def test_pause_takes_effect_once_a_fetch_in_flight_is_done(make_oban):
     await eventually(lambda: _state_is(oban, later.id, "completed"), message="ran after resume")
 
 
-async def test_a_queue_keeps_fetching_while_carried_acks_keep_failing(make_oban, sql):
+async def test_a_queue_keeps_fetching_while_carried_acks_keep_failing(
+    make_oban: Callable[..., Oban], sql: Callable[..., Any]
+) -> None:
     oban = make_oban(queues={"default": 3})
     await oban._ready()
     fail = [10**6]  # every fetch that carries acks fails; the acker's own writes succeed
@@ -794,18 +842,20 @@ async def test_a_queue_keeps_fetching_while_carried_acks_keep_failing(make_oban,
 
     assert fail[0] < 10**6, "fetches tried to carry acks"
     assert all(call == [] for call in carried), "no fetch carrying acks succeeded"
-    assert sorted(job_id for call in written for job_id in call) == sorted(j.id for j in jobs)
+    assert sorted(job_id for call in written for job_id in call) == sorted(_id(j) for j in jobs)
     assert all(RUNS[job.id] == 1 for job in jobs)
 
 
 @worker(queue="default")
 class ConfAExecSnoozeForever:
     async def process(self, job: Job) -> Any:
-        RUNS[job.id] += 1  # type: ignore[index]
+        RUNS[job.id] += 1
         return Snooze(10**15)
 
 
-async def test_an_enormous_snooze_is_clamped_and_other_jobs_still_complete(make_oban):
+async def test_an_enormous_snooze_is_clamped_and_other_jobs_still_complete(
+    make_oban: Callable[..., Oban],
+) -> None:
     oban = make_oban(queues={"default": 2})
     await oban.start()
     forever = await ConfAExecSnoozeForever.enqueue({})

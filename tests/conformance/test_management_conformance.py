@@ -116,12 +116,17 @@ def _state_update(state: str) -> tuple[str, tuple[Any, ...]]:
 async def _make(oban: Oban, sql: Callable[..., Any], state: str, **params: Any) -> Job:
     """Insert a job (nobody runs it) and force it into ``state`` with fitting timestamps."""
     args = params.pop("args", {"key": state})
-    job = await oban.enqueue(ConfBMgmtCountingWorker.new(args, **params))  # type: ignore[attr-defined]
+    job = await oban.enqueue(ConfBMgmtCountingWorker.new(args, **params))
     assignments, values = _state_update(state)
     await sql(oban, f"UPDATE oban_jobs SET {assignments} WHERE id = %s", (*values, job.id))
     found = await _get(oban, job.id)
     assert found.state == state
     return found
+
+
+def _id(job: Job) -> int:
+    assert job.id is not None, "the job was never inserted"
+    return job.id
 
 
 async def _get(oban: Oban, job_id: int | None) -> Job:
@@ -156,7 +161,9 @@ def _write_meanwhile(oban: Oban, engine: str, assignments: str, job_id: int) -> 
     """Change a job row on a separate synchronous connection, as another process would."""
     if engine == "postgres":
         assert oban.pool is not None
-        with psycopg.connect(oban.pool.conninfo, autocommit=True) as conn:
+        conninfo = oban.pool.conninfo
+        assert isinstance(conninfo, str)  # the tests build their pools from a DSN string
+        with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(
                 f'UPDATE "{oban.prefix}".oban_jobs SET {assignments} WHERE id = %s', (job_id,)
             )
@@ -175,15 +182,15 @@ def _write_meanwhile(oban: Oban, engine: str, assignments: str, job_id: int) -> 
 async def test_get_job_returns_the_current_row_with_parsed_fields(
     oban: Oban, sql: Callable[..., Any]
 ) -> None:
-    job = await ConfBMgmtCountingWorker.enqueue(  # type: ignore[attr-defined]
+    job = await ConfBMgmtCountingWorker.enqueue(
         {"key": "get", "n": [1, 2], "nested": {"x": None}}, priority=2, tags=["X", "y"]
     )
     await sql(oban, "UPDATE oban_jobs SET priority = 5 WHERE id = %s", (job.id,))
 
-    for found in (await oban.get_job(job.id), await oban.get_job(job)):  # type: ignore[arg-type]
+    for found in (await oban.get_job(_id(job)), await oban.get_job(job)):
         assert found is not None
         assert found.id == job.id
-        assert found.worker == ConfBMgmtCountingWorker._worker_name  # type: ignore[attr-defined]
+        assert found.worker == ConfBMgmtCountingWorker._worker_name
         assert found.args == {"key": "get", "n": [1, 2], "nested": {"x": None}}
         assert found.priority == 5  # read from the database, not the caller's object
         assert found.tags == ["x", "y"]
@@ -194,7 +201,7 @@ async def test_get_job_returns_the_current_row_with_parsed_fields(
         assert _near_now(found.scheduled_at)
 
     assert await oban.get_job(987654321) is None
-    assert await oban.get_job(ConfBMgmtCountingWorker.new({"key": "unsaved"})) is None  # type: ignore[attr-defined]
+    assert await oban.get_job(ConfBMgmtCountingWorker.new({"key": "unsaved"})) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +226,8 @@ async def test_cancel_makes_waiting_jobs_cancelled_and_stamps_cancel_attempted_a
         assert after.meta["keep"] == before.state
         stamp = datetime.fromisoformat(after.meta["cancel_attempted_at"])
         assert stamp.tzinfo is not None
-        assert abs(stamp - after.cancelled_at) < timedelta(seconds=1)  # type: ignore[operator]
+        assert after.cancelled_at is not None
+        assert abs(stamp - after.cancelled_at) < timedelta(seconds=1)
 
 
 async def test_cancel_job_accepts_a_job_or_an_id_and_skips_finished_or_missing_jobs(
@@ -232,7 +240,7 @@ async def test_cancel_job_accepts_a_job_or_an_id_and_skips_finished_or_missing_j
     ]
 
     assert await oban.cancel_job(first) == 1
-    assert await oban.cancel_job(second.id) == 1  # type: ignore[arg-type]
+    assert await oban.cancel_job(_id(second)) == 1
     assert await oban.cancel_many_jobs([*finished, 987654321]) == 0
     assert await oban.cancel_many_jobs([]) == 0
 
@@ -266,7 +274,7 @@ async def test_cancel_of_a_running_job_whose_worker_completes_leaves_it_complete
 ) -> None:
     server = await _running_server(make_oban)
     GATES["ignored"] = asyncio.Event()
-    job = await ConfBMgmtBlockingWorker.enqueue({"key": "ignored"})  # type: ignore[attr-defined]
+    job = await ConfBMgmtBlockingWorker.enqueue({"key": "ignored"})
     await eventually(lambda: _state_is(server, job.id, "executing"), message="job running")
 
     assert await server.cancel_job(job) == 1
@@ -285,7 +293,7 @@ async def test_cancel_executing_job_signals_worker_which_records_the_cancel(
 ) -> None:
     server = await _running_server(make_oban)
     steps = _steps("cancel-exec")
-    job = await ConfBMgmtCancellableWorker.enqueue({"key": "cancel-exec"})  # type: ignore[attr-defined]
+    job = await ConfBMgmtCancellableWorker.enqueue({"key": "cancel-exec"})
     await asyncio.wait_for(steps["started"].wait(), 5)
 
     count = await server.cancel_job(job)
@@ -312,10 +320,10 @@ async def test_cancel_from_a_client_instance_reaches_the_instance_running_the_jo
     server = await _running_server(make_oban)
     client = make_oban(name="ConfBMgmtClient")
     steps = _steps("cancel-remote")
-    job = await ConfBMgmtCancellableWorker.enqueue({"key": "cancel-remote"})  # type: ignore[attr-defined]
+    job = await ConfBMgmtCancellableWorker.enqueue({"key": "cancel-remote"})
     await asyncio.wait_for(steps["started"].wait(), 5)
 
-    assert await client.cancel_job(job.id) == 1  # type: ignore[arg-type]
+    assert await client.cancel_job(_id(job)) == 1
 
     await asyncio.wait_for(steps["noticed"].wait(), 5)
     steps["release"].set()
@@ -328,7 +336,7 @@ async def test_cancel_of_a_job_that_already_completed_leaves_it_completed(
     make_oban: Callable[..., Oban],
 ) -> None:
     server = await _running_server(make_oban)
-    job = await ConfBMgmtCountingWorker.enqueue({"key": "done"})  # type: ignore[attr-defined]
+    job = await ConfBMgmtCountingWorker.enqueue({"key": "done"})
     done = await eventually(lambda: _state_is(server, job.id, "completed"), message="completed")
 
     assert await server.cancel_job(job) == 0
@@ -368,7 +376,7 @@ async def test_retry_job_accepts_a_job_or_an_id(oban: Oban, sql: Callable[..., A
     second = await _make(oban, sql, "cancelled", args={"key": "b"})
 
     assert await oban.retry_job(first) == 1
-    assert await oban.retry_job(second.id) == 1  # type: ignore[arg-type]
+    assert await oban.retry_job(_id(second)) == 1
 
     assert (await _get(oban, first.id)).state == "available"
     assert (await _get(oban, second.id)).state == "available"
@@ -382,7 +390,7 @@ async def test_retry_of_an_exhausted_job_grants_one_more_attempt(
     roomy = await _make(oban, sql, "cancelled", max_attempts=5)
 
     assert await oban.retry_job(exhausted) == 1
-    assert await oban.retry_job(roomy.id) == 1  # type: ignore[arg-type]
+    assert await oban.retry_job(_id(roomy)) == 1
 
     after = await _get(oban, exhausted.id)
     assert after.max_attempts == 4
@@ -414,7 +422,7 @@ async def test_a_retried_job_runs_again_on_a_running_queue(
     make_oban: Callable[..., Oban],
 ) -> None:
     server = await _running_server(make_oban)
-    job = await ConfBMgmtCountingWorker.enqueue({"key": "again"})  # type: ignore[attr-defined]
+    job = await ConfBMgmtCountingWorker.enqueue({"key": "again"})
     await eventually(lambda: _state_is(server, job.id, "completed"), message="first run")
     assert RUNS["again"] == 1
 
@@ -430,7 +438,7 @@ async def test_retry_of_an_executing_job_that_then_completes_leaves_it_completed
 ) -> None:
     server = await _running_server(make_oban)
     GATES["retry-exec"] = asyncio.Event()
-    job = await ConfBMgmtBlockingWorker.enqueue({"key": "retry-exec"})  # type: ignore[attr-defined]
+    job = await ConfBMgmtBlockingWorker.enqueue({"key": "retry-exec"})
     await eventually(lambda: RUNS.get("retry-exec-started"), message="job running")
 
     assert await server.retry_job(job) == 0
@@ -477,8 +485,8 @@ async def test_delete_job_accepts_a_job_or_an_id_and_counts_only_real_deletions(
     second = await _make(oban, sql, "completed", args={"key": "b"})
 
     assert await oban.delete_job(first) == 1
-    assert await oban.delete_job(second.id) == 1  # type: ignore[arg-type]
-    assert await oban.delete_job(second.id) == 0  # type: ignore[arg-type]
+    assert await oban.delete_job(_id(second)) == 1
+    assert await oban.delete_job(_id(second)) == 0
 
     assert await _count(oban, sql) == 0
 
@@ -488,7 +496,7 @@ async def test_delete_of_a_running_job_is_refused_and_the_job_completes(
 ) -> None:
     server = await _running_server(make_oban)
     GATES["delete"] = asyncio.Event()
-    job = await ConfBMgmtBlockingWorker.enqueue({"key": "delete"})  # type: ignore[attr-defined]
+    job = await ConfBMgmtBlockingWorker.enqueue({"key": "delete"})
     await eventually(lambda: _state_is(server, job.id, "executing"), message="job running")
 
     assert await server.delete_job(job) == 0
@@ -543,7 +551,7 @@ async def test_update_with_scheduled_at_stores_that_time(
     micro = 123456 if engine == "postgres" else 123000
     when = datetime(2999, 1, 2, 3, 4, 5, micro, tzinfo=UTC)
 
-    await oban.update_job(job.id, {"scheduled_at": when})  # type: ignore[arg-type]
+    await oban.update_job(_id(job), {"scheduled_at": when})
 
     stored = await _get(oban, job.id)
     assert stored.scheduled_at == when
@@ -569,7 +577,8 @@ async def test_update_flips_available_and_scheduled_by_the_new_scheduled_at(
     assert due.state == "available"
     stored = await _get(oban, scheduled.id)
     assert stored.state == "available"
-    assert abs(stored.scheduled_at - past) < timedelta(milliseconds=1)  # type: ignore[operator]
+    assert stored.scheduled_at is not None
+    assert abs(stored.scheduled_at - past) < timedelta(milliseconds=1)
 
 
 async def test_update_many_with_a_callable_computes_changes_per_job(
@@ -582,7 +591,7 @@ async def test_update_many_with_a_callable_computes_changes_per_job(
         seen.append(job.args["n"])  # the callable gets each job as stored
         return {"args": {**job.args, "n": job.args["n"] * 10}, "priority": job.args["n"]}
 
-    updated = await oban.update_many_jobs([jobs[0], jobs[1].id, jobs[2]], changes)  # type: ignore[list-item]
+    updated = await oban.update_many_jobs([jobs[0], _id(jobs[1]), jobs[2]], changes)
 
     assert sorted(seen) == [1, 2, 3]
     assert sorted(j.args["n"] for j in updated) == [10, 20, 30]
@@ -625,7 +634,7 @@ async def test_update_of_a_missing_id_raises_naming_it_and_changes_nothing(
     present = await _make(oban, sql, "available", priority=1)
 
     with pytest.raises(ValueError, match="987654321"):
-        await oban.update_job(987654321, {"priority": 2})  # type: ignore[arg-type]
+        await oban.update_job(987654321, {"priority": 2})
     with pytest.raises(ValueError, match="987654322"):
         await oban.update_many_jobs([present, 987654322], {"priority": 2})
 
@@ -676,7 +685,7 @@ async def test_update_of_a_job_that_completes_while_being_updated_stays_complete
             engine,
             f"state = 'completed', attempt = 1, completed_at = '{_ts()}', "
             'meta = \'{"recorded": true, "return": "g2EB"}\'',
-            current.id,  # type: ignore[arg-type]
+            _id(current),
         )
         return {"scheduled_at": datetime.now(UTC) - timedelta(minutes=1), "meta": {"v": 2}}
 
@@ -702,7 +711,7 @@ async def test_update_of_a_job_that_starts_executing_while_being_updated_leaves_
             oban,
             engine,
             f"state = 'executing', attempt = 1, attempted_at = '{_ts()}'",
-            current.id,  # type: ignore[arg-type]
+            _id(current),
         )
         return {"priority": 7, "args": {"key": "changed"}}
 
@@ -720,7 +729,7 @@ async def test_update_of_a_running_job_is_refused_and_it_completes_with_its_args
 ) -> None:
     server = await _running_server(make_oban)
     GATES["update"] = asyncio.Event()
-    job = await ConfBMgmtBlockingWorker.enqueue({"key": "update"})  # type: ignore[attr-defined]
+    job = await ConfBMgmtBlockingWorker.enqueue({"key": "update"})
     await eventually(lambda: _state_is(server, job.id, "executing"), message="job running")
 
     with pytest.raises(ValueError):
@@ -732,7 +741,7 @@ async def test_update_of_a_running_job_is_refused_and_it_completes_with_its_args
 
 
 async def test_management_methods_reject_jobs_without_an_id(oban: Oban) -> None:
-    unsaved = ConfBMgmtCountingWorker.new({"key": "unsaved"})  # type: ignore[attr-defined]
+    unsaved = ConfBMgmtCountingWorker.new({"key": "unsaved"})
     with pytest.raises(TypeError):
         await oban.cancel_job(unsaved)
     with pytest.raises(TypeError):

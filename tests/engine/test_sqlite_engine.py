@@ -26,7 +26,7 @@ from oban._engines.sqlite import (
 from oban._notifier import encode_payload
 from oban.errors import DatabaseUnavailableError, SchemaNotInstalledError
 from oban.job import Job, JobState
-from tests.helpers import eventually
+from tests.helpers import eventually, reap
 
 WORKER = "tests.engine.SQLiteEngineWorker"
 OLD = "2000-01-01 00:00:00.000"
@@ -46,10 +46,12 @@ def db_path(tmp_path: Path) -> str:
 @pytest.fixture
 async def engine(db_path: str) -> AsyncIterator[SQLiteEngine]:
     engine = SQLiteEngine(db_path)
-    await engine.open()
-    await engine.install()
-    yield engine
-    await engine.close()
+    try:
+        await engine.open()
+        await engine.install()
+        yield engine
+    finally:
+        await engine.close()
 
 
 @pytest.fixture
@@ -60,8 +62,10 @@ def sql(db_path: str) -> Iterator[Query]:
     def run(query: str, params: Any = ()) -> list[Any]:
         return conn.execute(query, params).fetchall()
 
-    yield run
-    conn.close()
+    try:
+        yield run
+    finally:
+        conn.close()
 
 
 @pytest.fixture
@@ -801,7 +805,7 @@ async def test_rescue_rules(engine: SQLiteEngine, sql: Query) -> None:
     await engine.insert_producer("live", "Oban", "n1", "default", {})
     sql("UPDATE oban_producers SET updated_at = ? WHERE uuid = 'stale'", (OLD,))
     jobs = await engine.insert_jobs([job(max_attempts=5) for _ in range(7)])
-    ids = [j.id for j in jobs]
+    ids = [j.id or 0 for j in jobs]
 
     def claim_as(id_: int | None, uuid: str, attempted_at: str, attempt: int = 1) -> None:
         sql(
@@ -975,7 +979,7 @@ async def test_update_jobs_writes_fields_and_follows_the_schedule(
     waiting.update({"scheduled_at": now() - timedelta(minutes=1), "worker": "tests.Other"})
 
     updated = await engine.update_jobs(jobs)
-    assert [j.id for j in updated] == sorted([waiting.id, to_future.id, retryable.id])
+    assert [j.id for j in updated] == sorted(j.id or 0 for j in (waiting, to_future, retryable))
     by_id = {j.id: j for j in updated}
     assert by_id[waiting.id].state is JobState.AVAILABLE
     assert by_id[waiting.id].worker == "tests.Other"
@@ -1100,7 +1104,11 @@ async def test_three_processes_on_one_file_ack_every_job_exactly_once(
         lambda: all(path.exists() for path in ready), timeout=30, message="workers ready"
     )
     go.touch()  # all three start claiming together
-    outputs = await asyncio.wait_for(asyncio.gather(*[p.communicate() for p in processes]), 90)
+    try:
+        outputs = await asyncio.wait_for(asyncio.gather(*[p.communicate() for p in processes]), 90)
+    finally:
+        for process in processes:
+            await reap(process)
     acked: list[list[int]] = []
     for process, (stdout, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr.decode()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from oban import Oban
+from oban import Job, Oban
 
 
-async def test_dsn_from_environment(dsn, monkeypatch, tmp_path):
+async def test_dsn_from_environment(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OBAN_DSN", dsn)
     monkeypatch.setenv("OBAN_POOL_MAX_SIZE", "3")
@@ -21,8 +25,8 @@ async def test_dsn_from_environment(dsn, monkeypatch, tmp_path):
 
 
 async def test_dsn_from_toml_and_env_overrides_toml_and_kwargs_override_env(
-    dsn, monkeypatch, tmp_path
-):
+    dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OBAN_DSN", raising=False)
     (tmp_path / "oban.toml").write_text(f'dsn = "{dsn}"\npool_max_size = 4\npool_min_size = 1\n')
@@ -46,22 +50,26 @@ async def test_dsn_from_toml_and_env_overrides_toml_and_kwargs_override_env(
         await pool.close()
 
 
-async def test_no_dsn_anywhere_is_a_clear_error(monkeypatch, tmp_path):
+async def test_no_dsn_anywhere_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OBAN_DSN", raising=False)
     with pytest.raises(ValueError, match="OBAN_DSN"):
         await Oban.create_pool()
 
 
-async def test_oban_with_a_postgres_dsn_opens_and_closes_its_own_pool(dsn, prefix):
+async def test_oban_with_a_postgres_dsn_opens_and_closes_its_own_pool(
+    dsn: str, prefix: str
+) -> None:
     from oban import worker
     from tests.helpers import eventually
 
-    ran: list[int] = []
+    ran: list[int | None] = []
 
     @worker(queue="own-pool")
     class OwnPool:
-        async def process(self, job):
+        async def process(self, job: Job) -> None:
             ran.append(job.id)
 
     oban = Oban(dsn=dsn, prefix=prefix, queues={"own-pool": 1}, name="OwnPool")

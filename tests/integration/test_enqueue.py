@@ -10,6 +10,7 @@ import itertools
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,8 +35,10 @@ class EnqPlain:
 # Helpers
 
 
-async def count_jobs(sql: Any, where: str = "TRUE", params: tuple[Any, ...] | None = None) -> int:
-    rows = await sql(f"SELECT count(*) FROM oban_jobs WHERE {where}", params)
+async def count_jobs(
+    sql: Callable[..., Any], where: str = "TRUE", params: tuple[Any, ...] | None = None
+) -> int:
+    rows: list[tuple[int]] = await sql(f"SELECT count(*) FROM oban_jobs WHERE {where}", params)
     return rows[0][0]
 
 
@@ -72,7 +75,7 @@ async def notifications_until_sentinel(
 def statements_sent(trace: str) -> list[str]:
     """The statements a libpq protocol trace shows the client sending (Query messages and
     Execute messages of the extended protocol), without transaction control."""
-    sent = []
+    sent: list[str] = []
     for line in trace.splitlines():
         fields = line.split("\t")
         if len(fields) >= 3 and fields[0] == "F" and fields[2] in ("Query", "Execute"):
@@ -84,7 +87,9 @@ def statements_sent(trace: str) -> list[str]:
 # enqueue_many
 
 
-async def test_enqueue_many_ten_thousand_jobs_in_one_statement(oban, sql, dsn):
+async def test_enqueue_many_ten_thousand_jobs_in_one_statement(
+    oban: Oban, sql: Callable[..., Any], dsn: str
+) -> None:
     jobs = [EnqPlain.new({"n": n}) for n in range(10_000)]
     conn = await psycopg.AsyncConnection.connect(dsn)
     try:
@@ -103,7 +108,8 @@ async def test_enqueue_many_ten_thousand_jobs_in_one_statement(oban, sql, dsn):
 
     assert len(inserted) == 10_000
     assert [j.args["n"] for j in inserted] == list(range(10_000))
-    ids = [j.id for j in inserted]
+    ids = [j.id for j in inserted if j.id is not None]
+    assert len(ids) == len(inserted)  # every job got an id
     assert all(a < b for a, b in itertools.pairwise(ids))
     assert await count_jobs(sql) == 10_000
     rows = await sql("SELECT min(id), max(id), count(DISTINCT args->>'n') FROM oban_jobs")
@@ -113,7 +119,9 @@ async def test_enqueue_many_ten_thousand_jobs_in_one_statement(oban, sql, dsn):
 # Inside the caller's transaction
 
 
-async def test_psycopg_transaction_rolled_back_leaves_no_job(oban, sql, dsn):
+async def test_psycopg_transaction_rolled_back_leaves_no_job(
+    oban: Oban, sql: Callable[..., Any], dsn: str
+) -> None:
     conn = await psycopg.AsyncConnection.connect(dsn)
     try:
         job = await EnqPlain.enqueue({"tx": "rollback"}, conn=conn)
@@ -125,7 +133,8 @@ async def test_psycopg_transaction_rolled_back_leaves_no_job(oban, sql, dsn):
             ),
             (job.id,),
         )
-        assert (await cur.fetchone())[0] == 1
+        row = await cur.fetchone()
+        assert row is not None and row[0] == 1
         assert await count_jobs(sql, "id = %s", (job.id,)) == 0
         await conn.rollback()
     finally:
@@ -134,7 +143,9 @@ async def test_psycopg_transaction_rolled_back_leaves_no_job(oban, sql, dsn):
     assert await count_jobs(sql) == 0
 
 
-async def test_psycopg_transaction_committed_keeps_job(oban, sql, dsn):
+async def test_psycopg_transaction_committed_keeps_job(
+    oban: Oban, sql: Callable[..., Any], dsn: str
+) -> None:
     conn = await psycopg.AsyncConnection.connect(dsn)
     try:
         async with conn.transaction():
@@ -147,7 +158,9 @@ async def test_psycopg_transaction_committed_keeps_job(oban, sql, dsn):
     assert rows == [({"tx": "commit"},)]
 
 
-async def test_psycopg_cursor_as_conn_joins_transaction(oban, sql, dsn):
+async def test_psycopg_cursor_as_conn_joins_transaction(
+    oban: Oban, sql: Callable[..., Any], dsn: str
+) -> None:
     conn = await psycopg.AsyncConnection.connect(dsn)
     try:
         cur = conn.cursor()
@@ -160,7 +173,9 @@ async def test_psycopg_cursor_as_conn_joins_transaction(oban, sql, dsn):
     assert await count_jobs(sql) == 0
 
 
-async def test_sqlalchemy_session_rollback_and_commit(oban, sql, dsn):
+async def test_sqlalchemy_session_rollback_and_commit(
+    oban: Oban, sql: Callable[..., Any], dsn: str
+) -> None:
     engine = create_async_engine(sqlalchemy_url(dsn))
     try:
         async with AsyncSession(engine) as session:
@@ -182,7 +197,9 @@ async def test_sqlalchemy_session_rollback_and_commit(oban, sql, dsn):
     assert rows == [(kept.id, {"sa": "session-commit"})]
 
 
-async def test_sqlalchemy_connection_rollback_and_commit(oban, sql, dsn):
+async def test_sqlalchemy_connection_rollback_and_commit(
+    oban: Oban, sql: Callable[..., Any], dsn: str
+) -> None:
     engine = create_async_engine(sqlalchemy_url(dsn))
     try:
         async with engine.connect() as conn:
@@ -206,7 +223,9 @@ async def test_sqlalchemy_connection_rollback_and_commit(oban, sql, dsn):
 # NOTIFY on insert
 
 
-async def test_insert_notifies_once_per_queue(oban, pool, prefix, dsn):
+async def test_insert_notifies_once_per_queue(
+    oban: Oban, pool: AsyncConnectionPool[Any], prefix: str, dsn: str
+) -> None:
     listener = await listen(dsn, prefix)
     try:
         jobs = [EnqPlain.new({"n": n}, queue="a") for n in range(100)]
@@ -221,7 +240,9 @@ async def test_insert_notifies_once_per_queue(oban, pool, prefix, dsn):
     assert sorted(received, key=lambda m: m["queue"]) == [{"queue": "a"}, {"queue": "b"}]
 
 
-async def test_scheduled_jobs_do_not_notify(oban, pool, prefix, dsn):
+async def test_scheduled_jobs_do_not_notify(
+    oban: Oban, pool: AsyncConnectionPool[Any], prefix: str, dsn: str
+) -> None:
     listener = await listen(dsn, prefix)
     try:
         await oban.enqueue_many(
@@ -236,7 +257,9 @@ async def test_scheduled_jobs_do_not_notify(oban, pool, prefix, dsn):
     assert received == [{"queue": "now"}]
 
 
-async def test_rolled_back_insert_does_not_notify(oban, pool, prefix, dsn):
+async def test_rolled_back_insert_does_not_notify(
+    oban: Oban, pool: AsyncConnectionPool[Any], prefix: str, dsn: str
+) -> None:
     listener = await listen(dsn, prefix)
     conn = await psycopg.AsyncConnection.connect(dsn)
     try:
@@ -253,7 +276,9 @@ async def test_rolled_back_insert_does_not_notify(oban, pool, prefix, dsn):
 # Pools
 
 
-async def test_create_pool_returns_open_pool_usable_for_enqueue(make_oban, sql, dsn):
+async def test_create_pool_returns_open_pool_usable_for_enqueue(
+    make_oban: Callable[..., Oban], sql: Callable[..., Any], dsn: str
+) -> None:
     created = await Oban.create_pool(dsn=dsn)
     try:
         assert isinstance(created, AsyncConnectionPool)
@@ -266,7 +291,7 @@ async def test_create_pool_returns_open_pool_usable_for_enqueue(make_oban, sql, 
         await created.close()
 
 
-async def test_create_pool_with_unreachable_dsn_raises_quickly():
+async def test_create_pool_with_unreachable_dsn_raises_quickly() -> None:
     started = time.monotonic()
     with pytest.raises(DatabaseUnavailableError):
         await Oban.create_pool("postgresql://postgres@127.0.0.1:1/test", timeout=2)
@@ -275,7 +300,7 @@ async def test_create_pool_with_unreachable_dsn_raises_quickly():
 
 # pool=None is not an error: with no DSN either, it selects the embedded SQLite engine.
 @pytest.mark.parametrize("bad_pool", ["postgresql://postgres@127.0.0.1/test", object()])
-def test_oban_with_a_non_pool_raises_type_error(bad_pool):
+def test_oban_with_a_non_pool_raises_type_error(bad_pool: Any) -> None:
     with pytest.raises(TypeError, match="AsyncConnectionPool"):
         Oban(pool=bad_pool, name="EnqNotAPool")
     with pytest.raises(RuntimeError):

@@ -9,15 +9,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from oban import Oban
 from oban.errors import DatabaseUnavailableError, SchemaNotInstalledError
 
 
-async def test_start_without_installed_schema_raises(make_oban, sql):
+async def test_start_without_installed_schema_raises(
+    make_oban: Callable[..., Oban], sql: Callable[..., Any]
+) -> None:
     empty = f"exec_empty_{uuid.uuid4().hex[:12]}"
     await sql(f'CREATE SCHEMA "{empty}"')
     try:
@@ -30,7 +34,9 @@ async def test_start_without_installed_schema_raises(make_oban, sql):
         await sql(f'DROP SCHEMA "{empty}" CASCADE')
 
 
-async def test_start_with_unreachable_database_raises_quickly(make_oban):
+async def test_start_with_unreachable_database_raises_quickly(
+    make_oban: Callable[..., Oban],
+) -> None:
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         "postgresql://postgres@127.0.0.1:1/test", open=False
     )

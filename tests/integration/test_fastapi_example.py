@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,7 +14,7 @@ from oban.oban import _instances
 
 
 @pytest.fixture
-def app(dsn, prefix, monkeypatch):
+def app(dsn: str, prefix: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     monkeypatch.setenv("OBAN_DSN", dsn)
     monkeypatch.setenv("OBAN_PREFIX", prefix)
     module = importlib.import_module("examples.fastapi_app")
@@ -21,7 +23,7 @@ def app(dsn, prefix, monkeypatch):
     _instances.clear()
 
 
-def test_signup_enqueues_and_the_embedded_queue_runs_the_job(app):
+def test_signup_enqueues_and_the_embedded_queue_runs_the_job(app: ModuleType) -> None:
     with TestClient(app.app) as client:
         response = client.post("/signups", json={"email": "ada@example.com"})
         assert response.status_code == 202

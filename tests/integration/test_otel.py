@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
 from oban import Job, Oban, worker
@@ -80,17 +80,25 @@ def _spans(kind: SpanKind | None = None, name: str | None = None) -> list[Readab
     ]
 
 
-def _traceparent(span: ReadableSpan) -> str:
+def _context(span: ReadableSpan) -> SpanContext:
     ctx = span.get_span_context()
+    assert ctx is not None  # ReadableSpan types its context as optional
+    return ctx
+
+
+def _traceparent(span: ReadableSpan) -> str:
+    ctx = _context(span)
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
 
-async def _state_is(oban: Oban, job_id: int, state: str) -> Job | None:
+async def _state_is(oban: Oban, job_id: int | None, state: str) -> Job | None:
+    assert job_id is not None
     found = await oban.get_job(job_id)
     return found if found is not None and found.state == state else None
 
 
-async def _stored_meta(sql: Callable[..., Any], job_id: int) -> dict[str, Any]:
+async def _stored_meta(sql: Callable[..., Any], job_id: int | None) -> dict[str, Any]:
+    assert job_id is not None
     ((meta,),) = await sql("SELECT meta FROM oban_jobs WHERE id = %s", (job_id,))
     return dict(meta)
 
@@ -122,8 +130,8 @@ async def test_enqueue_records_a_producer_span_under_the_application_span(oban: 
     [producer] = _spans(SpanKind.PRODUCER)
     assert producer.name == f"send {QUEUE}"
     assert producer.parent is not None
-    assert producer.parent.span_id == app.get_span_context().span_id
-    assert producer.get_span_context().trace_id == app.get_span_context().trace_id
+    assert producer.parent.span_id == _context(app).span_id
+    assert _context(producer).trace_id == _context(app).trace_id
     attributes = dict(producer.attributes or {})
     assert attributes["messaging.system"] == "oban"
     assert attributes["messaging.operation.type"] == "send"
@@ -142,7 +150,7 @@ async def test_the_producer_context_is_stored_in_the_job_meta(
         job = await oban.enqueue(OtelPlainWorker.new({}, meta={"keep": "me"}))
 
     [producer] = _spans(SpanKind.PRODUCER)
-    stored = await _stored_meta(sql, job.id)  # type: ignore[arg-type]
+    stored = await _stored_meta(sql, job.id)
     assert stored["keep"] == "me"
     assert stored[otel.META_KEY]["traceparent"] == _traceparent(producer)
     assert job.meta[otel.META_KEY]["traceparent"] == _traceparent(producer)
@@ -168,7 +176,7 @@ async def test_enqueue_many_records_one_producer_span_with_the_batch_count(
     assert attributes["messaging.destination.name"] == QUEUE
     assert attributes["messaging.operation.type"] == "send"
     for job in jobs:
-        stored = await _stored_meta(sql, job.id)  # type: ignore[arg-type]
+        stored = await _stored_meta(sql, job.id)
         assert stored[otel.META_KEY]["traceparent"] == _traceparent(producer)
 
 
@@ -215,8 +223,8 @@ async def test_execution_records_a_consumer_span_linked_to_the_producer(
     [consumer] = _spans(SpanKind.CONSUMER)
     assert consumer.name == f"process {QUEUE}"
     [link] = consumer.links
-    assert link.context.trace_id == producer.get_span_context().trace_id
-    assert link.context.span_id == producer.get_span_context().span_id
+    assert link.context.trace_id == _context(producer).trace_id
+    assert link.context.span_id == _context(producer).span_id
     attributes = dict(consumer.attributes or {})
     assert attributes["messaging.system"] == "oban"
     assert attributes["messaging.operation.type"] == "process"
@@ -239,8 +247,8 @@ async def test_spans_of_an_async_worker_are_children_of_the_consumer_span(
     [consumer] = _spans(SpanKind.CONSUMER)
     [work] = _spans(name="otel-async-work")
     assert work.parent is not None
-    assert work.parent.span_id == consumer.get_span_context().span_id
-    assert work.get_span_context().trace_id == consumer.get_span_context().trace_id
+    assert work.parent.span_id == _context(consumer).span_id
+    assert _context(work).trace_id == _context(consumer).trace_id
 
 
 async def test_spans_of_a_sync_worker_are_children_of_the_consumer_span(
@@ -251,8 +259,8 @@ async def test_spans_of_a_sync_worker_are_children_of_the_consumer_span(
     [consumer] = _spans(SpanKind.CONSUMER)
     [work] = _spans(name="otel-sync-work")
     assert work.parent is not None
-    assert work.parent.span_id == consumer.get_span_context().span_id
-    assert work.get_span_context().trace_id == consumer.get_span_context().trace_id
+    assert work.parent.span_id == _context(consumer).span_id
+    assert _context(work).trace_id == _context(consumer).trace_id
 
 
 async def test_a_failing_job_has_an_error_consumer_span_with_an_exception_event(
@@ -335,7 +343,7 @@ async def test_uninstrument_stops_producing_spans(
 
     assert _spans(SpanKind.PRODUCER) == []
     assert _spans(SpanKind.CONSUMER) == []
-    assert otel.META_KEY not in await _stored_meta(sql, job.id)  # type: ignore[arg-type]
+    assert otel.META_KEY not in await _stored_meta(sql, job.id)
     # The worker's own span still exists, as a root: nothing oban-made around it.
     [work] = _spans(name="otel-async-work")
     assert work.parent is None

@@ -20,7 +20,7 @@ from tests.helpers import eventually
 # Shared state the workers write to; reset before every test.
 # ---------------------------------------------------------------------------------------------
 
-RAN: dict[int, str] = {}
+RAN: dict[int | None, str] = {}  # keyed by job id (typed ``int | None``)
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +50,7 @@ def _node(job: Job) -> str:
 @worker(queue="qc")
 class QueueControlRecordWorker:
     async def process(self, job: Job) -> None:
-        RAN[job.id] = _node(job)  # type: ignore[index]
+        RAN[job.id] = _node(job)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,7 +70,8 @@ async def _wait_state(oban: Oban, job_id: int | None, state: str, timeout: float
         job = await _job(oban, job_id)
         return job if job.state == state else None
 
-    return await eventually(check, timeout=timeout, message=f"job {job_id} {state}")
+    found: Job = await eventually(check, timeout=timeout, message=f"job {job_id} {state}")
+    return found
 
 
 def _paused(oban: Oban, queue: str) -> bool | None:
@@ -96,8 +97,12 @@ async def _listen_pids(pool: AsyncConnectionPool[Any], prefix: str) -> list[int]
 
 
 async def test_notifier_reconnects_after_its_connection_is_killed(
-    make_oban, pool, prefix, sql, events
-):
+    make_oban: Callable[..., Oban],
+    pool: AsyncConnectionPool[Any],
+    prefix: str,
+    sql: Callable[..., Any],
+    events: Callable[[str], list[dict[str, Any]]],
+) -> None:
     a = make_oban(name="qc_a", node="node-a", queues={"qc": 2})
     await a.start()
     assert a._notifier is not None and a._notifier.status == "listening"
@@ -136,8 +141,8 @@ async def test_notifier_reconnects_after_its_connection_is_killed(
 
 
 async def test_poll_notifier_opens_no_listen_connection_and_still_runs_jobs(
-    make_oban, pool, prefix
-):
+    make_oban: Callable[..., Oban], pool: AsyncConnectionPool[Any], prefix: str
+) -> None:
     a = make_oban(name="qc_poll", node="node-p", queues={"qc": 1}, notifier={"type": "poll"})
     await a.start()
 
@@ -153,7 +158,9 @@ async def test_poll_notifier_opens_no_listen_connection_and_still_runs_jobs(
     assert await _listen_pids(pool, prefix) == []
 
 
-async def test_notifier_status_is_visible_in_check_queue(make_oban):
+async def test_notifier_status_is_visible_in_check_queue(
+    make_oban: Callable[..., Oban],
+) -> None:
     listening = make_oban(name="StatusListen", node="status-l", queues={"default": 1})
     polling = make_oban(
         name="StatusPoll", node="status-p", queues={"default": 1}, notifier={"type": "poll"}
@@ -161,6 +168,10 @@ async def test_notifier_status_is_visible_in_check_queue(make_oban):
     assert listening.notifier_status == "stopped"
     await listening.start()
     await polling.start()
-    assert listening.check_queue("default").meta["notifier"] == "listening"
-    assert polling.check_queue("default").meta["notifier"] == "polling"
+    listening_info = listening.check_queue("default")
+    assert listening_info is not None
+    assert listening_info.meta["notifier"] == "listening"
+    polling_info = polling.check_queue("default")
+    assert polling_info is not None
+    assert polling_info.meta["notifier"] == "polling"
     assert polling.notifier_status == "polling"

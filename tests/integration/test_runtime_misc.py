@@ -52,7 +52,7 @@ async def test_job_decorator_with_cron_is_inserted_by_the_scheduler(
         added = [entry for entry in cron_entries if entry not in before]
         assert len(added) == 1
         entry = added[0]
-        assert entry.worker is misc_every_minute.__oban_worker__  # type: ignore[attr-defined]
+        assert entry.worker is misc_every_minute.__oban_worker__
         assert entry.expression.source == "* * * * *"
 
         oban = make_oban(

@@ -216,7 +216,8 @@ async def comment(pool: AsyncConnectionPool[Any], name: str) -> str | None:
         "SELECT obj_description(to_regclass(format('%%I.oban_jobs', %s::text)), 'pg_class')",
         (name,),
     )
-    return rows[0][0]
+    text: str | None = rows[0][0]
+    return text
 
 
 async def persistence(pool: AsyncConnectionPool[Any], name: str, table: str) -> str | None:
@@ -477,7 +478,9 @@ async def insert_legacy_rows(pool: AsyncConnectionPool[Any], name: str) -> list[
 # Fresh install
 
 
-async def test_fresh_install_matches_elixir_v14(pool, new_schema):
+async def test_fresh_install_matches_elixir_v14(
+    pool: AsyncConnectionPool[Any], new_schema: Callable[..., str]
+) -> None:
     name = new_schema()
     await schema.install(pool, name)
 
@@ -485,14 +488,18 @@ async def test_fresh_install_matches_elixir_v14(pool, new_schema):
     assert await schema.version(pool, name) == 14
 
 
-async def test_fresh_install_in_mixed_case_schema(pool, new_schema):
+async def test_fresh_install_in_mixed_case_schema(
+    pool: AsyncConnectionPool[Any], new_schema: Callable[..., str]
+) -> None:
     name = new_schema("S_Mixed")
     await schema.install(pool, name)
 
     await assert_matches_v14(pool, name)
 
 
-async def test_fresh_install_accepts_rows_elixir_would_write(pool, new_schema):
+async def test_fresh_install_accepts_rows_elixir_would_write(
+    pool: AsyncConnectionPool[Any], new_schema: Callable[..., str]
+) -> None:
     name = new_schema()
     await schema.install(pool, name)
 
@@ -505,7 +512,9 @@ async def test_fresh_install_accepts_rows_elixir_would_write(pool, new_schema):
     assert rows == [("available", "default", 0, 20, 0, [], [], {})]
 
 
-async def test_install_is_idempotent(pool, new_schema):
+async def test_install_is_idempotent(
+    pool: AsyncConnectionPool[Any], new_schema: Callable[..., str]
+) -> None:
     name = new_schema()
     await schema.install(pool, name)
     before = await snapshot(pool, name)
@@ -516,7 +525,9 @@ async def test_install_is_idempotent(pool, new_schema):
     await assert_matches_v14(pool, name)
 
 
-async def test_install_sql_runs_as_raw_sql_in_one_transaction(pool, new_schema, dsn):
+async def test_install_sql_runs_as_raw_sql_in_one_transaction(
+    pool: AsyncConnectionPool[Any], new_schema: Callable[..., str], dsn: str
+) -> None:
     name = new_schema()
     script = schema.install_sql(name)
     assert isinstance(script, str)
@@ -529,7 +540,9 @@ async def test_install_sql_runs_as_raw_sql_in_one_transaction(pool, new_schema, 
     await assert_matches_v14(pool, name)
 
 
-async def test_install_sql_rolled_back_leaves_nothing(pool, new_schema, dsn):
+async def test_install_sql_rolled_back_leaves_nothing(
+    pool: AsyncConnectionPool[Any], new_schema: Callable[..., str], dsn: str
+) -> None:
     name = new_schema()
 
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
@@ -541,7 +554,9 @@ async def test_install_sql_rolled_back_leaves_nothing(pool, new_schema, dsn):
     assert rows == []
 
 
-async def test_uninstall_removes_every_object(pool, new_schema):
+async def test_uninstall_removes_every_object(
+    pool: AsyncConnectionPool[Any], new_schema: Callable[..., str]
+) -> None:
     name = new_schema()
     await schema.install(pool, name)
 
@@ -567,14 +582,16 @@ async def test_uninstall_removes_every_object(pool, new_schema):
 
 
 @pytest.mark.parametrize("bad", ["bad-name", "x; drop", 'a"b', "1abc", "", "a" * 64])
-def test_prefix_validation_rejects_non_identifiers(bad):
+def test_prefix_validation_rejects_non_identifiers(bad: str) -> None:
     with pytest.raises(ValueError, match="prefix"):
         schema.install_sql(bad)
     with pytest.raises(ValueError, match="prefix"):
         schema.uninstall_sql(bad)
 
 
-async def test_install_with_bad_prefix_raises_before_touching_the_database(pool):
+async def test_install_with_bad_prefix_raises_before_touching_the_database(
+    pool: AsyncConnectionPool[Any],
+) -> None:
     with pytest.raises(ValueError, match="prefix"):
         await schema.install(pool, "x; drop schema public cascade; --")
 
@@ -582,7 +599,9 @@ async def test_install_with_bad_prefix_raises_before_touching_the_database(pool)
 # Version rules
 
 
-async def test_version_13_is_refused_and_nothing_changes(pool, new_schema):
+async def test_version_13_is_refused_and_nothing_changes(
+    pool: AsyncConnectionPool[Any], new_schema: Callable[..., str]
+) -> None:
     name = new_schema()
     await schema.install(pool, name)
     await set_comment(pool, name, "13")
@@ -602,7 +621,9 @@ async def test_version_13_is_refused_and_nothing_changes(pool, new_schema):
     assert await comment(pool, name) == "13"
 
 
-async def test_unknown_comment_is_refused_and_nothing_changes(pool, new_schema):
+async def test_unknown_comment_is_refused_and_nothing_changes(
+    pool: AsyncConnectionPool[Any], new_schema: Callable[..., str]
+) -> None:
     name = new_schema()
     await schema.install(pool, name)
     await set_comment(pool, name, "my jobs table")
@@ -616,7 +637,9 @@ async def test_unknown_comment_is_refused_and_nothing_changes(pool, new_schema):
 
 
 @pytest.mark.parametrize("version", ["15", "∞"])
-async def test_newer_version_leaves_elixir_objects_alone(pool, new_schema, version):
+async def test_newer_version_leaves_elixir_objects_alone(
+    pool: AsyncConnectionPool[Any], new_schema: Callable[..., str], version: str
+) -> None:
     name = new_schema()
     await schema.install(pool, name)
     await set_comment(pool, name, version)
@@ -642,7 +665,9 @@ async def test_newer_version_leaves_elixir_objects_alone(pool, new_schema, versi
 # Upgrading an oban-py 0.7.0 schema
 
 
-async def test_upgrade_of_oban_py_070_schema_in_place(pool, new_schema):
+async def test_upgrade_of_oban_py_070_schema_in_place(
+    pool: AsyncConnectionPool[Any], new_schema: Callable[..., str]
+) -> None:
     name = new_schema()
     await create_oban_py_070(pool, name)
     ids = await insert_legacy_rows(pool, name)
@@ -693,7 +718,9 @@ async def test_upgrade_of_oban_py_070_schema_in_place(pool, new_schema):
     assert await snapshot(pool, name) == before
 
 
-async def test_runtime_works_on_unupgraded_oban_py_070_schema(pool, new_schema):
+async def test_runtime_works_on_unupgraded_oban_py_070_schema(
+    pool: AsyncConnectionPool[Any], new_schema: Callable[..., str]
+) -> None:
     name = new_schema()
     await create_oban_py_070(pool, name)
     errors_type = await run(
@@ -704,7 +731,8 @@ async def test_runtime_works_on_unupgraded_oban_py_070_schema(pool, new_schema):
     )
     assert errors_type == [("jsonb",)]
 
-    async def job_row(job_id: int) -> tuple[Any, ...]:
+    async def job_row(job_id: int | None) -> tuple[Any, ...]:
+        assert job_id is not None
         rows = await in_schema(
             pool,
             name,
@@ -728,10 +756,12 @@ async def test_runtime_works_on_unupgraded_oban_py_070_schema(pool, new_schema):
         bad = await oban.enqueue(SchemaLegacyFail.new({"n": 2}))
 
         async def ok_completed() -> bool:
-            return (await job_row(ok.id))[0] == "completed"
+            state: str = (await job_row(ok.id))[0]
+            return state == "completed"
 
         async def bad_retryable() -> bool:
-            return (await job_row(bad.id))[0] == "retryable"
+            state: str = (await job_row(bad.id))[0]
+            return state == "retryable"
 
         await eventually(ok_completed, message="succeeding job completed")
         await eventually(bad_retryable, message="failing job retryable")
@@ -760,7 +790,8 @@ async def test_runtime_works_on_unupgraded_oban_py_070_schema(pool, new_schema):
         )
 
         async def bad_discarded() -> bool:
-            return (await job_row(bad.id))[0] == "discarded"
+            state: str = (await job_row(bad.id))[0]
+            return state == "discarded"
 
         await eventually(bad_discarded, message="failing job discarded after two attempts")
         _, attempt, errors, _, discarded_at, _ = await job_row(bad.id)

@@ -1,4 +1,7 @@
-from oban import worker
+from collections.abc import Callable
+from typing import Any
+
+from oban import Job, Oban, worker
 from tests.helpers import eventually
 
 SEEN: list[int] = []
@@ -6,11 +9,13 @@ SEEN: list[int] = []
 
 @worker(queue="default")
 class Smoke:
-    async def process(self, job):
+    async def process(self, job: Job) -> None:
         SEEN.append(job.args["n"])
 
 
-async def test_job_runs_and_completes(make_oban, sql):
+async def test_job_runs_and_completes(
+    make_oban: Callable[..., Oban], sql: Callable[..., Any]
+) -> None:
     oban = make_oban(queues={"default": 2})
     async with oban:
         job = await Smoke.enqueue({"n": 1})
@@ -19,9 +24,10 @@ async def test_job_runs_and_completes(make_oban, sql):
             lambda: sql("SELECT state FROM oban_jobs WHERE id = %s", (job.id,)),
         )
 
-        async def completed():
-            return (await sql("SELECT state::text FROM oban_jobs WHERE id = %s", (job.id,)))[0][
-                0
-            ] == "completed"
+        async def completed() -> bool:
+            rows: list[tuple[str]] = await sql(
+                "SELECT state::text FROM oban_jobs WHERE id = %s", (job.id,)
+            )
+            return rows[0][0] == "completed"
 
         await eventually(completed)

@@ -17,6 +17,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from oban import Job, Oban, telemetry, worker
 from oban.decorators import cron_entries
@@ -346,27 +347,30 @@ async def test_acks_are_written_in_batches(
     make_oban: Callable[..., Oban], sql: Callable[..., Any]
 ) -> None:
     oban = make_oban(name=f"{INSTANCE}Acks", queues={"tele_ack_q": 50})
-    original = oban._engine.ack_jobs
+    engine: Any = oban._engine  # Any: its methods are replaced below
+    original = engine.ack_jobs
     calls: list[int] = []
 
     async def counting_ack_jobs(acks: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(len(acks))
         return await original(acks, *args, **kwargs)
 
-    oban._engine.ack_jobs = counting_ack_jobs  # type: ignore[method-assign]
-    carrying = oban._engine.ack_fetch_jobs
+    engine.ack_jobs = counting_ack_jobs
+    carrying = engine.ack_fetch_jobs
 
     async def counting_ack_fetch_jobs(acks: Any, *args: Any, **kwargs: Any) -> Any:
         if acks:  # a fetch that carried acks
             calls.append(len(acks))
         return await carrying(acks, *args, **kwargs)
 
-    oban._engine.ack_fetch_jobs = counting_ack_fetch_jobs  # type: ignore[method-assign]
+    engine.ack_fetch_jobs = counting_ack_fetch_jobs
     await oban.enqueue_many([TeleAckNoopWorker.new({"n": n}) for n in range(200)])
     await oban.start()
 
     async def all_completed() -> bool:
-        rows = await sql("SELECT count(*) FROM oban_jobs WHERE state = 'completed'")
+        rows: list[tuple[int]] = await sql(
+            "SELECT count(*) FROM oban_jobs WHERE state = 'completed'"
+        )
         return rows[0][0] == 200
 
     await eventually(all_completed, timeout=15, message="200 jobs completed")
@@ -381,7 +385,7 @@ async def test_acks_are_written_in_batches(
 
 
 async def test_notifier_heartbeats_on_the_listen_connection(
-    make_oban: Callable[..., Oban], pool: Any, prefix: str
+    make_oban: Callable[..., Oban], pool: AsyncConnectionPool[Any], prefix: str
 ) -> None:
     async def activity() -> list[tuple[Any, ...]]:
         async with pool.connection() as conn:
@@ -389,7 +393,8 @@ async def test_notifier_heartbeats_on_the_listen_connection(
                 "SELECT pid, query, backend_start FROM pg_stat_activity "
                 "WHERE pid <> pg_backend_pid() AND datname = current_database()"
             )
-            return await cur.fetchall()
+            rows: list[tuple[Any, ...]] = await cur.fetchall()
+            return rows
 
     before = {row[0] for row in await activity()}
     oban = make_oban(

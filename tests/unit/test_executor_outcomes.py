@@ -19,8 +19,8 @@ from oban._recorded import decode_recorded
 
 MODULE = __name__
 
-#: What workers observed while running, keyed by job id.
-SEEN: dict[int, dict[str, Any]] = {}
+#: What workers observed while running, keyed by job id (``Job.id`` is typed ``int | None``).
+SEEN: dict[int | None, dict[str, Any]] = {}
 
 
 @worker()

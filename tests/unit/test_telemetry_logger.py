@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from oban import Job, telemetry
@@ -333,7 +334,7 @@ def test_no_json_is_built_when_the_logger_is_not_enabled(
     quiet = logging.getLogger("myapp.quiet_oban")
     quiet.setLevel(logging.WARNING)
     job = _job()  # built first: Job validation uses orjson too
-    monkeypatch.setattr(telemetry_logger.orjson, "dumps", _explode)
+    monkeypatch.setattr(orjson, "dumps", _explode)  # the module the logger imported
     telemetry_logger.attach(level=logging.INFO, logger=quiet)
 
     telemetry.execute("oban.job.start", {"job": job, "monotonic_time": 1})
