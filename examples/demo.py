@@ -2,7 +2,7 @@
 
 Run with ``make demo``. With no configuration it runs on the embedded SQLite engine (a
 database file in a temporary directory): nothing else to install. Set OBAN_DSN to a
-``postgresql://`` DSN to run it on PostgreSQL instead (schema ``oban_demo``).
+``postgresql://`` DSN to run it on PostgreSQL instead (schema ``oban_demo``, or OBAN_PREFIX).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from oban import Cancel, Oban, Record, Snooze, job, schema, worker
 from oban._recorded import decode_recorded
 
 DSN = os.environ.get("OBAN_DSN")
-PREFIX = "oban_demo"
+# A schema of its own (OBAN_PREFIX), so a run cannot disturb anything else in the database.
+PREFIX = os.environ.get("OBAN_PREFIX", "oban_demo")
 START = time.monotonic()
 
 

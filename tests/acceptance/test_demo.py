@@ -6,9 +6,13 @@ import asyncio
 import os
 import re
 import sys
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
+
+from tests.helpers import reap
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -16,23 +20,29 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("engine", ["postgres", "sqlite"])
 async def test_demo_runs_and_shows_retry_snooze_cancel_and_record(dsn: str, engine: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OBAN_")}
+    # A schema of this run's own: two test runs may share the server.
+    demo_schema = f"demo_{uuid.uuid4().hex[:10]}"
     if engine == "postgres":
         env["OBAN_DSN"] = dsn
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "examples/demo.py",
-        cwd=REPO,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+        env["OBAN_PREFIX"] = demo_schema
     try:
-        raw, _ = await asyncio.wait_for(proc.communicate(), 60)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "examples/demo.py",
+            cwd=REPO,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            raw, _ = await asyncio.wait_for(proc.communicate(), 60)
+        finally:
+            await reap(proc)
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        if engine == "postgres":
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{demo_schema}" CASCADE')
     out = raw.decode()
     assert proc.returncode == 0, out
 

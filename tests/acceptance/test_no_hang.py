@@ -32,13 +32,14 @@ def _inner_pytest(
         *("-p", "tests.conftest", "-p", "tests.conformance.conftest"),
         *("-c", os.devnull, "--rootdir", str(tmp_path)),
         *("-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function"),
-        *("-o", f"timeout={timeout}"),
+        *("-o", f"timeout={timeout}", "-rfE"),
     ]
     started = time.monotonic()
     result = subprocess.run(
         command,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        # A wide terminal, so the short summary always carries each failure's reason.
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300", **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,  # far beyond what any scenario needs: a hang here fails this test
@@ -188,11 +189,16 @@ def test_a_hang_in_setup_call_or_teardown_fails_within_the_timeout_naming_the_te
     result, took = _inner_pytest(tmp_path, HANGS, timeout=2)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
-    summary = [line for line in output.splitlines() if "test_inner.py::" in line]
-    assert any(line.startswith("FAILED") and "::test_hang_in_call" in line for line in summary)
-    assert any(line.startswith("ERROR") and "::test_hang_in_setup" in line for line in summary)
-    assert any(line.startswith("ERROR") and "::test_hang_in_teardown" in line for line in summary)
-    assert output.count("Failed: Timeout (>2.0s) from pytest-timeout") == 3, output
+    summary = {
+        line.split(" - ")[0].split("::")[-1]: line
+        for line in output.splitlines()
+        if line.startswith(("FAILED", "ERROR")) and "test_inner.py::" in line
+    }
+    timeout = "Failed: Timeout (>2.0s) from pytest-timeout"
+    assert summary["test_hang_in_call"].startswith("FAILED"), output
+    assert summary["test_hang_in_setup"].startswith("ERROR"), output
+    assert summary["test_hang_in_teardown"].startswith("ERROR"), output
+    assert all(timeout in line for line in summary.values()), output
     assert ">       time.sleep(3600)" in output, output  # the traceback shows where it hung
     assert took < 45, f"three 2 s timeouts took {took:.1f}s\n{output}"
 
