@@ -11,10 +11,15 @@ import asyncio
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from oban import Cancel, Oban, Record, Snooze, job, schema, worker
-from oban._recorded import decode_recorded
+from oban.worker import UnimportableWorkerWarning
+
+# The workers below live in this script's __main__, which other processes cannot import; oban
+# warns about that at enqueue. This demo runs its queues in this same process, so it is fine.
+warnings.filterwarnings("ignore", category=UnimportableWorkerWarning)
 
 DSN = os.environ.get("OBAN_DSN")
 # A schema of its own (OBAN_PREFIX), so a run cannot disturb anything else in the database.
@@ -111,7 +116,7 @@ async def main() -> None:
             if j.errors:
                 line += f", errors: {[e['error'].splitlines()[-1] for e in j.errors]}"
             if j.meta.get("recorded"):
-                line += f", recorded: {decode_recorded(j.meta['return'])}"
+                line += f", recorded: {j.recorded}"
             if j.meta.get("snoozed"):
                 line += f", snoozed {j.meta['snoozed']}x"
             print(line)

@@ -10,6 +10,7 @@ import traceback
 import types
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,6 +18,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from oban import Oban, schema
+from oban._config import CONFIG_FILE_NAME
 from oban.oban import _instances
 from tests.helpers import stop_all
 from tests.pgserver import PrivateServer
@@ -76,6 +78,28 @@ def _idle_executor_worker(frame: types.FrameType | None) -> bool:
         and frame.f_code.co_name == "_worker"
         and frame.f_code.co_filename.endswith(os.path.join("concurrent", "futures", "thread.py"))
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_ambient_oban_config() -> Iterator[None]:
+    """``Oban(...)`` reads ``OBAN_*`` variables and ``./oban.toml`` as ``oban start`` does.
+
+    The suite's instances get every setting from their fixtures, so none may come from the
+    shell that runs the tests: the ``OBAN_*`` settings (not ``OBAN_TEST_*``) are removed for
+    the session, and a ``./oban.toml`` in the directory pytest runs from stops the run (a test
+    that needs a file makes its own in a temporary directory and changes into it).
+    """
+    if Path(CONFIG_FILE_NAME).is_file():
+        pytest.exit(
+            f"{Path(CONFIG_FILE_NAME).resolve()} exists: Oban(...) would read it in every test. "
+            "Run the tests from a directory without oban.toml.",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+    ambient = [k for k in os.environ if k.startswith("OBAN_") and not k.startswith("OBAN_TEST_")]
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ambient:
+            patch.delenv(name)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -56,3 +57,26 @@ async def reap(proc: asyncio.subprocess.Process, *, timeout: float = 10.0) -> No
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await asyncio.wait_for(proc.wait(), timeout)
+
+
+async def run_command(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> tuple[int, str]:
+    """Run a command with no terminal (stdin from /dev/null) and return its exit code and its
+    stdout and stderr together; killed if it outlives ``timeout``."""
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        await reap(proc)
+    return proc.returncode or 0, out.decode()

@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
 # isort: off
+from ._config import Config
 from .job import Cancel, Job, JobState, Record, Snooze, current_job
 from .oban import Oban
 from .worker import Worker
@@ -24,6 +25,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Cancel",
+    "Config",
     "Job",
     "JobState",
     "Oban",

@@ -1,23 +1,26 @@
-"""Configuration loading for Oban.
+"""Configuration: the one place where Oban's settings are resolved.
 
-A :class:`Config` is assembled from up to four layers, lowest precedence first:
+``Oban(...)``, :meth:`Oban.from_config`, ``Oban.create_pool()`` and the ``oban`` command all
+resolve their settings here, from up to four layers, highest precedence first:
 
-1. the dataclass defaults,
-2. an ``oban.toml`` file (an explicit ``config_path`` or ``./oban.toml`` when present),
-3. ``OBAN_*`` environment variables,
-4. keyword overrides passed to :meth:`Config.load` (``None`` values are ignored).
+1. keyword arguments (or CLI flags); ``None`` means "not given",
+2. ``OBAN_*`` environment variables,
+3. an ``oban.toml`` file (an explicit ``config_path``, else ``./oban.toml`` when present),
+4. the defaults: the embedded SQLite engine on ``./oban.db``.
 
-Scalar options from a higher layer replace lower ones.  Dict-valued options (``queues``,
-``notifier``, ``lifeline``, ``pruner``, ``refresher``, ``scheduler``, ``stager`` and ``metrics``
-when it is a table) are merged key by key, so a queue defined in a higher layer replaces that
-queue's whole settings while other queues are kept.
+A value from a higher layer replaces a lower one's, ``queues`` included: ``--queues`` or
+``OBAN_QUEUES`` replace the file's queues. Only the component tables (``notifier``,
+``leader``, ``lifeline``, ``pruner``, ``refresher``, ``scheduler``, ``stager`` and
+``metrics`` when it is a table) are merged key by key.
 
-Every :class:`Config`, however it was built, is normalised and validated on construction.
+Every option is validated where it is given: an unknown name raises ``ValueError`` with the
+near match, a value of the wrong type ``TypeError`` and a wrong value ``ValueError``, each
+naming the option (and the file or variable it came from).
 """
 
 from __future__ import annotations
 
-import difflib
+import enum
 import errno
 import math
 import os
@@ -26,14 +29,27 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Final, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+from ._engines._dsn import is_postgres, sqlite_path
+from ._options import unknown_option as _unknown_option
+from .errors import OptionNotImplementedError, UnknownOptionError
 
 __all__ = [
     "CONFIG_FILE_NAME",
     "NOTIFIER_TYPES",
     "QUEUE_NAME_MAX_LENGTH",
+    "QUEUE_OPTIONS",
+    "UNSET",
     "Config",
+    "Unset",
+    "_unknown_option",
     "parse_queues",
+    "producer_options",
+    "resolve",
 ]
 
 #: File looked up in the current working directory when no ``config_path`` is given.
@@ -55,7 +71,21 @@ _FALSE_WORDS = frozenset({"false", "0", "no"})
 _UNBOUNDED_WORDS = frozenset({"none", "infinity", "inf"})
 
 _Check = Callable[[str, Any], None]
-"""A validator: receives the option label (for messages) and the value, raises ValueError."""
+"""A validator: receives the option label (for messages) and the value; raises TypeError for
+a value of the wrong type and ValueError for a wrong value."""
+
+
+class Unset(enum.Enum):
+    """The type of :data:`UNSET`."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: "Not given", for the options where ``None`` is a meaningful value.
+UNSET: Final = Unset.UNSET
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,48 +93,63 @@ _Check = Callable[[str, Any], None]
 # ---------------------------------------------------------------------------------------------
 
 
+def _require(label: str, what: str, value: Any, *, typed: bool, valid: bool = True) -> None:
+    """TypeError when ``value`` has the wrong type, ValueError when it is a wrong value."""
+    if not typed:
+        raise TypeError(f"{label} must be {what}, got {value!r}")
+    if not valid:
+        raise ValueError(f"{label} must be {what}, got {value!r}")
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_positive_number(label: str, value: Any) -> None:
-    if not _is_number(value) or not math.isfinite(value) or not value > 0:
-        raise ValueError(f"{label} must be a positive number, got {value!r}")
+    typed = _is_number(value)
+    valid = typed and math.isfinite(value) and value > 0
+    _require(label, "a positive number", value, typed=typed, valid=valid)
 
 
 def _check_non_negative_number(label: str, value: Any) -> None:
-    if not _is_number(value) or not math.isfinite(value) or not value >= 0:
-        raise ValueError(f"{label} must be a non-negative number, got {value!r}")
+    typed = _is_number(value)
+    valid = typed and math.isfinite(value) and value >= 0
+    _require(label, "a non-negative number", value, typed=typed, valid=valid)
 
 
 def _check_positive_int(label: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    typed = _is_int(value)
+    _require(label, "a positive integer", value, typed=typed, valid=typed and value > 0)
 
 
 def _check_bool(label: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{label} must be true or false, got {value!r}")
+    _require(label, "true or false", value, typed=isinstance(value, bool))
 
 
 def _check_optional_bool(label: str, value: Any) -> None:
-    if value is not None and not isinstance(value, bool):
-        raise ValueError(f"{label} must be true, false or None, got {value!r}")
-
-
-def _check_str(label: str, value: Any) -> None:
-    if not isinstance(value, str):
-        raise ValueError(f"{label} must be a string, got {value!r}")
+    _require(label, "true, false or None", value, typed=value is None or isinstance(value, bool))
 
 
 def _check_optional_str(label: str, value: Any) -> None:
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{label} must be a string or None, got {value!r}")
+    _require(label, "a string or None", value, typed=value is None or isinstance(value, str))
+
+
+def _check_dsn(label: str, value: Any) -> None:
+    _check_optional_str(label, value)
+    if value and not is_postgres(value):
+        try:
+            sqlite_path(value)
+        except ValueError as error:
+            raise ValueError(f"{label}: {error}") from None
 
 
 def _check_non_empty_str(label: str, value: Any) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{label} must be a non-empty string, got {value!r}")
+    typed = isinstance(value, str)
+    _require(label, "a non-empty string", value, typed=typed, valid=typed and bool(value.strip()))
 
 
 def _check_optional_non_empty_str(label: str, value: Any) -> None:
@@ -118,21 +163,35 @@ def _check_grace_period(label: str, value: Any) -> None:
 
 
 def _check_prefix(label: str, value: Any) -> None:
-    if not isinstance(value, str) or _PREFIX_PATTERN.fullmatch(value) is None:
-        raise ValueError(
-            f"{label} must be a valid SQL identifier (a letter or underscore followed by up to "
-            f"62 letters, digits or underscores), got {value!r}"
-        )
+    typed = isinstance(value, str)
+    _require(
+        label,
+        "a valid SQL identifier (a letter or underscore followed by up to 62 letters, digits "
+        "or underscores)",
+        value,
+        typed=typed,
+        valid=typed and _PREFIX_PATTERN.fullmatch(value) is not None,
+    )
 
 
 def _check_notifier_type(label: str, value: Any) -> None:
-    if not isinstance(value, str) or value not in NOTIFIER_TYPES:
-        choices = ", ".join(repr(choice) for choice in sorted(NOTIFIER_TYPES))
-        raise ValueError(f"{label} must be one of {choices}, got {value!r}")
+    choices = ", ".join(repr(choice) for choice in sorted(NOTIFIER_TYPES))
+    typed = isinstance(value, str)
+    _require(
+        label, f"one of {choices}", value, typed=typed, valid=typed and value in NOTIFIER_TYPES
+    )
+
+
+def _check_timezone(label: str, value: Any) -> None:
+    _check_non_empty_str(label, value)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"{label}: unknown timezone {value!r}") from None
 
 
 _SCALAR_CHECKS: dict[str, _Check] = {
-    "dsn": _check_optional_str,
+    "dsn": _check_dsn,
     "name": _check_non_empty_str,
     "node": _check_optional_non_empty_str,
     "prefix": _check_prefix,
@@ -173,7 +232,7 @@ _TABLE_OPTIONS: dict[str, dict[str, _Check]] = {
         "max_age": _check_positive_number,
     },
     "scheduler": {
-        "timezone": _check_non_empty_str,
+        "timezone": _check_timezone,
     },
     "stager": {
         "interval": _check_positive_number,
@@ -187,41 +246,107 @@ _TABLE_OPTIONS: dict[str, dict[str, _Check]] = {
     },
 }
 
-#: Options whose values are merged key by key across configuration layers.
-_MERGED_OPTIONS: frozenset[str] = frozenset({"queues", *_TABLE_OPTIONS})
-
-
-def _unknown_option(key: object, known: Iterable[str]) -> ValueError:
-    """Build the error for an unrecognised option, suggesting the closest known name."""
-    candidates = sorted(known)
-    matches = difflib.get_close_matches(str(key), candidates, n=1)
-    if matches:
-        return ValueError(f"unknown option {key!r}, did you mean {matches[0]!r}?")
-    return ValueError(f"unknown option {key!r} (known options: {', '.join(candidates)})")
+#: Options whose values are merged key by key across configuration layers (``queues`` is
+#: not: a higher layer's queues replace a lower layer's).
+_MERGED_OPTIONS: frozenset[str] = frozenset(_TABLE_OPTIONS)
 
 
 def _check_table(option: str, value: Any) -> dict[str, Any]:
     """Validate a plugin/notifier/metrics table and return a shallow copy of it."""
     if not isinstance(value, Mapping):
-        raise ValueError(f"{option} must be a table (dict), got {value!r}")
+        raise TypeError(f"{option} must be a table (dict), got {value!r}")
     checks = _TABLE_OPTIONS[option]
     for key, item in value.items():
         check = checks.get(key)
         if check is None:
-            raise ValueError(f"{option}: {_unknown_option(key, checks)}")
+            raise UnknownOptionError(f"{option}: {_unknown_option(key, checks)}")
         check(f"{option}.{key}", item)
     return dict(value)
+
+
+def _normalise_metrics(value: Any) -> bool | dict[str, Any] | None:
+    if isinstance(value, Mapping):
+        return _check_table("metrics", value)
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"metrics must be true, false, None or a table, got {value!r}")
+    return value
+
+
+def _check_pool_sizes(min_size: int, max_size: int) -> None:
+    if min_size > max_size:
+        raise ValueError(
+            f"pool_min_size ({min_size}) must not be greater than pool_max_size ({max_size})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Queues
 # ---------------------------------------------------------------------------------------------
 
+#: Keys a queue's meta may not use: the producer's own keyword arguments (the meta is passed
+#: to it as keyword arguments, see producer_options), ``local_limit`` (written beside the meta
+#: in the producer row) and ``notifier`` (added by ``check_queue``).
+_RESERVED_META: frozenset[str] = frozenset(
+    {
+        "acker",
+        "debounce_interval",
+        "engine",
+        "executor",
+        "limit",
+        "local_limit",
+        "name",
+        "node",
+        "notifier",
+        "paused",
+        "poll_interval",
+        "queue",
+    }
+)
+
+#: Queue options oban-py hands to Oban Pro; not implemented here.
+_QUEUE_NOT_IMPLEMENTED: frozenset[str] = frozenset({"global_limit", "partition", "rate_limit"})
+
+
+def _check_queue_meta(label: str, value: Any) -> None:
+    typed = isinstance(value, Mapping) and all(isinstance(key, str) for key in value)
+    _require(label, "a table (dict) with string keys", value, typed=typed)
+    reserved = sorted(_RESERVED_META.intersection(value))
+    if reserved:
+        raise ValueError(f"{label} must not use the reserved keys {', '.join(reserved)}")
+    try:
+        orjson.dumps(dict(value))
+    except TypeError as error:
+        raise TypeError(f"{label} must be JSON-serialisable: {error}") from None
+
+
+#: The settings a queue accepts, each with its check. Free-form data goes under ``meta``.
+_QUEUE_CHECKS: dict[str, _Check] = {
+    "debounce_interval": _check_non_negative_number,
+    "limit": _check_positive_int,
+    "meta": _check_queue_meta,
+    "paused": _check_bool,
+}
+
+#: Names accepted in a queue's settings table.
+QUEUE_OPTIONS: frozenset[str] = frozenset(_QUEUE_CHECKS)
+
+
+def _unknown_queue_option(label: str, key: object) -> ValueError:
+    accepted = ", ".join(sorted(QUEUE_OPTIONS))
+    if key in _QUEUE_NOT_IMPLEMENTED:
+        return OptionNotImplementedError(
+            f"{label}.{key} is not implemented yet (oban-py leaves it to Oban Pro); a queue "
+            f"accepts {accepted}"
+        )
+    error = _unknown_option(key, QUEUE_OPTIONS, list_known=True)
+    return UnknownOptionError(f"{label}: {error}; free-form queue data goes under 'meta'")
+
 
 def _normalise_queue_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"queue name must be a non-empty string, got {name!r}")
-    stripped = name.strip()
+    typed = isinstance(name, str)
+    valid = typed and bool(name.strip())
+    _require("queue name", "a non-empty string", name, typed=typed, valid=valid)
+    stripped: str = name.strip()
     if len(stripped) > QUEUE_NAME_MAX_LENGTH:
         raise ValueError(
             f"queue name {stripped[:20]!r}... is too long "
@@ -232,25 +357,27 @@ def _normalise_queue_name(name: Any) -> str:
 
 def _normalise_queue(name: str, value: Any) -> dict[str, Any]:
     label = f"queues.{name}"
-    if isinstance(value, Mapping):
+    if _is_int(value):
+        settings: dict[str, Any] = {"limit": value}
+    elif isinstance(value, Mapping):
         settings = {"limit": DEFAULT_QUEUE_LIMIT, **value}
-    elif isinstance(value, int) and not isinstance(value, bool):
-        settings = {"limit": value}
     else:
-        raise ValueError(
+        raise TypeError(
             f"{label} must be a positive integer limit or a table with a 'limit' key, got {value!r}"
         )
-    _check_positive_int(f"{label}.limit", settings["limit"])
-    if "paused" in settings:
-        _check_bool(f"{label}.paused", settings["paused"])
-    if "debounce_interval" in settings:
-        _check_non_negative_number(f"{label}.debounce_interval", settings["debounce_interval"])
+    for key, item in settings.items():
+        check = _QUEUE_CHECKS.get(key)
+        if check is None:
+            raise _unknown_queue_option(label, key)
+        check(f"{label}.{key}", item)
+    if "meta" in settings:
+        settings["meta"] = dict(settings["meta"])
     return settings
 
 
 def _normalise_queues(queues: Any) -> dict[str, dict[str, Any]]:
     if not isinstance(queues, Mapping):
-        raise ValueError(f"queues must be a table (dict) of queue name to limit, got {queues!r}")
+        raise TypeError(f"queues must be a table (dict) of queue name to limit, got {queues!r}")
     result: dict[str, dict[str, Any]] = {}
     for raw_name, value in queues.items():
         name = _normalise_queue_name(raw_name)
@@ -258,6 +385,17 @@ def _normalise_queues(queues: Any) -> dict[str, dict[str, Any]]:
             raise ValueError(f"queue {name!r} is defined more than once")
         result[name] = _normalise_queue(name, value)
     return result
+
+
+def producer_options(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A queue's normalised settings as producer keyword arguments: ``meta`` is spread out,
+    so its keys become the producer's meta (``QueueInfo.meta`` and the producer row).
+
+    >>> producer_options({"limit": 5, "meta": {"region": "eu"}})
+    {'limit': 5, 'region': 'eu'}
+    """
+    options = {key: value for key, value in settings.items() if key != "meta"}
+    return {**options, **settings.get("meta", {})}
 
 
 def _parse_queue_pairs(text: str) -> dict[str, dict[str, Any]]:
@@ -294,6 +432,18 @@ def parse_queues(text: str) -> dict[str, dict[str, Any]]:
         return _parse_queue_pairs(text)
     except ValueError as exc:
         raise ValueError(f"{text!r} is not valid: {exc}") from None
+
+
+def _normalise_option(option: str, value: Any) -> Any:
+    """``value`` checked (and for queues and tables normalised) as option ``option``."""
+    if option == "queues":
+        return _normalise_queues(value)
+    if option == "metrics":
+        return _normalise_metrics(value)
+    if option in _TABLE_OPTIONS:
+        return _check_table(option, value)
+    _SCALAR_CHECKS[option](option, value)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +484,6 @@ def _parse_grace_period(raw: str) -> float | None:
 
 
 def _parse_notifier(raw: str) -> dict[str, Any]:
-    _check_notifier_type("notifier.type", raw)
     return {"type": raw}
 
 
@@ -369,13 +518,9 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
         if raw is None or not raw.strip():
             continue
         try:
-            value = parse(raw.strip())
-            check = _SCALAR_CHECKS.get(option)
-            if check is not None:
-                check(option, value)
-        except ValueError as exc:
+            layer[option] = _normalise_option(option, parse(raw.strip()))
+        except (TypeError, ValueError) as exc:
             raise ValueError(f"{var}: {raw!r} is not valid: {exc}") from None
-        layer[option] = value
     return layer
 
 
@@ -384,24 +529,34 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _file_layer(config_path: str | os.PathLike[str] | None) -> dict[str, Any]:
+def _read_toml(config_path: str | os.PathLike[str] | None) -> tuple[Path, dict[str, Any]]:
     if config_path is None:
         path = Path.cwd() / CONFIG_FILE_NAME
         if not path.is_file():
-            return {}
+            return path, {}
     else:
         path = Path(config_path)
         if not path.exists():
             raise FileNotFoundError(errno.ENOENT, "Oban config file not found", str(path))
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
+            return path, tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: invalid TOML: {exc}") from exc
-    for key in data:
+
+
+def _file_layer(config_path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The file's options, each checked; errors name the file."""
+    path, data = _read_toml(config_path)
+    layer: dict[str, Any] = {}
+    for key, value in data.items():
         if key not in _OPTION_NAMES:
-            raise ValueError(f"{path}: {_unknown_option(key, _OPTION_NAMES)}")
-    return data
+            raise UnknownOptionError(f"{path}: {_unknown_option(key, _OPTION_NAMES)}")
+        try:
+            layer[key] = _normalise_option(key, value)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{path}: {exc}") from None
+    return layer
 
 
 def _merge_layers(layers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -420,6 +575,31 @@ def _merge_layers(layers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def _check_names(options: Iterable[str]) -> None:
+    for key in options:
+        if key not in _OPTION_NAMES:
+            raise _unknown_option(key, _OPTION_NAMES)
+
+
+def resolve(
+    overrides: Mapping[str, Any],
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The options of a :class:`Config`: ``overrides`` over ``OBAN_*`` over the file.
+
+    Every key of ``overrides`` counts, ``None`` included (:meth:`Config.load` drops ``None``
+    first); callers pass only the options that were given.
+
+    :raises ValueError: for an unknown option, naming the near match.
+    """
+    _check_names(overrides)
+    file_layer = _file_layer(config_path)
+    env_layer = _env_layer(os.environ if env is None else env)
+    return _merge_layers([file_layer, env_layer, overrides])
+
+
 # ---------------------------------------------------------------------------------------------
 # Config
 # ---------------------------------------------------------------------------------------------
@@ -427,16 +607,22 @@ def _merge_layers(layers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 @dataclass(kw_only=True)
 class Config:
-    """Validated settings for an Oban instance.
+    """Validated settings for an Oban instance, exported as ``oban.Config``.
 
-    Build one directly (every field is keyword-only) or with :meth:`load`, which layers
-    ``oban.toml``, ``OBAN_*`` environment variables and keyword overrides on top of the
-    defaults.  Construction normalises the queues (``{"default": 10}`` becomes
-    ``{"default": {"limit": 10}}``) and raises :class:`ValueError` for invalid settings.
+    :meth:`load` resolves them as ``Oban(...)`` and ``oban start`` do (keyword overrides over
+    ``OBAN_*`` variables over ``oban.toml`` over the defaults); give the result to
+    :meth:`Oban.from_config <oban.Oban.from_config>`. Built directly (every field is
+    keyword-only) a config holds exactly what it is given. Construction normalises the queues
+    (``{"default": 10}`` becomes ``{"default": {"limit": 10}}``) and raises ``TypeError`` for
+    a value of the wrong type and ``ValueError`` for a wrong value, naming the option.
+
+    >>> config = Config.load(queues={"default": 10})        # doctest: +SKIP
+    >>> oban = Oban.from_config(config)                      # doctest: +SKIP
     """
 
     dsn: str | None = field(default=None, repr=False)
-    """PostgreSQL connection string (hidden from ``repr`` as it may hold a password)."""
+    """``postgresql://...`` or ``sqlite:///path.db``; ``None``: SQLite on ``./oban.db``
+    (hidden from ``repr`` as it may hold a password)."""
     name: str = "Oban"
     """Instance name, used to tell several instances apart."""
     node: str | None = None
@@ -446,8 +632,8 @@ class Config:
     leadership: bool | None = None
     """Whether to take part in leader election; ``None`` means the runtime default."""
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Queue name to settings; each has ``limit`` and optionally ``paused``,
-    ``debounce_interval`` and extra metadata keys."""
+    """Queue name to settings: ``limit`` (default 10), ``paused``, ``debounce_interval`` and
+    ``meta`` (free-form data shown in ``QueueInfo.meta`` and the producer row)."""
     notifier: dict[str, Any] = field(default_factory=dict)
     """Notifier settings: ``type`` and optional timing options."""
     shutdown_grace_period: float | None = 15.0
@@ -488,31 +674,13 @@ class Config:
         Called automatically on construction; call it again after mutating a config.  Nothing
         is modified when a check fails.
 
-        :raises ValueError: naming the offending option (e.g. ``pruner.max_age``).
+        :raises TypeError: a value of the wrong type, naming the option (``pruner.max_age``).
+        :raises ValueError: an unknown option or a wrong value, naming it.
         """
-        queues = _normalise_queues(self.queues)
-        for option, check in _SCALAR_CHECKS.items():
-            check(option, getattr(self, option))
-        if self.pool_min_size > self.pool_max_size:
-            raise ValueError(
-                f"pool_min_size ({self.pool_min_size}) must not be greater than "
-                f"pool_max_size ({self.pool_max_size})"
-            )
-        tables = {
-            option: _check_table(option, getattr(self, option))
-            for option in _TABLE_OPTIONS
-            if option != "metrics"
-        }
-        metrics = self.metrics
-        if isinstance(metrics, Mapping):
-            metrics = _check_table("metrics", metrics)
-        elif metrics is not None and not isinstance(metrics, bool):
-            raise ValueError(f"metrics must be true, false, None or a table, got {metrics!r}")
-
-        self.queues = queues
-        for option, table in tables.items():
-            setattr(self, option, table)
-        self.metrics = metrics
+        values = {f.name: _normalise_option(f.name, getattr(self, f.name)) for f in fields(self)}
+        _check_pool_sizes(values["pool_min_size"], values["pool_max_size"])
+        for name, value in values.items():
+            setattr(self, name, value)
 
     @classmethod
     def load(
@@ -529,16 +697,16 @@ class Config:
         :param overrides: option values taking precedence over everything else; ``None``
             values are ignored so unset CLI flags can be passed straight through.
         :raises FileNotFoundError: if an explicit ``config_path`` does not exist.
+        :raises TypeError: for a value of the wrong type.
         :raises ValueError: for unknown options, malformed environment values or invalid
             settings.
+
+        >>> Config.load(env={"OBAN_QUEUES": "default:5"}).queues   # doctest: +SKIP
+        {'default': {'limit': 5}}
         """
-        for key in overrides:
-            if key not in _OPTION_NAMES:
-                raise _unknown_option(key, _OPTION_NAMES)
-        file_layer = _file_layer(config_path)
-        env_layer = _env_layer(os.environ if env is None else env)
-        override_layer = {key: value for key, value in overrides.items() if value is not None}
-        return cls(**_merge_layers([file_layer, env_layer, override_layer]))
+        _check_names(overrides)
+        given = {key: value for key, value in overrides.items() if value is not None}
+        return cls(**resolve(given, config_path=config_path, env=env))
 
     def pool_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``psycopg_pool.AsyncConnectionPool``.

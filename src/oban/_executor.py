@@ -14,7 +14,7 @@ from typing import Any
 from . import telemetry
 from ._backoff import jittery_clamped
 from ._engines.base import Ack
-from .errors import JobTimeoutError
+from .errors import JobTimeoutError, WorkerResolutionError
 from .job import Cancel, Job, JobState, Record, Snooze, _current_job
 from .telemetry.core import has_handlers
 from .worker import resolve_worker
@@ -34,6 +34,13 @@ def _worker_is_async(cls: type[Any]) -> bool:
 
 def _format_error(error: BaseException) -> str:
     return "".join(traceback.format_exception(error)).rstrip()
+
+
+def _log_unresolved(job: Job, error: WorkerResolutionError) -> None:
+    # Not the worker's own failure: a deploy or a row names code this node does not have.
+    logger.error(
+        "job %s names worker %r, which this node cannot load: %s", job.id, job.worker, error
+    )
 
 
 def _backoff(instance: Any, job: Job) -> float:
@@ -74,16 +81,18 @@ class Executor:
             _current_job.reset(token)
             raise
         except Exception as caught:
-            if not self._safe:
-                _current_job.reset(token)
-                raise
             error = caught
+            if self._safe and isinstance(caught, WorkerResolutionError):
+                _log_unresolved(job, caught)
         try:
             ack = self._outcome(job, instance, result, error)
             self._emit(job, ack, error, started)
         finally:
             # Reset after the stop/exception events so their handlers see current_job().
             _current_job.reset(token)
+        if error is not None and not self._safe:
+            # Unsafe (process_job, drain_queue): observers saw the exception event first.
+            raise error
         return ack, result
 
     async def _call(self, cls: type[Any], instance: Any, job: Job, timeout: float | None) -> Any:

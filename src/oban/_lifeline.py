@@ -20,7 +20,8 @@ _NEVER_STALE = 1e9
 
 
 class Lifeline(Looper):
-    """Moves orphans back to ``available`` (or ``discarded`` when out of attempts)."""
+    """Moves orphans back to ``available``, counting the rescue in ``meta.rescued``, or to
+    ``discarded`` when out of attempts (meta untouched)."""
 
     name = "lifeline"
     leader_only = True

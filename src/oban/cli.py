@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from . import __version__, schema
 from ._config import Config, parse_queues
-from ._engines._dsn import is_postgres, sqlite_path
-from .errors import ObanError
+from ._engines._dsn import describe, is_postgres, sqlite_path
+from .errors import ObanError, SchemaNotInstalledError
 from .worker import worker_name
 
 logger = logging.getLogger("oban.cli")
+T = TypeVar("T")
 
 _config_option = click.option(
     "--config",
@@ -28,15 +31,26 @@ _config_option = click.option(
     default=None,
     help="Path to oban.toml (default: ./oban.toml when present).",
 )
-_dsn_option = click.option("--dsn", default=None, help="PostgreSQL DSN [env OBAN_DSN].")
+_dsn_option = click.option(
+    "--dsn",
+    default=None,
+    help="postgresql://... or sqlite:///path.db (default: ./oban.db) [env OBAN_DSN].",
+)
 _prefix_option = click.option("--prefix", default=None, help="Schema name [env OBAN_PREFIX].")
 
 
 def _load(**options: Any) -> Config:
     try:
         return Config.load(**options)
-    except (ValueError, FileNotFoundError) as error:
+    except (TypeError, ValueError, FileNotFoundError) as error:
         raise click.UsageError(str(error)) from error
+
+
+def _database(config: Config) -> str:
+    """Where ``config`` points, for output: the SQLite file or the masked DSN and schema."""
+    if is_postgres(config.dsn):
+        return f"schema {config.prefix!r} of {describe(config.dsn)}"
+    return describe(config.dsn)
 
 
 async def _sqlite(config: Config, action: str) -> None:
@@ -54,23 +68,26 @@ async def _sqlite(config: Config, action: str) -> None:
 
 
 async def _with_pool(config: Config, action: Any) -> None:
-    from .oban import Oban
+    from ._engines.postgres import new_pool, open_pool
 
-    pool = await Oban.create_pool(dsn=config.dsn, min_size=1, max_size=2)
+    assert config.dsn is not None
+    pool = new_pool(config.dsn, {**config.pool_kwargs(), "min_size": 1, "max_size": 2})
+    await open_pool(pool, timeout=config.pool_timeout)
     try:
         await action(pool)
     finally:
         await pool.close()
 
 
-def _run(coro: Any) -> None:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         try:
             import uvloop  # type: ignore[import-not-found]
         except ImportError:
-            asyncio.run(coro)
+            return asyncio.run(coro)
         else:
-            uvloop.run(coro)
+            result: T = uvloop.run(coro)
+            return result
     except ObanError as error:
         raise click.ClickException(str(error)) from error
 
@@ -83,8 +100,8 @@ def main() -> None:
 
 @main.command()
 def version() -> None:
-    """Print the version."""
-    click.echo(__version__)
+    """Print the package name and version, e.g. ``oban 0.1.0``."""
+    click.echo(f"oban {__version__}")
 
 
 @main.command()
@@ -96,36 +113,41 @@ def install(config_path: str | None, dsn: str | None, prefix: str | None) -> Non
     config = _load(config_path=config_path, dsn=dsn, prefix=prefix)
     if not is_postgres(config.dsn):
         _run(_sqlite(config, "install"))
-        click.echo(f"oban schema installed in {sqlite_path(config.dsn)}")
+        click.echo(f"oban schema installed in {_database(config)}")
         return
 
     async def act(pool: Any) -> None:
         await schema.install(pool, config.prefix)
 
     _run(_with_pool(config, act))
-    click.echo(f"oban schema installed in {config.prefix!r} (version {schema.SCHEMA_VERSION})")
+    click.echo(f"oban schema installed in {_database(config)} (version {schema.SCHEMA_VERSION})")
 
 
 @main.command()
 @_config_option
 @_dsn_option
 @_prefix_option
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
+@click.option("--yes", is_flag=True, help="Drop without asking (required without a terminal).")
 def uninstall(config_path: str | None, dsn: str | None, prefix: str | None, yes: bool) -> None:
     """Drop the oban tables (and every job in them)."""
     config = _load(config_path=config_path, dsn=dsn, prefix=prefix)
-    if not yes and sys.stdin.isatty():
-        click.confirm(f"Drop every oban table and all jobs in {config.prefix!r}?", abort=True)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError(
+                f"not dropping the oban tables in {_database(config)}: there is no terminal "
+                "to confirm on; pass --yes to drop them"
+            )
+        click.confirm(f"Drop every oban table and all jobs in {_database(config)}?", abort=True)
     if not is_postgres(config.dsn):
         _run(_sqlite(config, "uninstall"))
-        click.echo(f"oban schema removed from {sqlite_path(config.dsn)}")
+        click.echo(f"oban schema removed from {_database(config)}")
         return
 
     async def act(pool: Any) -> None:
         await schema.uninstall(pool, config.prefix)
 
     _run(_with_pool(config, act))
-    click.echo(f"oban schema removed from {config.prefix!r}")
+    click.echo(f"oban schema removed from {_database(config)}")
 
 
 def _import_modules(modules: list[str]) -> None:
@@ -176,7 +198,10 @@ def _split(value: str | None) -> list[str]:
 @_dsn_option
 @_prefix_option
 @click.option(
-    "--queues", default=None, help='Queues and limits, "default:10,mail:5" [env OBAN_QUEUES].'
+    "--queues",
+    default=None,
+    help='Queues and limits, "default:10,mail:5"; replaces the queues of oban.toml '
+    "[env OBAN_QUEUES].",
 )
 @click.option("--node", default=None, help="Node name [env OBAN_NODE].")
 @click.option("--pool-min-size", type=int, default=None, help="[env OBAN_POOL_MIN_SIZE]")
@@ -194,7 +219,11 @@ def _split(value: str | None) -> list[str]:
     default=None,
     help="Files/directories of workers to import [env OBAN_CRON_PATHS].",
 )
-@click.option("--dry-run", is_flag=True, help="Validate the configuration and exit.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check the configuration, the database connection and the schema, then exit.",
+)
 def start(
     config_path: str | None,
     dsn: str | None,
@@ -225,11 +254,6 @@ def start(
         pool_min_size=pool_min_size,
         pool_max_size=pool_max_size,
     )
-    if not is_postgres(config.dsn):
-        try:
-            sqlite_path(config.dsn)
-        except ValueError as error:
-            raise click.UsageError(str(error)) from error
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     modules = _split(cron_modules or os.environ.get("OBAN_CRON_MODULES"))
@@ -248,40 +272,57 @@ def start(
     for entry in cron_entries:
         click.echo(f"cron {entry.expression.source} -> {worker_name(entry.worker)}")
     queue_list = ", ".join(f"{q}:{o['limit']}" for q, o in config.queues.items()) or "(none)"
-    where = f"prefix {config.prefix}" if is_postgres(config.dsn) else sqlite_path(config.dsn)
-    click.echo(f"oban {__version__} | {where} | queues {queue_list}")
+    click.echo(f"oban {__version__} | {_database(config)} | queues {queue_list}")
+    if not config.queues:
+        logger.warning(
+            "no queues configured, so this node runs no jobs: give --queues default:10, "
+            "OBAN_QUEUES or a [queues] table in oban.toml"
+        )
     if dry_run:
+        _dry_run(config)
         click.echo("configuration is valid (dry run)")
         return
     _run(_serve(config))
 
 
+def _dry_run(config: Config) -> None:
+    """Connect and check the schema as ``start`` would, without running anything."""
+    if is_postgres(config.dsn):
+        _run(_with_pool(config, functools.partial(_check_schema, config.prefix)))
+        click.echo(f"connected; the oban schema is installed in {_database(config)}")
+        return
+    path = Path(sqlite_path(config.dsn))
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise click.UsageError(f"cannot create {path}: {path.parent} is not a directory")
+        click.echo(f"{path} does not exist yet: start creates it and installs the schema")
+        return
+    installed = _run(_sqlite_has_schema(config))
+    click.echo(
+        f"opened {path}; "
+        + ("the oban schema is installed" if installed else "start installs the oban schema")
+    )
+
+
+async def _sqlite_has_schema(config: Config) -> bool:
+    try:
+        await _sqlite(config, "check_schema")
+    except SchemaNotInstalledError:
+        return False
+    return True
+
+
+async def _check_schema(prefix: str, pool: Any) -> None:
+    from ._engines.postgres import PostgresEngine
+
+    await PostgresEngine(pool, prefix=prefix).check_schema()
+
+
 async def _serve(config: Config) -> None:
     from .oban import Oban
 
-    pool = None
-    if is_postgres(config.dsn):
-        pool = await Oban.create_pool(
-            dsn=config.dsn, min_size=config.pool_min_size, max_size=config.pool_max_size
-        )
-    oban = Oban(
-        dsn=None if pool is not None else config.dsn,
-        pool=pool,
-        leader=config.leader,
-        leadership=config.leadership,
-        lifeline=config.lifeline,
-        metrics=config.metrics,
-        name=config.name,
-        node=config.node,
-        notifier=config.notifier,
-        prefix=config.prefix,
-        pruner=config.pruner,
-        queues=config.queues,  # type: ignore[arg-type]
-        refresher=config.refresher,
-        scheduler=config.scheduler,
-        shutdown_grace_period=config.shutdown_grace_period,
-        stager=config.stager,
-    )
+    # The instance opens (and closes) its own pool, sized by the pool_* settings.
+    oban = Oban.from_config(config)
     from .telemetry import logger as telemetry_logger
 
     telemetry_logger.attach()
@@ -303,10 +344,10 @@ async def _serve(config: Config) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         await oban.start()
-        logger.info("node %s running queues %s", oban.node, ", ".join(config.queues))
+        logger.info("node %s running queues %s", oban.node, ", ".join(config.queues) or "(none)")
         await stopping.wait()
         await oban.stop()
         logger.info("stopped")
     finally:
-        if pool is not None:
-            await pool.close()
+        # A start that failed (say, on a missing schema) may leave the pool open.
+        await oban._close_engine()

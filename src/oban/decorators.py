@@ -4,20 +4,73 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, cast
 
-from .job import Job
-from .worker import register_worker, worker_name
+from ._instances import get_instance
+from ._modes import is_inline, run_inline
+from ._options import check_names
+from .job import JOB_FIELDS, Job, JobState
+from .worker import register_worker, warn_if_unimportable, worker_name
 
 if TYPE_CHECKING:
     from ._cron import CronEntry
 
-__all__ = ["JobFunction", "WorkerClass", "job", "worker"]
+__all__ = [
+    "EnqueueOptions",
+    "JobFunction",
+    "JobOptions",
+    "WorkerClass",
+    "WorkerOptions",
+    "job",
+    "worker",
+]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 P = ParamSpec("P")
 R_co = TypeVar("R_co", covariant=True)
+
+_Delay = timedelta | int | float
+_Tags = list[str] | tuple[str, ...] | set[str] | frozenset[str]
+
+
+class WorkerOptions(TypedDict, total=False):
+    """What ``@worker(...)`` and ``@job(...)`` accept: the defaults of every job the worker
+    builds (besides ``oban`` and ``cron``)."""
+
+    extra: dict[str, Any] | None
+    max_attempts: int
+    meta: dict[str, Any] | None
+    priority: int
+    queue: str
+    schedule_in: _Delay | None
+    scheduled_in: _Delay | None
+    tags: _Tags | None
+
+
+class EnqueueOptions(WorkerOptions, total=False):
+    """What ``Worker.enqueue(...)`` accepts: the worker's options and the other fields an
+    insert stores, for this one job."""
+
+    scheduled_at: datetime | None
+    state: JobState | str
+
+
+class JobOptions(EnqueueOptions, total=False):
+    """What ``Worker.new(...)`` accepts: every other ``Job`` field, for this one job. The fields
+    the database sets when it inserts a job (``id``, ``attempt``, ``errors``, the
+    timestamps...) are for jobs run directly, such as with ``oban.testing.process_job``."""
+
+    attempt: int
+    attempted_at: datetime | None
+    attempted_by: list[str] | None
+    cancelled_at: datetime | None
+    completed_at: datetime | None
+    discarded_at: datetime | None
+    errors: list[Any] | None
+    id: int | None
+    inserted_at: datetime | None
 
 
 class WorkerClass(Protocol[T_co]):
@@ -39,12 +92,17 @@ class WorkerClass(Protocol[T_co]):
 
     def __getattr__(self, name: str) -> Any: ...
 
-    def new(self, args: dict[str, Any] | None = None, /, **params: Any) -> Job:
+    def new(self, args: dict[str, Any] | None = None, /, **params: Unpack[JobOptions]) -> Job:
         """Build (without inserting) a job for this worker."""
         ...
 
     def enqueue(
-        self, args: dict[str, Any] | None = None, /, *, conn: Any = None, **params: Any
+        self,
+        args: dict[str, Any] | None = None,
+        /,
+        *,
+        conn: Any = None,
+        **params: Unpack[EnqueueOptions],
     ) -> Coroutine[Any, Any, Job]:
         """Build and insert a job for this worker; returns it with its id."""
         ...
@@ -76,35 +134,61 @@ class JobFunction(Protocol[P, R_co]):
         ...
 
 
-#: Options that become ``Job`` fields; anything else lands in ``job.extra``.
-JOB_OPTIONS = frozenset(
-    {
-        "attempt",
-        "max_attempts",
-        "meta",
-        "priority",
-        "queue",
-        "scheduled_at",
-        "scheduled_in",
-        "schedule_in",
-        "state",
-        "tags",
-    }
-)
+#: Options a decorator takes (the job defaults) and what new()/enqueue() take per job.
+WORKER_OPTIONS: frozenset[str] = frozenset(WorkerOptions.__optional_keys__)
+_DECORATOR_NAMES = WORKER_OPTIONS | {"cron", "oban"}
+_NEW_NAMES = frozenset(JobOptions.__optional_keys__)
+_ENQUEUE_NAMES = frozenset(EnqueueOptions.__optional_keys__) | {"conn"}
+_SCHEDULE = frozenset({"scheduled_at", "scheduled_in", "schedule_in"})
+_COPIED = ("extra", "meta")  # dict defaults each job gets its own copy of
 
 #: Cron entries declared with ``cron=``, in declaration order (the scheduler reads these).
 cron_entries: list[CronEntry] = []
 
 
-def _build_job(cls: type[Any], args: Any, params: dict[str, Any]) -> Job:
-    options = {**cls._opts, **params}
-    fields = {k: v for k, v in options.items() if k in JOB_OPTIONS}
-    extra = {k: v for k, v in options.items() if k not in JOB_OPTIONS}
-    if isinstance(fields.get("tags"), list | tuple | set | frozenset):
-        fields["tags"] = list(fields["tags"])
-    if "meta" in fields and isinstance(fields["meta"], dict):
-        fields["meta"] = dict(fields["meta"])
-    return Job(cls._worker_name, args=args, extra=extra or None, **fields)
+def _check_decorator_options(options: dict[str, Any], where: str) -> None:
+    for name in options:
+        if name in JOB_FIELDS and name not in WORKER_OPTIONS:
+            raise ValueError(
+                f"{where}: {name!r} belongs to one job: give it to new()/enqueue(), "
+                "not to the decorator"
+            )
+    check_names(options, _DECORATOR_NAMES, where)
+
+
+def _build_job(cls: Any, args: Any, params: dict[str, Any], call: str = "new") -> Job:
+    options = dict(cls._opts)
+    for key in _COPIED:
+        if isinstance(options.get(key), dict):
+            options[key] = dict(options[key])
+    if params:
+        accepted = _ENQUEUE_NAMES if call == "enqueue" else _NEW_NAMES
+        if not params.keys() <= accepted:
+            _check_call_options(params, accepted, f"{cls._worker_name}.{call}()")
+        if not params.keys().isdisjoint(_SCHEDULE):  # a per-job time replaces the default
+            options = {k: v for k, v in options.items() if k not in _SCHEDULE}
+        options.update(params)
+    return Job(cls._worker_name, args=args, **options)
+
+
+def _check_call_options(params: dict[str, Any], accepted: frozenset[str], where: str) -> None:
+    for name in params:
+        if name == "args":
+            raise TypeError(f"{where}: give args positionally, as the first argument")
+        if name in JOB_FIELDS and name not in accepted:
+            raise ValueError(
+                f"{where}: {name!r} is set by the database when it inserts a job; build the "
+                "job with new() to give it one (to run it with oban.testing.process_job)"
+            )
+    check_names(params, accepted, where)
+
+
+async def _send(job: Job, oban: str, conn: Any) -> Job:
+    if is_inline():  # no instance or database needed
+        await run_inline(job)
+        return job
+    warn_if_unimportable(job.worker)
+    return await get_instance(oban).enqueue(job, conn=conn)
 
 
 def _build_cron(cls: type[Any], cron: str | dict[str, Any] | None) -> CronEntry | None:
@@ -115,17 +199,71 @@ def _build_cron(cls: type[Any], cron: str | dict[str, Any] | None) -> CronEntry 
     return CronEntry.build(cron, cls)
 
 
+def _make_worker(
+    klass: type[Any],
+    oban: str,
+    cron: str | dict[str, Any] | None,
+    options: dict[str, Any],
+    how: str,
+) -> Any:
+    cls: Any = klass
+    name = worker_name(cls)
+    _check_decorator_options(options, f"{how} on {name}")
+    if not callable(getattr(cls, "process", None)):
+        cls.process = _missing_process(name)
+    cls._opts = dict(options)
+    cls._oban_name = oban
+    cls._worker_name = name
+    # Validate the option values once, here, so mistakes surface at import time.
+    _build_job(cls, {}, {})
+    _add_new_and_enqueue(cls, name)
+    entry = _build_cron(cls, cron)
+    register_worker(cls, name)
+    if entry is not None:
+        cron_entries.append(entry)
+    return cls
+
+
+def _missing_process(name: str) -> Callable[[Any, Job], Any]:
+    def process(self: Any, job: Job) -> Any:
+        raise NotImplementedError(f"{name} must define process(self, job)")
+
+    return process
+
+
+def _add_new_and_enqueue(cls: Any, name: str) -> None:
+    def new(klass: type[Any], args: dict[str, Any] | None = None, /, **params: Any) -> Job:
+        return _build_job(klass, args, params)
+
+    async def enqueue(
+        klass: type[Any], args: dict[str, Any] | None = None, /, conn: Any = None, **params: Any
+    ) -> Job:
+        return await _send(_build_job(klass, args, params, "enqueue"), klass._oban_name, conn)
+
+    new.__doc__ = f"Build (without inserting) a job for {name}."
+    enqueue.__doc__ = f"Build and insert a job for {name}; returns it with its id."
+    cls.new = classmethod(new)
+    cls.enqueue = classmethod(enqueue)
+
+
 def worker(
-    *, oban: str = "Oban", cron: str | dict[str, Any] | None = None, **overrides: Any
+    *,
+    oban: str = "Oban",
+    cron: str | dict[str, Any] | None = None,
+    **options: Unpack[WorkerOptions],
 ) -> Callable[[type[T]], WorkerClass[T]]:
     """Turn a class with ``process(self, job)`` into a worker.
 
-    Options (``queue``, ``priority``, ``max_attempts``, ``tags``, ``meta``, ...) are the
-    defaults of every job the worker creates; ``new``/``enqueue`` override them per call.
-    ``oban`` names the instance ``enqueue`` uses; ``cron`` schedules the worker.
+    Options (``queue``, ``priority``, ``max_attempts``, ``tags``, ``meta``,
+    ``scheduled_in``, ``extra``) are the defaults of every job the worker creates;
+    ``new``/``enqueue`` override them, and set any other ``Job`` field, per call. ``oban``
+    names the instance ``enqueue`` uses; ``cron`` schedules the worker.
 
     Raises:
-        ValueError: an invalid option (blank queue, priority out of 0..9, ...).
+        ValueError: an unknown option (with a did-you-mean), a per-job field such as
+            ``state``, or an invalid value (blank queue, priority out of 0..9, ...).
+        TypeError: an option of the wrong type.
+        OptionNotImplementedError: an option not implemented yet (``unique``, ...).
 
     >>> @worker(queue="mailers", max_attempts=5)
     ... class Mailer:
@@ -136,49 +274,7 @@ def worker(
     """
 
     def decorate(klass: type[T]) -> WorkerClass[T]:
-        cls: Any = klass
-        name = worker_name(cls)
-        if not callable(getattr(cls, "process", None)):
-
-            def process(self: Any, job: Job) -> Any:
-                raise NotImplementedError(f"{name} must define process(self, job)")
-
-            cls.process = process
-        cls._opts = dict(overrides)
-        cls._oban_name = oban
-        cls._worker_name = name
-        # Validate the options once, here, so mistakes surface at import time.
-        _build_job(cls, {}, {})
-
-        def new(klass: type[Any], args: dict[str, Any] | None = None, /, **params: Any) -> Job:
-            return _build_job(klass, args, params)
-
-        async def enqueue(
-            klass: type[Any],
-            args: dict[str, Any] | None = None,
-            /,
-            conn: Any = None,
-            **params: Any,
-        ) -> Job:
-            from ._modes import testing_mode
-            from .oban import Oban
-
-            job = _build_job(klass, args, params)
-            if testing_mode.get() == "inline":  # no instance or database needed
-                from .testing import process_job
-
-                await process_job(job)
-                return job
-            return await Oban.get_instance(klass._oban_name).enqueue(job, conn=conn)
-
-        new.__doc__ = f"Build (without inserting) a job for {name}."
-        enqueue.__doc__ = f"Build and insert a job for {name}; returns it with its id."
-        cls.new = classmethod(new)
-        cls.enqueue = classmethod(enqueue)
-        entry = _build_cron(cls, cron)
-        register_worker(cls, name)
-        if entry is not None:
-            cron_entries.append(entry)
+        cls = _make_worker(klass, oban, cron, dict(options), "@worker")
         return cast("WorkerClass[T]", cls)
 
     return decorate
@@ -210,15 +306,68 @@ def _split_call(
     return positional, keywords
 
 
+def _function_process(func: Callable[..., Any], signature: inspect.Signature) -> Any:
+    if inspect.iscoroutinefunction(func):
+
+        async def process(self: Any, job: Job) -> Any:
+            positional, keywords = _split_call(signature, job.args)
+            return await func(*positional, **keywords)
+
+        return process
+
+    def process_sync(self: Any, job: Job) -> Any:
+        positional, keywords = _split_call(signature, job.args)
+        return func(*positional, **keywords)
+
+    return process_sync
+
+
+def _binder(
+    func: Callable[..., Any], signature: inspect.Signature
+) -> Callable[..., dict[str, Any]]:
+    def bind(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise TypeError(
+                f"{worker_name(func)}: {error}{_option_hint(signature, kwargs)}"
+            ) from None
+        bound.apply_defaults()
+        values: dict[str, Any] = {}
+        for key, value in bound.arguments.items():
+            kind = signature.parameters[key].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                values.update(value)
+            elif kind is inspect.Parameter.VAR_POSITIONAL:
+                values[key] = list(value)
+            else:
+                values[key] = value
+        return values
+
+    return bind
+
+
+def _option_hint(signature: inspect.Signature, kwargs: dict[str, Any]) -> str:
+    misplaced = sorted((kwargs.keys() & JOB_FIELDS) - signature.parameters.keys())
+    if not misplaced:
+        return ""
+    return f" ({', '.join(misplaced)}: job options of a @job function go to @job(...))"
+
+
 def job(
-    *, oban: str = "Oban", cron: str | dict[str, Any] | None = None, **overrides: Any
+    *,
+    oban: str = "Oban",
+    cron: str | dict[str, Any] | None = None,
+    **options: Unpack[WorkerOptions],
 ) -> Callable[[Callable[P, T]], JobFunction[P, T]]:
     """Turn a plain function (sync or async) into a worker.
 
     The function's own arguments become the job's args: ``send.enqueue(3, b=4)`` stores
     ``{"a": 3, "b": 4}`` for ``def send(a, b)``, and the job calls ``send(a=3, b=4)``.
-    Sync functions run in a thread so they never block the event loop. The function stays
-    directly callable.
+    Job options (as for ``@worker``) are given to the decorator. ``enqueue`` also takes
+    ``conn=`` (insert in the caller's transaction), unless the function has a parameter
+    named ``conn``, which then stays the function's. Sync functions run in a thread so they
+    never block the event loop. The function stays directly callable.
 
     >>> @job(queue="math")
     ... def add(a, b=2):
@@ -229,50 +378,24 @@ def job(
 
     def decorate(func: Callable[P, T]) -> JobFunction[P, T]:
         signature = inspect.signature(func)
-
-        if inspect.iscoroutinefunction(func):
-
-            async def process(self: Any, job: Job) -> Any:
-                positional, keywords = _split_call(signature, job.args)
-                return await func(*positional, **keywords)
-
-        else:
-
-            def process(self: Any, job: Job) -> Any:  # type: ignore[misc]
-                positional, keywords = _split_call(signature, job.args)
-                return func(*positional, **keywords)
-
         namespace = {
-            "process": process,
+            "process": _function_process(func, signature),
             "__module__": func.__module__,
             "__qualname__": func.__qualname__,
             "__doc__": func.__doc__,
         }
-        cls: Any = worker(oban=oban, cron=cron, **overrides)(type(func.__name__, (), namespace))
-
-        def bind(*args: Any, **kwargs: Any) -> dict[str, Any]:
-            try:
-                bound = signature.bind(*args, **kwargs)
-            except TypeError as error:
-                raise TypeError(f"{worker_name(func)}: {error}") from None
-            bound.apply_defaults()
-            values: dict[str, Any] = {}
-            for key, value in bound.arguments.items():
-                kind = signature.parameters[key].kind
-                if kind is inspect.Parameter.VAR_KEYWORD:
-                    values.update(value)
-                elif kind is inspect.Parameter.VAR_POSITIONAL:
-                    values[key] = list(value)
-                else:
-                    values[key] = value
-            return values
+        klass = type(func.__name__, (), namespace)
+        cls = _make_worker(klass, oban, cron, dict(options), "@job")
+        bind = _binder(func, signature)
+        takes_conn = "conn" in signature.parameters
 
         def new(*args: Any, **kwargs: Any) -> Job:
             built: Job = cls.new(bind(*args, **kwargs))
             return built
 
-        async def enqueue(*args: Any, conn: Any = None, **kwargs: Any) -> Job:
-            inserted: Job = await cls.enqueue(bind(*args, **kwargs), conn=conn)
+        async def enqueue(*args: Any, **kwargs: Any) -> Job:
+            conn = None if takes_conn else kwargs.pop("conn", None)
+            inserted: Job = await _send(cls.new(bind(*args, **kwargs)), oban, conn)
             return inserted
 
         target: Any = func

@@ -30,3 +30,28 @@ class JobTimeoutError(ObanError, TimeoutError):
 
 class InstanceNotFoundError(ObanError, RuntimeError):
     """No ``Oban`` instance is registered under the requested name."""
+
+
+class OptionNotImplementedError(ObanError, NotImplementedError, ValueError):
+    """An option that oban-py, Elixir Oban or Oban Pro documents (``unique``,
+    ``rate_limit``, ...) but this project does not implement yet: it is refused, never
+    accepted and ignored.
+
+    A ``NotImplementedError`` by name, and a ``ValueError`` too, so code that checks options
+    with ``except ValueError`` (the error for every other unusable option) catches it as well.
+    """
+
+
+class UnknownOptionError(ObanError, TypeError, ValueError):
+    """An option name that nothing accepts (a typo, or an option of another library): the
+    message names the closest known option and lists the accepted ones.
+
+    A ``TypeError`` as Python raises for an unexpected keyword argument (and as oban-py does
+    wherever its signatures are fixed), and a ``ValueError`` as for any other unusable option,
+    so either ``except`` catches it.
+    """
+
+
+class UnimportableWorkerWarning(UserWarning):
+    """A job's worker is defined in a script's ``__main__``, which other processes (another
+    node, ``oban start``) cannot import, so only this process can run its jobs."""

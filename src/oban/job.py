@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeVar, Union
+from typing import Any, Never, TypeVar, Union
 
 import orjson
 
-from ._recorded import encode_recorded
+from ._jsonable import check_list, check_object
+from ._options import check_names
+from ._recorded import decode_recorded, encode_recorded
 
 __all__ = [
     "RECORDED_LIMIT",
@@ -29,6 +32,9 @@ T = TypeVar("T")
 
 #: Column length limit enforced by the ``worker_length``/``queue_length`` constraints.
 MAX_NAME_LENGTH = 127
+#: ``attempt`` and ``max_attempts`` are ``smallint`` columns.
+MAX_ATTEMPTS = 32_767
+_MAX_ID = 2**63 - 1
 RECORDED_LIMIT = 64_000_000
 
 
@@ -65,7 +71,7 @@ class Snooze:
         if self.seconds < 0:
             raise ValueError(f"Snooze seconds must not be negative, got {self.seconds!r}")
         if self.meta is not None:
-            _check_json("Snooze meta", self.meta)
+            object.__setattr__(self, "meta", check_object("Snooze meta", self.meta))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,23 +132,16 @@ def scheduled_from_now(delay: timedelta | int | float) -> datetime:
     """The UTC datetime ``delay`` (seconds or a timedelta) from now."""
     if isinstance(delay, bool) or not isinstance(delay, timedelta | int | float):
         raise TypeError(f"scheduled_in must be seconds or a timedelta, got {delay!r}")
-    if not isinstance(delay, timedelta):
-        delay = timedelta(seconds=delay)
-    return datetime.now(UTC) + delay
+    try:
+        span = delay if isinstance(delay, timedelta) else timedelta(seconds=delay)
+        return datetime.now(UTC) + span
+    except (OverflowError, ValueError):
+        raise ValueError(f"scheduled_in must be a finite delay in range, got {delay!r}") from None
 
 
 _STATES: dict[str, JobState] = {state.value: state for state in JobState}
 
-_TIMESTAMP_FIELDS = (
-    "inserted_at",
-    "attempted_at",
-    "cancelled_at",
-    "completed_at",
-    "discarded_at",
-    "scheduled_at",
-)
-
-#: Fields a caller may set when creating or updating a job.
+#: Fields a caller may set when updating a job.
 UPDATABLE_FIELDS = frozenset(
     {
         "args",
@@ -163,12 +162,17 @@ class Job:
     """A unit of work: which worker runs, with what args, where and when.
 
     Jobs are usually built by a worker's ``new()``/``enqueue()``; building one directly
-    validates it the same way.
+    validates it the same way. ``args`` and ``meta`` must be JSON exactly (tuples become
+    lists); ``extra`` holds runtime-only data that is never stored.
 
     Raises:
-        ValueError: a blank or too long queue/worker, ``max_attempts`` below 1,
-            ``priority`` outside 0..9.
-        TypeError: args/meta that are not dicts or cannot be encoded as JSON.
+        TypeError: an option of the wrong type (``priority="1"``), or args/meta/errors
+            holding something JSON cannot represent (the message names the path).
+        ValueError: an unknown option (with a did-you-mean), a blank or too long
+            queue/worker, ``max_attempts`` outside 1..32767, ``priority`` outside 0..9,
+            ``attempt`` outside 0..max_attempts, an unknown state, or two of
+            ``scheduled_at``/``scheduled_in``/``schedule_in``.
+        OptionNotImplementedError: an option that is not implemented yet (``unique``, ...).
 
     >>> job = Job("app.workers.Mailer", args={"to": "ada"}, queue="mail", scheduled_in=60)
     >>> job.state
@@ -223,10 +227,13 @@ class Job:
         schedule_in: timedelta | int | float | None = None,
         extra: dict[str, Any] | None = None,
         _validate: bool = True,
+        **unknown: Never,
     ) -> None:
+        if unknown:
+            check_names(unknown, JOB_FIELDS, "Job()")
         self.worker = worker
         self.id = id
-        self.state = JobState(state)
+        self.state = state if type(state) is JobState else _to_state(state)
         self.queue = queue
         self.attempt = attempt
         self.max_attempts = max_attempts
@@ -234,29 +241,20 @@ class Job:
         self.args = args if args is not None else {}
         self.meta = meta if meta is not None else {}
         self.errors = errors if errors is not None else []
-        if isinstance(tags, str):
-            raise TypeError(f"tags must be a list of strings, got the string {tags!r}")
-        self.tags: list[str] = list(tags) if tags is not None else []
+        self.tags: list[str] = _tag_list(tags)
         self.attempted_by = attempted_by if attempted_by is not None else []
         self.extra = extra if extra is not None else {}
         self._cancellation: asyncio.Event | None = None
 
-        delay = scheduled_in if scheduled_in is not None else schedule_in
-        if delay is not None:
-            scheduled_at = scheduled_from_now(delay)
-
-        self.inserted_at = inserted_at
-        self.attempted_at = attempted_at
-        self.cancelled_at = cancelled_at
-        self.completed_at = completed_at
-        self.discarded_at = discarded_at
-        self.scheduled_at = scheduled_at
-
+        if scheduled_in is not None or schedule_in is not None:
+            scheduled_at = _schedule(scheduled_at, scheduled_in, schedule_in)
         # Timestamps from the database are naive UTC.
-        for key in _TIMESTAMP_FIELDS:
-            value = getattr(self, key)
-            if value is not None and value.tzinfo is None:
-                setattr(self, key, value.replace(tzinfo=UTC))
+        self.inserted_at = None if inserted_at is None else _aware("inserted_at", inserted_at)
+        self.attempted_at = None if attempted_at is None else _aware("attempted_at", attempted_at)
+        self.cancelled_at = None if cancelled_at is None else _aware("cancelled_at", cancelled_at)
+        self.completed_at = None if completed_at is None else _aware("completed_at", completed_at)
+        self.discarded_at = None if discarded_at is None else _aware("discarded_at", discarded_at)
+        self.scheduled_at = None if scheduled_at is None else _aware("scheduled_at", scheduled_at)
 
         if _validate:
             self._normalize_tags()
@@ -330,35 +328,49 @@ class Job:
         Supports args, max_attempts, meta, priority, queue, scheduled_at, scheduled_in
         (or its alias schedule_in), tags and worker.
 
+        Raises:
+            ValueError: a field that cannot be updated, or an invalid value.
+            TypeError: a value of the wrong type.
+
         >>> Job("app.W").update({"priority": 3}).priority
         3
         """
         changes = dict(changes)
-        unknown = set(changes) - UPDATABLE_FIELDS
-        if unknown:
-            raise ValueError(
-                f"cannot update {', '.join(sorted(unknown))}: updatable fields are "
-                f"{', '.join(sorted(UPDATABLE_FIELDS))}"
+        _check_updatable(changes)
+        if "scheduled_in" in changes or "schedule_in" in changes:
+            changes["scheduled_at"] = _schedule(
+                changes.get("scheduled_at"),
+                changes.pop("scheduled_in", None),
+                changes.pop("schedule_in", None),
             )
-        delay = changes.pop("scheduled_in", None)
-        alias = changes.pop("schedule_in", None)
-        if delay is None:
-            delay = alias
-        if delay is not None:
-            changes["scheduled_at"] = scheduled_from_now(delay)
         if "tags" in changes:
-            if isinstance(changes["tags"], str):
-                raise TypeError(
-                    f"tags must be a list of strings, got the string {changes['tags']!r}"
-                )
-            changes["tags"] = list(changes["tags"] or [])
+            changes["tags"] = _tag_list(changes["tags"])
+        if changes.get("scheduled_at") is not None:
+            changes["scheduled_at"] = _aware("scheduled_at", changes["scheduled_at"])
         for key, value in changes.items():
             setattr(self, key, value)
-        if self.scheduled_at is not None and self.scheduled_at.tzinfo is None:
-            self.scheduled_at = self.scheduled_at.replace(tzinfo=UTC)
         self._normalize_tags()
         self._validate()
         return self
+
+    @property
+    def recorded(self) -> Any:
+        """The value the worker recorded by returning ``Record(value)``, decoded, or
+        ``None`` when it recorded nothing (``meta["recorded"]`` tells a recorded ``None``
+        apart). Values recorded by Elixir workers decode the same way.
+
+        Raises:
+            ValueError: ``meta["return"]`` is missing or is not a term that can be decoded.
+
+        >>> Job("app.W", meta={"recorded": True, "return": Record([1, 2]).encoded}).recorded
+        [1, 2]
+        """
+        if self.meta.get("recorded") is not True:
+            return None
+        encoded = self.meta.get("return")
+        if not isinstance(encoded, str):
+            raise ValueError(f"meta['recorded'] is true but meta['return'] is {encoded!r}")
+        return decode_recorded(encoded)
 
     def cancelled(self) -> bool:
         """Whether cancellation of this running job was requested.
@@ -370,59 +382,112 @@ class Job:
     def _normalize_tags(self) -> None:
         if isinstance(self.tags, str):
             raise TypeError(f"tags must be a list of strings, got the string {self.tags!r}")
-        self.tags = sorted({str(t).strip().lower() for t in self.tags if t and str(t).strip()})
+        if self.tags:
+            self.tags = sorted({str(t).strip().lower() for t in self.tags if t and str(t).strip()})
 
     def _validate(self) -> None:
-        for name in ("queue", "worker"):
-            value = getattr(self, name)
-            if not isinstance(value, str):
-                raise TypeError(f"{name} must be a string, got {value!r}")
-            if not value.strip():
-                raise ValueError(f"{name} must not be blank")
-            if len(value) > MAX_NAME_LENGTH:
-                raise ValueError(
-                    f"{name} must be at most {MAX_NAME_LENGTH} characters, got {len(value)}"
-                )
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise ValueError(f"max_attempts must be an integer, got {self.max_attempts!r}")
-        if self.max_attempts <= 0:
-            raise ValueError(f"max_attempts must be greater than 0, got {self.max_attempts}")
-        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
-            raise ValueError(f"priority must be an integer, got {self.priority!r}")
-        if not 0 <= self.priority <= 9:
-            raise ValueError(f"priority must be between 0 and 9, got {self.priority}")
-        if self.scheduled_at is not None and not isinstance(self.scheduled_at, datetime):
-            raise ValueError(f"scheduled_at must be a datetime, got {self.scheduled_at!r}")
-        _check_json("args", self.args)
-        _check_json("meta", self.meta)
+        # Fast paths first: validation runs for every job a worker builds.
+        _check_name("queue", self.queue)
+        _check_name("worker", self.worker)
+        limit = self.max_attempts
+        if type(limit) is not int or not 0 < limit <= MAX_ATTEMPTS:
+            _check_int("max_attempts", limit, 1, MAX_ATTEMPTS)
+        if type(self.priority) is not int or not 0 <= self.priority <= 9:
+            _check_int("priority", self.priority, 0, 9)
+        if type(self.attempt) is not int or not 0 <= self.attempt <= limit:
+            _check_int("attempt", self.attempt, 0, limit)
+        if self.id is not None:
+            _check_int("id", self.id, 1, _MAX_ID)
+        if self.scheduled_at is not None:
+            _aware("scheduled_at", self.scheduled_at)
+        self.args = check_object("args", self.args)
+        self.meta = check_object("meta", self.meta)
+        self.errors = check_list("errors", self.errors)
+        if self.attempted_by:
+            _check_strings("attempted_by", self.attempted_by)
+        if not isinstance(self.extra, dict):
+            raise TypeError(f"extra must be a dict, got {type(self.extra).__name__}")
 
 
-def _check_json(name: str, value: Any) -> None:
-    """Raise TypeError naming the first value in ``value`` that JSON cannot hold."""
-    if not isinstance(value, dict):
-        raise TypeError(f"{name} must be a dict, got {type(value).__name__}: {value!r}")
+#: The keyword arguments of ``Job(...)``: every field a worker's ``new()`` accepts per job.
+JOB_FIELDS: frozenset[str] = frozenset(
+    name
+    for name, parameter in inspect.signature(Job).parameters.items()
+    if parameter.kind is parameter.KEYWORD_ONLY and not name.startswith("_")
+)
+
+
+def _to_state(value: object) -> JobState:
+    if not isinstance(value, str):
+        raise TypeError(f"state must be a JobState or str, got {type(value).__name__}: {value!r}")
+    found = _STATES.get(value)
+    if found is None:
+        raise ValueError(f"state must be one of {', '.join(_STATES)}, got {value!r}")
+    return found
+
+
+def _tag_list(tags: Any) -> list[str]:
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        raise TypeError(f"tags must be a list of strings, got the string {tags!r}")
     try:
-        orjson.dumps(value)
+        return list(tags)
     except TypeError:
-        path, bad = _find_unencodable(value, name)
         raise TypeError(
-            f"{name} must be JSON-serialisable: {path} is {type(bad).__name__} {bad!r}"
+            f"tags must be a list of strings, got {type(tags).__name__}: {tags!r}"
         ) from None
 
 
-def _find_unencodable(value: Any, path: str) -> tuple[str, Any]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path} key {key!r}", key
-            try:
-                orjson.dumps(item)
-            except TypeError:
-                return _find_unencodable(item, f"{path}[{key!r}]")
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            try:
-                orjson.dumps(item)
-            except TypeError:
-                return _find_unencodable(item, f"{path}[{index}]")
-    return path, value
+def _schedule(
+    at: datetime | None,
+    scheduled_in: timedelta | int | float | None,
+    schedule_in: timedelta | int | float | None,
+) -> datetime | None:
+    if scheduled_in is None:
+        scheduled_in = schedule_in
+    elif schedule_in is not None:
+        raise ValueError("give scheduled_in or its alias schedule_in, not both")
+    if scheduled_in is None:
+        return at
+    if at is not None:
+        raise ValueError("give scheduled_at or scheduled_in, not both")
+    return scheduled_from_now(scheduled_in)
+
+
+def _aware(name: str, value: Any) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}: {value!r}")
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _check_name(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}: {value!r}")
+    if not value.strip():
+        raise ValueError(f"{name} must not be blank")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"{name} must be at most {MAX_NAME_LENGTH} characters, got {len(value)}")
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _check_strings(name: str, value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TypeError(f"{name} must be a list of strings, got {value!r}")
+
+
+def _check_updatable(changes: Mapping[str, Any]) -> None:
+    for key in changes:
+        if key in UPDATABLE_FIELDS:
+            continue
+        if key in JOB_FIELDS:
+            raise ValueError(
+                f"cannot update {key}: updatable fields are {', '.join(sorted(UPDATABLE_FIELDS))}"
+            )
+        check_names([key], UPDATABLE_FIELDS, "Job.update()")

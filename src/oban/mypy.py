@@ -51,9 +51,12 @@ def _add_worker_methods(ctx: ClassDefContext) -> bool:
             for index, (name, kind, typ) in enumerate(parts)
             if index > 0
         ]
-        add_method_to_class(
+        added = add_method_to_class(
             ctx.api, ctx.cls, name, arguments, signature.ret_type, is_classmethod=True
         )
+        # ``**params: Unpack[JobOptions]``: the flag that makes the TypedDict's keys keywords.
+        if isinstance(added, FuncDef) and isinstance(added.type, CallableType):
+            added.type = added.type.copy_modified(unpack_kwargs=signature.unpack_kwargs)
     for name in _ATTRIBUTES:
         attribute = protocol.names[name].node
         if not isinstance(attribute, Var) or attribute.type is None:

@@ -3,31 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
+import math
 import os
 import socket
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, ClassVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, ClassVar, Never, Self, cast
 
 from psycopg_pool import AsyncConnectionPool
 
 from . import telemetry
 from ._acker import Acker
-from ._config import Config
+from ._config import UNSET, Config, Unset, _unknown_option, producer_options, resolve
 from ._cron import CronEntry
 from ._engines._dsn import is_postgres, sqlite_path
 from ._engines.base import Engine
-from ._engines.postgres import CONNECT_TIMEOUT, PostgresEngine
+from ._engines.postgres import PostgresEngine, new_pool, open_pool, resolve_conninfo, shown
 from ._executor import Executor
+from ._instances import get_instance, instances
 from ._leader import Leader
 from ._lifeline import Lifeline
 from ._looper import Looper
-from ._modes import testing_mode
+from ._modes import is_inline, run_inline
 from ._notifier import PostgresNotifier, encode_payload
 from ._producer import Producer, QueueInfo
 from ._pruner import Pruner
@@ -36,15 +38,17 @@ from ._scheduler import Scheduler
 from ._stager import Stager
 from ._tasks import cancel_and_wait
 from .decorators import cron_entries
-from .errors import DatabaseUnavailableError, InstanceNotFoundError
-from .job import Job
+from .errors import UnknownOptionError
+from .job import MAX_NAME_LENGTH, Job
 from .telemetry.core import has_span_handlers
+from .worker import warn_if_unimportable
 
 __all__ = ["Oban", "QueueInfo"]
 
 logger = logging.getLogger("oban")
 
-_instances: dict[str, Oban] = {}
+# The registry lives in the model layer (``Worker.enqueue`` reads it); kept here by its old name.
+_instances: dict[str, Oban] = instances
 
 # (database file, prefix) -> the SQLite-backed instances of this process using it
 _sqlite_peers: dict[tuple[str, str], weakref.WeakSet[Oban]] = {}
@@ -63,13 +67,20 @@ def default_node() -> str:
 class Oban:
     """A job system instance: enqueue jobs and, with ``queues``, run them.
 
+    Settings are resolved as ``oban start`` resolves them: a keyword argument given here wins
+    over its ``OBAN_*`` environment variable, which wins over ``oban.toml`` in the working
+    directory; with none of them, the embedded SQLite engine runs on ``./oban.db``. So
+    ``OBAN_DSN=postgresql://...`` alone moves ``Oban(queues=...)`` to PostgreSQL.
+    (:meth:`from_config` takes settings already loaded, e.g. by :meth:`Config.load`.)
+
     Args:
-        pool: a ``psycopg_pool.AsyncConnectionPool`` (see :meth:`create_pool`).
+        pool: a ``psycopg_pool.AsyncConnectionPool`` (see :meth:`create_pool`); it wins over
+            every DSN setting.
         dsn: instead of ``pool``: ``postgresql://...`` (a pool is opened and closed with the
-            instance) or ``sqlite:///path/to/jobs.db``. With neither, the embedded SQLite
-            engine uses ``./oban.db``.
-        queues: queue name -> limit, or -> ``{"limit": n, "paused": bool, ...}``. Without
-            queues the instance only enqueues (client mode).
+            instance, sized by the ``pool_*`` settings) or ``sqlite:///path/to/jobs.db``.
+        queues: queue name -> limit, or -> ``{"limit": n, "paused": bool,
+            "debounce_interval": s, "meta": {...}}``. Without queues the instance only
+            enqueues (client mode).
         name: registry name for :meth:`get_instance` and ``@worker(oban=...)``.
         node: this node's name, default ``hostname.pid``.
         prefix: the PostgreSQL schema holding the tables, default ``public``.
@@ -79,6 +90,13 @@ class Oban:
             leader prunes, rescues orphans and inserts cron jobs for the whole cluster.
         leader: ``{"interval": 30.0}``, the leadership lease in seconds.
         stager, pruner, lifeline, refresher, scheduler, metrics: component options.
+        pool_min_size, pool_max_size, pool_timeout, pool_max_lifetime, pool_max_idle,
+            pool_check: the pool an instance opens for a ``postgresql://`` DSN.
+
+    Raises:
+        TypeError: an unknown keyword argument (naming the near match), or an option of the
+            wrong type.
+        ValueError: an invalid option value, or both ``pool`` and ``dsn``.
 
     >>> async def main():                                      # doctest: +SKIP
     ...     pool = await Oban.create_pool(dsn="postgresql://localhost/app")
@@ -101,72 +119,84 @@ class Oban:
         name: str | None = None,
         node: str | None = None,
         notifier: dict[str, Any] | None = None,
+        pool_check: bool | None = None,
+        pool_max_idle: float | None = None,
+        pool_max_lifetime: float | None = None,
+        pool_max_size: int | None = None,
+        pool_min_size: int | None = None,
+        pool_timeout: float | None = None,
         prefix: str | None = None,
         pruner: dict[str, Any] | None = None,
         queues: dict[str, int | dict[str, Any]] | None = None,
         refresher: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
-        shutdown_grace_period: float | None = 15.0,
+        shutdown_grace_period: float | Unset | None = UNSET,
         stager: dict[str, Any] | None = None,
+        **unknown: Never,
     ) -> None:
+        for key in unknown:
+            raise UnknownOptionError(f"Oban(): {_unknown_option(key, _INIT_OPTIONS)}")
         if dispatcher is not None:
             raise ValueError("dispatcher: custom dispatchers are not supported; leave it None")
-        self.config = Config(
-            leader=dict(leader or {}),
-            leadership=leadership,
-            lifeline=dict(lifeline or {}),
-            metrics=metrics,
-            name=name or "Oban",
-            node=node,
-            notifier=dict(notifier or {}),
-            prefix=prefix or "public",
-            pruner=dict(pruner or {}),
-            queues=dict(queues or {}),  # type: ignore[arg-type]
-            refresher=dict(refresher or {}),
-            scheduler=dict(scheduler or {}),
-            shutdown_grace_period=shutdown_grace_period,
-            stager=dict(stager or {}),
-        )
-        if metrics:
+        if pool is not None and dsn is not None:
+            raise ValueError("pass pool= or dsn=, not both: a pool already names its database")
+        # Every argument but pool and dispatcher is a Config field (a unit test keeps it so);
+        # None means "not given", so OBAN_* and oban.toml may supply it.
+        arguments = locals()
+        given = {k: arguments[k] for k in _CONFIG_FIELDS if arguments[k] is not None}
+        if shutdown_grace_period is not UNSET:
+            given["shutdown_grace_period"] = shutdown_grace_period  # None: wait for ever
+        self._configure(Config(**resolve(given)), pool)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config | None = None,
+        *,
+        config_path: str | os.PathLike[str] | None = None,
+        pool: AsyncConnectionPool[Any] | None = None,
+    ) -> Self:
+        """An instance with the settings of ``config``, taken as they are (no environment
+        variable or file is read again); without ``config``, ``Config.load(config_path=...)``.
+
+        This is how ``oban start`` builds its instance. ``pool``, when given, is used instead
+        of the config's DSN.
+
+        Raises:
+            TypeError, ValueError: an invalid setting (``config`` is validated again, so one
+                changed after loading is checked too), or both ``config`` and ``config_path``.
+            FileNotFoundError: ``config_path`` does not exist.
+
+        >>> oban = Oban.from_config(Config.load(queues={"default": 10}))  # doctest: +SKIP
+        """
+        if config is None:
+            config = Config.load(config_path=config_path)
+        elif config_path is not None:
+            raise ValueError("pass config or config_path, not both")
+        instance = cls.__new__(cls)
+        instance._configure(dataclasses.replace(config), pool)
+        return instance
+
+    def _configure(self, config: Config, pool: AsyncConnectionPool[Any] | None) -> None:
+        if config.metrics:
             logger.warning(
                 "metrics=%r is accepted for compatibility, but gossip/metrics broadcasts for "
                 "Oban Web are not implemented yet",
-                metrics,
+                config.metrics,
             )
-        timezone = self.config.scheduler.get("timezone")
-        if timezone is not None:
-            try:
-                ZoneInfo(timezone)
-            except (ZoneInfoNotFoundError, ValueError, OSError):
-                raise ValueError(f"scheduler.timezone: unknown timezone {timezone!r}") from None
-        self.name = self.config.name
-        self.node = self.config.node or default_node()
-        self.prefix = self.config.prefix
-        self._engine: Engine
-        self._owns_pool = False
+        self.config = config
+        self.name = config.name
+        self.node = config.node or default_node()
+        self.prefix = config.prefix
         self._ready_lock = asyncio.Lock()
         self._engine_ready = False
+        # An instance given a DSN opens its pool at start (or the first call that needs
+        # it) and closes it at stop.
+        self._owns_pool = pool is None and is_postgres(config.dsn)
+        self.pool = self._new_pool() if self._owns_pool else pool
         self.sqlite_path: str | None = None
-        if pool is not None:
-            self._engine = PostgresEngine(pool, prefix=self.prefix)
-        elif is_postgres(dsn):
-            assert dsn is not None
-            # Opened at start (or the first call that needs it), closed at stop.
-            pool = AsyncConnectionPool(dsn, open=False, min_size=1, max_size=10)
-            self._owns_pool = True
-            self._engine = PostgresEngine(pool, prefix=self.prefix)
-        else:
-            from ._engines.sqlite import SQLiteEngine
-
-            self.sqlite_path = sqlite_path(dsn)
-            engine = SQLiteEngine(self.sqlite_path, prefix=self.prefix)
-            # Every instance on this file in this process hears the others at once.
-            key = (os.path.realpath(self.sqlite_path), self.prefix)
-            _sqlite_peers.setdefault(key, weakref.WeakSet()).add(self)
-            engine.local_notify = functools.partial(_broadcast_local, key)
-            self._engine = engine
-        self.pool = pool
-        self._leadership = bool(self.config.queues) if leadership is None else leadership
+        self._engine: Engine = self._make_engine()
+        self._leadership = bool(config.queues) if config.leadership is None else config.leadership
         self._producers: dict[str, Producer] = {}
         self._notifier: PostgresNotifier | None = None
         self._acker: Acker | None = None
@@ -180,24 +210,54 @@ class Oban:
         self._lock = asyncio.Lock()
         _instances[self.name] = self
 
+    def _new_pool(self) -> AsyncConnectionPool[Any]:
+        assert self.config.dsn is not None
+        return new_pool(self.config.dsn, self.config.pool_kwargs())
+
+    def _make_engine(self) -> Engine:
+        if self.pool is not None:
+            return PostgresEngine(self.pool, prefix=self.prefix)
+        from ._engines.sqlite import SQLiteEngine
+
+        self.sqlite_path = sqlite_path(self.config.dsn)
+        engine = SQLiteEngine(self.sqlite_path, prefix=self.prefix)
+        # Every instance on this file in this process hears the others at once.
+        key = (os.path.realpath(self.sqlite_path), self.prefix)
+        _sqlite_peers.setdefault(key, weakref.WeakSet()).add(self)
+        engine.local_notify = functools.partial(_broadcast_local, key)
+        return engine
+
     async def _ready(self) -> Engine:
         """The engine, opened (and for SQLite, installed) on first use."""
         if self._engine_ready:
             return self._engine
         async with self._ready_lock:
             if not self._engine_ready:
-                if self.sqlite_path is not None:
-                    await self._engine.open()  # type: ignore[attr-defined]
-                    await self._engine.install()  # type: ignore[attr-defined]
-                elif self._owns_pool and self.pool is not None:
-                    try:
-                        await self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-                    except Exception as error:
-                        raise DatabaseUnavailableError(
-                            f"could not connect to the database: {error}"
-                        ) from error
+                await self._open_engine()
                 self._engine_ready = True
+                logger.info("%s (node %s) uses %s", self.name, self.node, await self._database())
         return self._engine
+
+    async def _open_engine(self) -> None:
+        if self.sqlite_path is not None:
+            await self._engine.open()  # type: ignore[attr-defined]
+            await self._engine.install()  # type: ignore[attr-defined]
+        elif self._owns_pool and self.pool is not None:
+            try:
+                await open_pool(self.pool, timeout=self.config.pool_timeout)
+            except BaseException:
+                self._renew_pool()  # a pool that failed to open cannot open again
+                raise
+
+    def _renew_pool(self) -> None:
+        self.pool = self._new_pool()
+        self._engine = PostgresEngine(self.pool, prefix=self.prefix)
+
+    async def _database(self) -> str:
+        """The engine and database, for logs (password masked)."""
+        if self.pool is None:
+            return f"SQLite {self.sqlite_path}"
+        return f"PostgreSQL {shown(await resolve_conninfo(self.pool))}, schema {self.prefix}"
 
     def _on_local_message(self, channel: str, message: dict[str, Any]) -> None:
         # The SQLite engine's in-process notifications.
@@ -217,12 +277,7 @@ class Oban:
         Raises:
             InstanceNotFoundError: (a ``RuntimeError``) no such instance.
         """
-        try:
-            return _instances[name]
-        except KeyError:
-            raise InstanceNotFoundError(
-                f"Oban instance {name!r} not found: create Oban(name={name!r}, ...) first"
-            ) from None
+        return cast("Oban", get_instance(name))
 
     @staticmethod
     async def create_pool(
@@ -232,29 +287,28 @@ class Oban:
         min_size: int | None = None,
         timeout: float | None = None,
     ) -> AsyncConnectionPool[Any]:
-        """Open a connection pool from ``dsn`` (or ``oban.toml`` / ``OBAN_DSN``).
+        """Open a connection pool from ``dsn`` (or ``OBAN_DSN`` / ``oban.toml``), sized by
+        the arguments or the ``pool_*`` settings.
+
+        A database that cannot be reached fails within seconds with the server's reason.
 
         Raises:
-            ValueError: no DSN anywhere.
-            DatabaseUnavailableError: the database did not answer within ``timeout``.
+            ValueError: no PostgreSQL DSN anywhere.
+            DatabaseUnavailableError: the database cannot be reached (the message names the
+                reason and the DSN, its password masked).
+
+        >>> pool = await Oban.create_pool("postgresql://localhost/app")  # doctest: +SKIP
         """
         config = Config.load(
             dsn=dsn, pool_max_size=max_size, pool_min_size=min_size, pool_timeout=timeout
         )
-        if not config.dsn:
-            raise ValueError("no database DSN: pass dsn=..., set OBAN_DSN or dsn in oban.toml")
-        kwargs = config.pool_kwargs()
-        check = AsyncConnectionPool.check_connection if kwargs.pop("check", False) else None
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            config.dsn, open=False, check=check, **kwargs
-        )
-        try:
-            await pool.open(wait=True, timeout=config.pool_timeout)
-        except Exception as error:
-            await pool.close()
-            raise DatabaseUnavailableError(
-                f"could not connect to the database within {config.pool_timeout}s: {error}"
-            ) from error
+        if not is_postgres(config.dsn):
+            raise ValueError(
+                "no PostgreSQL DSN: pass dsn='postgresql://...', set OBAN_DSN or dsn in oban.toml"
+            )
+        assert config.dsn is not None
+        pool = new_pool(config.dsn, config.pool_kwargs())
+        await open_pool(pool, timeout=config.pool_timeout)
         return pool
 
     # Lifecycle
@@ -276,43 +330,68 @@ class Oban:
     ) -> None:
         await self.stop()
 
-    async def start(self) -> None:
-        """Start the queues (no-op without queues, or when already started).
+    async def start(self) -> Self:
+        """Start the queues, and with leadership the leader-only plugins; return the instance.
+
+        Without queues and leadership nothing runs yet: the first :meth:`start_queue` starts
+        what running a queue takes. Starting a started instance does nothing.
 
         Raises:
             SchemaNotInstalledError: the tables are missing (run ``oban install``).
             DatabaseUnavailableError: the database cannot be reached.
+
+        >>> oban = await Oban(queues={"default": 10}).start()  # doctest: +SKIP
         """
         async with self._lock:
-            if self._started:
-                return
-            if not self.config.queues and not self._leadership:
+            if not self._started:
+                if self.config.queues or self._leadership:
+                    await self._boot(self.config.queues)
                 self._started = True
-                return
-            await self._ready()
-            await self._engine.check_schema()
-            try:
-                await self._start_components()
-            except BaseException:
-                await self._teardown()
-                raise
-            self._started = True
+        return self
 
-    async def _start_components(self) -> None:
-        config = self.config
-        total = sum(opts["limit"] for opts in config.queues.values())
+    async def _boot(self, queues: dict[str, dict[str, Any]]) -> None:
+        """Open the engine, check the schema and start the runtime running ``queues``; a
+        failure releases whatever had started."""
+        await self._ready()
+        await self._engine.check_schema()
+        try:
+            await self._start_components(queues)
+        except BaseException:
+            await self._teardown()
+            raise
+
+    async def _start_components(self, queues: dict[str, dict[str, Any]]) -> None:
+        total = sum(opts["limit"] for opts in queues.values())
         self._threads = ThreadPoolExecutor(
             max_workers=max(4, total), thread_name_prefix=f"oban-{self.name}"
         )
         self._acker = Acker(self._engine)
         self._acker.start()
         self._executor = Executor(threads=self._threads)
+        await self._start_notifier(bool(queues))
+        for queue, opts in queues.items():
+            self._producers[queue] = self._make_producer(queue, opts)
+        await asyncio.gather(*(p.start() for p in self._producers.values()))
+        if self._leadership:
+            self._leader = Leader(
+                engine=self._engine,
+                interval=self.config.leader.get("interval", 30.0),
+                name=self.name,
+                node=self.node,
+            )
+            await self._leader.tick_safely()
+            self._leader.start()
+        self._plugins = self._make_plugins()
+        for plugin in self._plugins:
+            plugin.start()
 
+    async def _start_notifier(self, has_queues: bool) -> None:
+        config = self.config.notifier
         if self.sqlite_path is not None:
-            pass  # in-process notifications; other processes are noticed by polling
-        elif config.notifier.get("type", "postgres") == "postgres" and self.pool is not None:
+            return  # in-process notifications; other processes are noticed by polling
+        if config.get("type", "postgres") == "postgres" and self.pool is not None:
             self._notifier = PostgresNotifier(
-                beat_interval=config.notifier.get("beat_interval", 30.0),
+                beat_interval=config.get("beat_interval", 30.0),
                 conninfo=self.pool.conninfo,
                 connect_kwargs=self.pool.kwargs,
                 prefix=self.prefix,
@@ -322,27 +401,14 @@ class Oban:
             if self._leadership:
                 self._notifier.listen("leader", self._on_leader)
             await self._notifier.start()
-
-        elif config.queues:
+        elif has_queues:
             logger.info("notifier: poll mode, producers poll every %ss", self._poll_interval())
             telemetry.execute(
                 "oban.notifier.status", {"status": "polling", "reason": "poll mode configured"}
             )
 
-        for queue, opts in config.queues.items():
-            self._producers[queue] = self._make_producer(queue, opts)
-        await asyncio.gather(*(p.start() for p in self._producers.values()))
-
-        if self._leadership:
-            self._leader = Leader(
-                engine=self._engine,
-                interval=config.leader.get("interval", 30.0),
-                name=self.name,
-                node=self.node,
-            )
-            await self._leader.tick_safely()
-            self._leader.start()
-
+    def _make_plugins(self) -> list[Looper]:
+        config = self.config
         refresher = Refresher(
             engine=self._engine,
             is_leader=lambda: self.is_leader,
@@ -355,26 +421,26 @@ class Oban:
             queues=lambda: list(self._producers),
             **config.stager,
         )
-        self._plugins = [self._stager, refresher]
-        if self._leadership:
-            self._plugins += [
-                Pruner(engine=self._engine, is_leader=lambda: self.is_leader, **config.pruner),
-                Lifeline(
-                    engine=self._engine,
-                    is_leader=lambda: self.is_leader,
-                    producer_max_age=refresher.max_age,
-                    **config.lifeline,
-                ),
-                Scheduler(
-                    engine=self._engine,
-                    entries=self._cron_entries,
-                    instance=self.name,
-                    is_leader=lambda: self.is_leader,
-                    **config.scheduler,
-                ),
-            ]
-        for plugin in self._plugins:
-            plugin.start()
+        if not self._leadership:
+            return [self._stager, refresher]
+        return [
+            self._stager,
+            refresher,
+            Pruner(engine=self._engine, is_leader=lambda: self.is_leader, **config.pruner),
+            Lifeline(
+                engine=self._engine,
+                is_leader=lambda: self.is_leader,
+                producer_max_age=refresher.max_age,
+                **config.lifeline,
+            ),
+            Scheduler(
+                engine=self._engine,
+                entries=self._cron_entries,
+                instance=self.name,
+                is_leader=lambda: self.is_leader,
+                **config.scheduler,
+            ),
+        ]
 
     def _make_producer(self, queue: str, opts: dict[str, Any]) -> Producer:
         assert self._acker is not None and self._executor is not None
@@ -387,7 +453,7 @@ class Oban:
             node=self.node,
             poll_interval=poll,
             queue=queue,
-            **opts,
+            **producer_options(opts),
         )
 
     def _poll_interval(self) -> float:
@@ -438,9 +504,7 @@ class Oban:
             await self._engine.close()  # type: ignore[attr-defined]
         elif self._owns_pool and self.pool is not None:
             await self.pool.close()
-            # A closed pool cannot reopen: make a fresh one for a later start().
-            self.pool = AsyncConnectionPool(self.pool.conninfo, open=False, min_size=1, max_size=10)
-            self._engine = PostgresEngine(self.pool, prefix=self.prefix)
+            self._renew_pool()  # a closed pool cannot reopen: a fresh one for a later start()
 
     def _wake(self, queues: Iterable[str]) -> None:
         for queue in queues:
@@ -491,17 +555,29 @@ class Oban:
             elif action == "resume":
                 producer.paused = False
                 producer.notify()
-            elif action == "scale" and isinstance(message.get("limit"), int):
+            elif action == "scale" and _is_limit(message.get("limit")):
                 producer.limit = message["limit"]
                 producer.notify()
 
     async def _start_queue(self, queue: str, message: dict[str, Any]) -> None:
+        # A start signal from any node: checked as start_queue checks its arguments.
+        try:
+            opts = _signalled_queue_options(queue, message)
+            await self._run_queue(queue, opts)
+        except Exception as error:
+            logger.warning("could not start queue %r on a signal: %s", queue, error)
+
+    async def _run_queue(self, queue: str, opts: dict[str, Any], *, boot: bool = False) -> None:
+        """Run ``queue`` here if this instance is started. With ``boot``, an instance created
+        without queues first starts what running one takes (thread pool, executor, acker,
+        notifier subscription, stager, refresher); ``stop()`` stops it all."""
+        if boot and self._acker is None:
+            async with self._lock:
+                if self._started and self._acker is None and queue not in self._producers:
+                    await self._boot({queue: opts})
+                    return
         if queue in self._producers or not self._started or self._acker is None:
             return
-        opts = {"limit": message.get("limit", 10), "paused": bool(message.get("paused", False))}
-        for key, value in message.items():
-            if key not in ("action", "ident", "queue", "limit", "paused"):
-                opts[key] = value
         producer = self._make_producer(queue, opts)
         self._producers[queue] = producer
         try:
@@ -509,8 +585,7 @@ class Oban:
         except Exception:
             self._producers.pop(queue, None)
             raise
-        if self._threads is not None:
-            self._grow_threads()
+        self._grow_threads()
 
     async def _stop_queue(self, queue: str) -> None:
         producer = self._producers.pop(queue, None)
@@ -546,14 +621,15 @@ class Oban:
             jobs = [jobs_or_first, *rest]
         else:
             jobs = [*jobs_or_first, *rest]
+        inline = is_inline()
         for job in jobs:
             if not isinstance(job, Job):
                 raise TypeError(f"enqueue_many takes Job objects, got {type(job).__name__}")
-        if testing_mode.get() == "inline":
-            from .testing import process_job
-
+            if not inline:
+                warn_if_unimportable(job.worker)
+        if inline:
             for job in jobs:
-                await process_job(job)
+                await run_inline(job)
             return jobs
         if not has_span_handlers("oban.enqueue"):
             return await (await self._ready()).insert_jobs(jobs, conn=conn)
@@ -591,7 +667,15 @@ class Oban:
 
         ``meta`` holds the queue's extra options plus ``"notifier"``, the
         :attr:`notifier_status`.
+
+        Raises:
+            TypeError: ``queue`` is not a string.
+            ValueError: ``queue`` is blank or too long.
+
+        >>> oban.check_queue("default").limit  # doctest: +SKIP
+        10
         """
+        _check_queue(queue)
         producer = self._producers.get(queue)
         return self._info(producer) if producer else None
 
@@ -633,18 +717,21 @@ class Oban:
         """Resume every queue."""
         await self.resume_queue("*", node=node)
 
-    async def scale_queue(self, *, queue: str, node: str | None = None, **options: Any) -> None:
-        """Change ``queue``'s concurrency ``limit=``, here and on other nodes.
+    async def scale_queue(
+        self, *, queue: str, limit: int, node: str | None = None, **unknown: Never
+    ) -> None:
+        """Change ``queue``'s concurrency ``limit`` here and on other nodes (or only on
+        ``node``); ``queue="*"`` scales every queue. A larger limit fetches at once.
 
         Raises:
-            ValueError: no ``limit``, a limit below 1, or an option other than ``limit``.
+            TypeError: ``queue``, ``limit`` (an ``int``) or ``node`` of the wrong type.
+            ValueError: a limit below 1, a blank queue, or an unknown option.
+
+        >>> await oban.scale_queue(queue="media", limit=20)  # doctest: +SKIP
         """
-        unknown = set(options) - {"limit"}
-        if unknown:
-            raise ValueError(f"scale_queue supports only limit=, got {sorted(unknown)}")
-        limit = options.get("limit")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        _reject_unknown(unknown, _SCALE_QUEUE_OPTIONS)
+        _check_target(queue, node)
+        _check_limit(limit)
         if node in (None, self.node):
             self._on_signal({"action": "scale", "queue": queue, "limit": limit, "ident": "any"})
             self._grow_threads()
@@ -652,20 +739,55 @@ class Oban:
             await self._signal({"action": "scale", "queue": queue, "limit": limit}, node)
 
     async def start_queue(
-        self, *, queue: str, limit: int, paused: bool = False, node: str | None = None, **opts: Any
+        self,
+        *,
+        queue: str,
+        limit: int,
+        paused: bool = False,
+        node: str | None = None,
+        debounce_interval: float | None = None,
+        **unknown: Never,
     ) -> None:
-        """Start running ``queue`` at runtime, here and on other nodes (or only on ``node``)."""
-        Job("_.check", queue=queue)  # validates the queue name
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
-        message = {"action": "start", "queue": queue, "limit": limit, "paused": paused, **opts}
+        """Run ``queue`` here and on the other nodes, or only on ``node``.
+
+        Any started instance runs it, also one created without queues: its first queue
+        starts what running jobs takes, and :meth:`stop` stops that again. An instance that
+        is not started only tells the other nodes; a queue already running is left alone.
+
+        Args:
+            queue: the queue's name.
+            limit: how many of its jobs run at once on each node.
+            paused: start paused; :meth:`resume_queue` starts fetching.
+            node: the one node to start it on.
+            debounce_interval: seconds between fetches, as in ``queues=``.
+
+        Raises:
+            TypeError: an option of the wrong type, named in the message.
+            ValueError: a blank queue, a limit below 1, a negative debounce_interval, or an
+                unknown option.
+            SchemaNotInstalledError, DatabaseUnavailableError: the first queue of an
+                instance without queues could not start.
+
+        >>> await oban.start_queue(queue="reports", limit=2)  # doctest: +SKIP
+        """
+        _reject_unknown(unknown, _START_QUEUE_OPTIONS)
+        _check_target(queue, node)
+        opts = _queue_options(limit=limit, paused=paused, debounce_interval=debounce_interval)
         if node in (None, self.node):
-            await self._start_queue(queue, message)
+            await self._run_queue(queue, opts, boot=True)
         if node != self.node:
-            await self._signal(message, node)
+            await self._signal({"action": "start", "queue": queue, **opts}, node)
 
     async def stop_queue(self, queue: str, *, node: str | None = None) -> None:
-        """Stop running ``queue`` (running jobs finish first), here and on other nodes."""
+        """Stop running ``queue`` (running jobs finish first), here and on other nodes.
+
+        Raises:
+            TypeError: ``queue`` or ``node`` of the wrong type.
+            ValueError: a blank queue.
+
+        >>> await oban.stop_queue("reports")  # doctest: +SKIP
+        """
+        _check_target(queue, node)
         if node in (None, self.node):
             await self._stop_queue(queue)
         if node != self.node:
@@ -765,3 +887,77 @@ def _ids(jobs: Iterable[Job | int]) -> list[int]:
             raise TypeError(f"expected a Job with an id or an integer id, got {job!r}")
         ids.append(key)
     return ids
+
+
+#: The keyword arguments of ``Oban(...)``: every configuration option, ``pool`` and
+#: ``dispatcher``.
+_INIT_OPTIONS = frozenset({*(f.name for f in dataclasses.fields(Config)), "dispatcher", "pool"})
+#: The options ``Oban(...)`` takes with ``None`` for "not given" (``shutdown_grace_period``
+#: uses UNSET: its ``None`` means "wait for ever").
+_CONFIG_FIELDS = tuple(sorted(_INIT_OPTIONS - {"dispatcher", "pool", "shutdown_grace_period"}))
+_SCALE_QUEUE_OPTIONS = ("limit", "node", "queue")
+_START_QUEUE_OPTIONS = ("debounce_interval", "limit", "node", "paused", "queue")
+#: What a start signal may carry besides its options.
+_SIGNAL_FIELDS = frozenset({"action", "ident", "queue"})
+
+
+def _reject_unknown(given: Iterable[str], known: Iterable[str]) -> None:
+    for key in given:
+        raise _unknown_option(key, known)
+
+
+def _check_queue(queue: object) -> None:
+    if not isinstance(queue, str):
+        raise TypeError(f"queue must be a str, got {type(queue).__name__}: {queue!r}")
+    if not queue.strip() or len(queue) > MAX_NAME_LENGTH:
+        raise ValueError(
+            f"queue must be a non-blank name of at most {MAX_NAME_LENGTH} characters, got {queue!r}"
+        )
+
+
+def _check_target(queue: object, node: object) -> None:
+    _check_queue(queue)
+    if node is not None and not isinstance(node, str):
+        raise TypeError(f"node must be a str or None, got {type(node).__name__}: {node!r}")
+
+
+def _is_limit(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int, got {type(limit).__name__}: {limit!r}")
+    if limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    return limit
+
+
+def _queue_options(*, limit: object, paused: object, debounce_interval: object) -> dict[str, Any]:
+    """The producer options of a queue started at runtime, checked."""
+    if not isinstance(paused, bool):
+        raise TypeError(f"paused must be a bool, got {type(paused).__name__}: {paused!r}")
+    opts: dict[str, Any] = {"limit": _check_limit(limit), "paused": paused}
+    if debounce_interval is None:
+        return opts
+    if isinstance(debounce_interval, bool) or not isinstance(debounce_interval, int | float):
+        raise TypeError(
+            "debounce_interval must be a number of seconds, got "
+            f"{type(debounce_interval).__name__}: {debounce_interval!r}"
+        )
+    if not 0 <= debounce_interval < math.inf:
+        raise ValueError(f"debounce_interval must be 0 or more seconds, got {debounce_interval!r}")
+    opts["debounce_interval"] = debounce_interval
+    return opts
+
+
+def _signalled_queue_options(queue: str, message: dict[str, Any]) -> dict[str, Any]:
+    """A start signal's options, checked as :meth:`Oban.start_queue` checks its arguments."""
+    options = {"debounce_interval", "limit", "paused"}
+    _reject_unknown([k for k in message if k not in _SIGNAL_FIELDS | options], options)
+    _check_queue(queue)
+    return _queue_options(
+        limit=message.get("limit"),
+        paused=message.get("paused", False),
+        debounce_interval=message.get("debounce_interval"),
+    )

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import orjson
 
 from ._executor import Executor
-from ._modes import testing_mode
+from ._modes import set_inline_runner, testing_mode
 from .job import Job
 from .oban import Oban
 from .worker import worker_name
@@ -75,6 +75,10 @@ def _prepare(job: Job) -> Job:
 async def _process(job: Job) -> Any:
     _ack, result = await Executor(threads=_threads, safe=False).run(_prepare(job))
     return result
+
+
+# Inline mode (``Worker.enqueue``, ``Oban.enqueue_many``) runs jobs through this.
+set_inline_runner(_process)
 
 
 def process_job(job: Job) -> Any:

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+import warnings
 from collections.abc import Awaitable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from .errors import JobTimeoutError, WorkerResolutionError
+from .errors import JobTimeoutError, UnimportableWorkerWarning, WorkerResolutionError
 from .job import Job
 
 __all__ = [
     "JobTimeoutError",
+    "UnimportableWorkerWarning",
     "Worker",
     "WorkerResolutionError",
     "register_worker",
     "resolve_worker",
+    "warn_if_unimportable",
     "worker_name",
 ]
 
 _registry: dict[str, type[Any]] = {}
+_warned: set[str] = set()
+_PACKAGE = os.path.dirname(__file__) + os.sep
 
 
 @runtime_checkable
@@ -45,6 +52,35 @@ def worker_name(obj: Any) -> str:
     '__main__.Mailer'
     """
     return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def warn_if_unimportable(name: str) -> None:
+    """Warn, once per worker, that a worker defined in a script's ``__main__`` cannot be
+    imported by other processes (another node, ``oban start``), so only this process can run
+    its jobs. The warning points at the first line outside oban: the one that enqueued.
+
+    A warning rather than a log line: it is a mistake in code, found while developing; it
+    points at the line that enqueued, shows in pytest's summary, and
+    ``-W error::oban.worker.UnimportableWorkerWarning`` turns it into an error in CI.
+    """
+    if not name.startswith("__main__.") or name in _warned:
+        return
+    warnings.warn(
+        f"worker {name!r} is defined in __main__ (a script run directly), which other "
+        "processes cannot import: only this process can run its jobs. Move it to a module "
+        "and import it from there.",
+        UnimportableWorkerWarning,
+        stacklevel=_caller_outside_oban(),
+    )
+    _warned.add(name)
+
+
+def _caller_outside_oban() -> int:
+    """The ``stacklevel`` of the first frame outside this package, seen from our caller."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def register_worker(cls: type[Any], name: str | None = None) -> str:

@@ -16,7 +16,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from oban import Job, Oban, schema
-from tests.helpers import eventually, reap
+from tests.helpers import eventually, run_command
 
 OBAN = [sys.executable, "-m", "oban"]
 
@@ -37,17 +37,7 @@ WORKERS = textwrap.dedent(
 
 
 async def run(*args: str, cwd: Path | None = None, timeout: float = 30) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *args,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        await reap(proc)  # a timeout must not leave the command running
-    return proc.returncode or 0, out.decode()
+    return await run_command(*args, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture
@@ -160,7 +150,7 @@ CRON_WORKERS = textwrap.dedent(
 
 
 async def test_start_discovers_cron_workers_in_the_working_directory(
-    dsn: str, tmp_path: Path
+    dsn: str, prefix: str, tmp_path: Path
 ) -> None:
     package = tmp_path / "app"
     package.mkdir()
@@ -170,7 +160,16 @@ async def test_start_discovers_cron_workers_in_the_working_directory(
     hidden.mkdir(parents=True)
     (hidden / "ignored.py").write_text(CRON_WORKERS.replace("Hourly", "Ignored"))
     code, out = await run(
-        *OBAN, "start", "--dsn", dsn, "--queues", "default:1", "--dry-run", cwd=tmp_path
+        *OBAN,
+        "start",
+        "--dsn",
+        dsn,
+        "--prefix",
+        prefix,
+        "--queues",
+        "default:1",
+        "--dry-run",
+        cwd=tmp_path,
     )
     assert code == 0, out
     assert "cron @hourly -> app.jobs.Hourly" in out

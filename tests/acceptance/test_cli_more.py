@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from oban import Job, Oban, schema
-from tests.helpers import eventually, reap
+from tests.helpers import eventually, run_command
 
 OBAN = [sys.executable, "-m", "oban"]
 
@@ -58,19 +58,7 @@ async def run(
     env: dict[str, str] | None = None,
     timeout: float = 30,
 ) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *args,
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        await reap(proc)
-    return proc.returncode or 0, out.decode()
+    return await run_command(*args, cwd=cwd, env=env, timeout=timeout)
 
 
 @pytest.fixture
@@ -90,11 +78,17 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def test_uninstall_without_a_terminal_drops_the_tables(
+async def test_uninstall_without_a_terminal_needs_yes_then_drops_the_tables(
     dsn: str, pool: Any, prefix: str
 ) -> None:
     assert await schema.version(pool, prefix) == 14
+    # stdin is not a terminal (as with `echo n | oban uninstall`): nothing is dropped.
     code, out = await run(*OBAN, "uninstall", "--dsn", dsn, "--prefix", prefix, env=_env())
+    assert code != 0, out
+    assert "--yes" in out
+    assert await schema.version(pool, prefix) == 14
+
+    code, out = await run(*OBAN, "uninstall", "--dsn", dsn, "--prefix", prefix, "--yes", env=_env())
     assert code == 0, out
     assert await schema.version(pool, prefix) is None
     async with pool.connection() as conn:
@@ -103,12 +97,16 @@ async def test_uninstall_without_a_terminal_drops_the_tables(
     assert row is not None and row[0] is None, out
 
 
-async def test_cron_modules_option_imports_only_the_named_modules(dsn: str, app_dir: Path) -> None:
+async def test_cron_modules_option_imports_only_the_named_modules(
+    dsn: str, prefix: str, app_dir: Path
+) -> None:
     code, out = await run(
         *OBAN,
         "start",
         "--dsn",
         dsn,
+        "--prefix",
+        prefix,
         "--queues",
         "default:1",
         "--cron-modules",
@@ -123,12 +121,14 @@ async def test_cron_modules_option_imports_only_the_named_modules(dsn: str, app_
     assert "Elsewhere" not in out
 
 
-async def test_cron_modules_from_the_environment(dsn: str, app_dir: Path) -> None:
+async def test_cron_modules_from_the_environment(dsn: str, prefix: str, app_dir: Path) -> None:
     code, out = await run(
         *OBAN,
         "start",
         "--dsn",
         dsn,
+        "--prefix",
+        prefix,
         "--queues",
         "default:1",
         "--dry-run",
@@ -141,13 +141,15 @@ async def test_cron_modules_from_the_environment(dsn: str, app_dir: Path) -> Non
 
 
 async def test_cron_paths_option_imports_the_modules_under_a_directory(
-    dsn: str, app_dir: Path
+    dsn: str, prefix: str, app_dir: Path
 ) -> None:
     code, out = await run(
         *OBAN,
         "start",
         "--dsn",
         dsn,
+        "--prefix",
+        prefix,
         "--queues",
         "default:1",
         "--cron-paths",
@@ -161,12 +163,14 @@ async def test_cron_paths_option_imports_the_modules_under_a_directory(
     assert "Elsewhere" not in out
 
 
-async def test_bad_cron_module_fails_naming_it(dsn: str, app_dir: Path) -> None:
+async def test_bad_cron_module_fails_naming_it(dsn: str, prefix: str, app_dir: Path) -> None:
     code, out = await run(
         *OBAN,
         "start",
         "--dsn",
         dsn,
+        "--prefix",
+        prefix,
         "--queues",
         "default:1",
         "--cron-modules",

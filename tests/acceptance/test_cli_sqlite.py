@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import sys
 from pathlib import Path
 
-from tests.helpers import reap
+from tests.helpers import run_command
 
 OBAN = [sys.executable, "-m", "oban"]
 
@@ -18,19 +17,7 @@ def _env_without_oban() -> dict[str, str]:
 
 
 async def _run(*args: str, cwd: Path) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *args,
-        cwd=cwd,
-        env=_env_without_oban(),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        await reap(proc)
-    return proc.returncode or 0, out.decode()
+    return await run_command(*args, cwd=cwd, env=_env_without_oban())
 
 
 async def test_install_without_configuration_creates_oban_db(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import threading
 import time
@@ -1036,6 +1037,7 @@ async def test_orphans_and_available_jobs_out_of_attempts_are_discarded(
     orphan = await _wait_state(client, exhausted_orphan, "discarded", timeout=2.0)
     assert orphan.discarded_at is not None
     assert orphan.attempt == 3
+    assert "rescued" not in orphan.meta, "a discarded orphan was counted as rescued"
     available = await _wait_state(client, exhausted_available, "discarded", timeout=2.0)
     assert available.discarded_at is not None
 
@@ -1295,9 +1297,13 @@ async def test_scale_queue_on_the_local_instance_raises_concurrency(
     for job_id in ids:
         await _wait_state(oban, job_id, "completed")
 
-    for bad in (0, -1, True, 1.5, "3", None):
+    for bad in (0, -1):
         with pytest.raises(ValueError, match="limit"):
             await oban.scale_queue(queue="confb_q", limit=bad)
+    for wrong in (True, 1.5, "3", None):
+        with pytest.raises(TypeError, match="limit"):
+            # Deliberately not an int: the runtime check is what is tested.
+            await oban.scale_queue(queue="confb_q", limit=cast(Any, wrong))
     assert _limit(oban, "confb_q") == 3
 
 
@@ -1342,6 +1348,145 @@ async def test_start_queue_paused_runs_nothing_until_resumed(
     assert (await _job(oban, job.id)).state == "available"
     await oban.resume_queue("confb_new")
     await _wait_state(oban, job.id, "completed")
+
+
+THREADS: dict[int | None, str] = {}
+
+
+@worker(queue="confb_lazy_q")
+class ConfBThreadWorker:
+    """A sync worker: it runs in the instance's thread pool, whose thread it records."""
+
+    def process(self, job: Job) -> None:
+        THREADS[job.id] = threading.current_thread().name
+
+
+async def test_start_returns_the_instance(make_oban: Callable[..., Oban]) -> None:
+    client = make_oban(name="ConfBStartClient")
+    runner = make_oban(name="ConfBStartRunner", queues={"confb_q": 1}, notifier=dict(FAST_POLL))
+
+    assert await client.start() is client
+    assert await runner.start() is runner
+    assert await runner.start() is runner, "starting a started instance returns it too"
+    assert runner.check_queue("confb_q") is not None
+
+
+async def test_start_queue_on_an_instance_started_without_queues_runs_it_until_stop(
+    make_oban: Callable[..., Oban],
+    sql: Callable[..., Any],
+    engine: str,
+    events: Callable[[str], list[dict[str, Any]]],
+) -> None:
+    client = await _start(make_oban, name="ConfBLazy", node="lazy")
+    assert client.check_queue("confb_lazy_q") is None
+
+    await client.start_queue(queue="confb_lazy_q", limit=2)
+
+    info = client.check_queue("confb_lazy_q")
+    assert info is not None and info.limit == 2 and info.node == "lazy"
+    expected_status = {"postgres": "listening", "sqlite": "local"}[engine]
+    await eventually(lambda: client.notifier_status == expected_status, message="notifier")
+    now = await client.enqueue(ConfBThreadWorker.new({}))
+    later = await client.enqueue(ConfBThreadWorker.new({}, scheduled_in=0.3))  # the stager's
+    for job in (now, later):
+        done = await _wait_state(client, job.id, "completed")
+        assert done.attempted_by is not None and done.attempted_by[0] == "lazy"
+        assert THREADS[job.id].startswith("oban-ConfBLazy"), THREADS[job.id]
+    query = "SELECT updated_at FROM oban_producers WHERE queue = 'confb_lazy_q'"
+    beat = await sql(client, query)
+
+    async def heartbeat() -> bool:
+        return bool(await sql(client, query) != beat)
+
+    await eventually(heartbeat, message="the refresher beats for the new queue")
+
+    await client.stop()
+
+    assert client.check_queue("confb_lazy_q") is None
+    assert [e["queue"] for e in events("oban.queue.shutdown")] == ["confb_lazy_q"]
+    assert await sql(client, "SELECT uuid FROM oban_producers") == []
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("oban-")]
+    assert left == [], f"stop() left tasks running: {left}"
+
+
+async def test_queue_control_rejects_wrong_types_with_type_error_naming_the_option(
+    make_oban: Callable[..., Oban],
+) -> None:
+    oban = await _local(make_oban, confb_q=1)
+    wrong: list[tuple[str, dict[str, Any], str]] = [
+        ("start_queue", {"queue": 1, "limit": 1}, "queue"),
+        ("start_queue", {"queue": "confb_new", "limit": "3"}, "limit"),
+        ("start_queue", {"queue": "confb_new", "limit": 1, "paused": "yes"}, "paused"),
+        ("start_queue", {"queue": "confb_new", "limit": 1, "node": 7}, "node"),
+        ("start_queue", {"queue": "confb_new", "limit": 1, "debounce_interval": "1"}, "debounce"),
+        ("scale_queue", {"queue": None, "limit": 2}, "queue"),
+        ("scale_queue", {"queue": "confb_q", "limit": 2.0}, "limit"),
+        ("scale_queue", {"queue": "confb_q", "limit": 2, "node": b"local"}, "node"),
+        ("stop_queue", {"queue": ["confb_q"]}, "queue"),
+        ("stop_queue", {"queue": "confb_q", "node": 1}, "node"),
+        ("check_queue", {"queue": 1}, "queue"),
+    ]
+    for method, kwargs, option in wrong:
+        with pytest.raises(TypeError, match=option):
+            result = getattr(oban, method)(**kwargs)
+            if asyncio.iscoroutine(result):
+                await result
+
+    bad_values: list[tuple[str, dict[str, Any], str]] = [
+        ("start_queue", {"queue": " ", "limit": 1}, "queue"),
+        ("start_queue", {"queue": "confb_new", "limit": 0}, "limit"),
+        ("start_queue", {"queue": "confb_new", "limit": 1, "debounce_interval": -1}, "debounce"),
+        (
+            "start_queue",
+            {"queue": "confb_new", "limit": 1, "pasued": True},
+            "did you mean 'paused'",
+        ),
+        ("scale_queue", {"queue": "confb_q", "limit": -1}, "limit"),
+        ("scale_queue", {"queue": "confb_q", "limit": 2, "limt": 3}, "did you mean 'limit'"),
+        ("stop_queue", {"queue": ""}, "queue"),
+    ]
+    for method, kwargs, match in bad_values:
+        with pytest.raises(ValueError, match=match):
+            await getattr(oban, method)(**kwargs)
+
+    await asyncio.sleep(QUIET)
+    assert _limit(oban, "confb_q") == 1
+    assert oban.check_queue("confb_new") is None
+
+
+async def test_start_signal_with_a_wrong_option_starts_nothing(
+    make_oban: Callable[..., Oban],
+) -> None:
+    a, b = await _two_nodes(make_oban, same_name=True)
+    bad: list[dict[str, Any]] = [
+        {"limit": "2"},
+        {"limit": 2, "paused": "no"},
+        {"limit": 2, "global_limit": 5},
+    ]
+
+    for options in bad:
+        await a._signal({"action": "start", "queue": "confb_sig", **options}, "node-b")
+
+    await asyncio.sleep(QUIET)
+    assert b.check_queue("confb_sig") is None
+    await a._signal({"action": "start", "queue": "confb_sig", "limit": 2}, "node-b")
+    await eventually(lambda: _limit(b, "confb_sig") == 2, message="a valid signal starts it")
+    assert a.check_queue("confb_sig") is None
+
+
+async def test_job_of_an_unknown_worker_logs_an_error_naming_it_and_is_retried(
+    make_oban: Callable[..., Oban], caplog: pytest.LogCaptureFixture
+) -> None:
+    oban = await _local(make_oban, confb_q=1)
+    missing = f"tests.confb_missing_{uuid.uuid4().hex}.Worker"
+    caplog.set_level(logging.ERROR, logger="oban.executor")
+
+    job = await oban.enqueue(Job(missing, queue="confb_q", max_attempts=2))
+
+    done = await _wait_state(oban, job.id, "retryable")
+    assert "WorkerResolutionError" in str(done.errors[-1])
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and missing in r.message]
+    assert len(errors) == 1, caplog.text
 
 
 async def test_cancel_job_of_a_running_job_on_the_same_instance_is_seen_by_its_worker(
@@ -1465,12 +1610,17 @@ async def test_scale_queue_and_start_queue_reject_a_bad_limit(
 ) -> None:
     a, b = await _two_nodes(make_oban)
 
-    for bad in (0, -1, True, 1.5, "3", None):
+    for bad in (0, -1):
         with pytest.raises(ValueError, match="limit"):
             await a.scale_queue(queue="confb_q", limit=bad)
         with pytest.raises(ValueError, match="limit"):
-            # Deliberately not an int: the runtime check is what is tested.
-            await a.start_queue(queue="confb_bad", limit=cast(Any, bad))
+            await a.start_queue(queue="confb_bad", limit=bad)
+    for wrong in (True, 1.5, "3", None):
+        # Deliberately not an int: the runtime check is what is tested.
+        with pytest.raises(TypeError, match="limit"):
+            await a.scale_queue(queue="confb_q", limit=cast(Any, wrong))
+        with pytest.raises(TypeError, match="limit"):
+            await a.start_queue(queue="confb_bad", limit=cast(Any, wrong))
 
     await asyncio.sleep(QUIET)
     assert _limit(a, "confb_q") == 1

@@ -376,7 +376,6 @@ async def test_meta_with_unencodable_value_raises_type_error(
     [
         ({"priority": 10}, "priority"),
         ({"priority": -1}, "priority"),
-        ({"priority": "high"}, "priority"),
         ({"queue": ""}, "queue"),
         ({"queue": "   "}, "queue"),
         ({"queue": "q" * 128}, "queue"),
@@ -387,6 +386,19 @@ async def test_invalid_options_raise_value_error_naming_the_field(
     oban: Oban, sql: Callable[..., Any], options: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(ValueError, match=field):
+        await ConfAEnqPlain.enqueue({}, **options)
+    assert await count_jobs(sql, oban) == 0
+
+
+# A wrong type was a ValueError here; it is a TypeError naming the option, as in oban-py.
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [({"priority": "high"}, "priority"), ({"max_attempts": "5"}, "max_attempts")],
+)
+async def test_options_of_the_wrong_type_raise_type_error_naming_the_field(
+    oban: Oban, sql: Callable[..., Any], options: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(TypeError, match=field):
         await ConfAEnqPlain.enqueue({}, **options)
     assert await count_jobs(sql, oban) == 0
 

@@ -833,7 +833,7 @@ async def test_rescue_rules(engine: SQLiteEngine, sql: Query) -> None:
     assert loaded[ids[3]].state is JobState.EXECUTING
     assert loaded[ids[4]].state is JobState.DISCARDED
     assert close_to_now(loaded[ids[4]].discarded_at)
-    assert loaded[ids[4]].meta == {"rescued": 1}
+    assert loaded[ids[4]].meta == {}  # only rescued (made available) jobs count a rescue
     assert loaded[ids[5]].state is JobState.DISCARDED
     assert loaded[ids[5]].meta == {}
     assert loaded[ids[6]].state is JobState.AVAILABLE

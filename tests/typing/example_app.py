@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any, assert_type
 
 from oban import Cancel, Job, Oban, Record, Snooze, job, worker
+from oban.decorators import JobOptions
 
 
 @worker(queue="mailers", max_attempts=5)
@@ -56,6 +57,9 @@ async def enqueue_everything(oban: Oban) -> list[Job]:
     receipt = await SendReceipt.enqueue({"to": "ada@example.com"})
     assert_type(receipt, Job)
     report = await BuildReport.enqueue({"month": 11}, scheduled_in=timedelta(hours=1))
+    # Every Job field is a typed per-job option; a dict of them can be passed along.
+    options: JobOptions = {"priority": 3, "state": "scheduled", "tags": ["monthly"]}
+    again = BuildReport.new({"month": 12}, **options)
 
     small = resize.new("/tmp/cat.png", width=200)
     assert_type(small, Job)
@@ -69,7 +73,7 @@ async def enqueue_everything(oban: Oban) -> list[Job]:
     # Inside the caller's transaction: build with new(), insert with the instance.
     in_tx = await oban.enqueue(resize.new("/tmp/tx.png"), conn=None)
     many = await oban.enqueue_many([SendReceipt.new({"n": n}) for n in range(3)])
-    return [built, receipt, report, small, large, video, in_tx, *many]
+    return [built, receipt, report, again, small, large, video, in_tx, *many]
 
 
 async def instances() -> None:

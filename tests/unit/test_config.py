@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import textwrap
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 
-from oban._config import Config, parse_queues
+from oban._config import Config, parse_queues, producer_options, resolve
 
 
 def write_toml(directory: Path, body: str, name: str = "oban.toml") -> Path:
@@ -196,10 +197,13 @@ def test_unknown_key_without_close_match_lists_known_options(in_tmp: Path) -> No
 
 
 def test_invalid_toml_value_is_validated(in_tmp: Path) -> None:
-    write_toml(in_tmp, 'pool_timeout = "30"\n')
+    path = write_toml(in_tmp, 'pool_timeout = "30"\n')
 
-    with pytest.raises(ValueError, match="pool_timeout must be a positive number"):
+    # A value of the wrong type is a TypeError (as in oban-py), naming the file and option.
+    with pytest.raises(TypeError, match="pool_timeout must be a positive number") as info:
         Config.load(env={})
+
+    assert str(info.value).startswith(f"{path}: ")
 
 
 # -- precedence -------------------------------------------------------------------------------
@@ -242,7 +246,7 @@ def test_env_defaults_to_os_environ(in_tmp: Path, monkeypatch: pytest.MonkeyPatc
     assert Config.load(env={}).name == "Oban"
 
 
-def test_queues_merge_per_queue_across_layers(in_tmp: Path) -> None:
+def test_queues_are_replaced_not_merged_across_layers(in_tmp: Path) -> None:
     write_toml(
         in_tmp,
         """
@@ -257,13 +261,17 @@ def test_queues_merge_per_queue_across_layers(in_tmp: Path) -> None:
     )
     env = {"OBAN_QUEUES": "media:7, mailers:3"}
 
-    config = Config.load(env=env, queues={"alpha": {"limit": 2, "paused": True}})
+    from_env = Config.load(env=env)
+    from_kwargs = Config.load(env=env, queues={"alpha": {"limit": 2, "paused": True}})
 
-    assert config.queues == {
-        "default": {"limit": 10},  # only in toml
-        "alpha": {"limit": 2, "paused": True},  # kwargs replace the toml queue
-        "media": {"limit": 7},  # env replaces the whole toml queue, `paused` is gone
-        "mailers": {"limit": 3},  # only in env
+    # OBAN_QUEUES replaces the file's queues: "default" and "alpha" do not run.
+    assert from_env.queues == {"media": {"limit": 7}, "mailers": {"limit": 3}}
+    # Keyword queues replace both.
+    assert from_kwargs.queues == {"alpha": {"limit": 2, "paused": True}}
+    assert Config.load(env={}).queues == {
+        "default": {"limit": 10},
+        "alpha": {"limit": 1},
+        "media": {"limit": 5, "paused": True},
     }
 
 
@@ -514,13 +522,15 @@ def test_queue_int_shorthand_is_normalised() -> None:
     assert Config(queues=shorthand).queues == {"default": {"limit": 10}}
 
 
-def test_queue_table_extra_keys_are_kept_as_meta() -> None:
-    settings = {"limit": 3, "paused": False, "debounce_interval": 0, "region": "eu", "x": [1]}
+def test_queue_meta_table_is_kept() -> None:
+    meta = {"region": "eu", "x": [1]}
+    settings = {"limit": 3, "paused": False, "debounce_interval": 0, "meta": meta}
 
     config = Config(queues={"media": settings})
 
     assert config.queues == {"media": settings}
     assert config.queues["media"] is not settings
+    assert config.queues["media"]["meta"] is not meta
 
 
 def test_queue_names_are_stripped() -> None:
@@ -533,30 +543,40 @@ def test_queue_names_colliding_after_strip_are_rejected() -> None:
 
 
 @pytest.mark.parametrize(
-    ("queues", "message"),
+    ("queues", "error", "message"),
     [
-        ({"": 1}, "queue name must be a non-empty string"),
-        ({"   ": 1}, "queue name must be a non-empty string"),
-        ({"q" * 128: 1}, "is too long"),
-        ({"default": 0}, "queues.default.limit must be a positive integer, got 0"),
-        ({"default": -5}, "queues.default.limit must be a positive integer, got -5"),
-        ({"default": True}, "queues.default must be a positive integer limit"),
-        ({"default": "10"}, "queues.default must be a positive integer limit"),
-        ({"default": {"limit": 2.5}}, "queues.default.limit must be a positive integer"),
-        ({"default": {"limit": False}}, "queues.default.limit must be a positive integer"),
-        ({"default": {"limit": 1, "paused": "yes"}}, "queues.default.paused must be true or"),
+        ({"": 1}, ValueError, "queue name must be a non-empty string"),
+        ({"   ": 1}, ValueError, "queue name must be a non-empty string"),
+        ({"q" * 128: 1}, ValueError, "is too long"),
+        ({"default": 0}, ValueError, "queues.default.limit must be a positive integer, got 0"),
+        ({"default": -5}, ValueError, "queues.default.limit must be a positive integer, got -5"),
+        ({"default": True}, TypeError, "queues.default must be a positive integer limit"),
+        ({"default": "10"}, TypeError, "queues.default must be a positive integer limit"),
+        ({"default": {"limit": 2.5}}, TypeError, "queues.default.limit must be a positive integer"),
+        (
+            {"default": {"limit": False}},
+            TypeError,
+            "queues.default.limit must be a positive integer",
+        ),
+        (
+            {"default": {"limit": 1, "paused": "yes"}},
+            TypeError,
+            "queues.default.paused must be true or",
+        ),
         (
             {"default": {"limit": 1, "debounce_interval": -0.1}},
+            ValueError,
             "queues.default.debounce_interval must be a non-negative number",
         ),
         (
             {"default": {"limit": 1, "debounce_interval": True}},
+            TypeError,
             "queues.default.debounce_interval must be a non-negative number",
         ),
     ],
 )
-def test_invalid_queues(queues: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
+def test_invalid_queues(queues: dict[str, Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
         Config(queues=queues)
 
 
@@ -566,7 +586,7 @@ def test_queue_limit_zero_in_table_names_the_limit() -> None:
 
 
 def test_queues_must_be_a_mapping() -> None:
-    with pytest.raises(ValueError, match="queues must be a table"):
+    with pytest.raises(TypeError, match="queues must be a table"):
         Config(queues=cast(Any, "default:10"))
 
 
@@ -623,8 +643,16 @@ def test_unknown_table_keys_suggest_close_match(table: str, typo: str, suggestio
 )
 @pytest.mark.parametrize("bad", [0, -1, True, "10", None, float("inf")])
 def test_table_numbers_must_be_positive(table: str, key: str, bad: Any) -> None:
-    with pytest.raises(ValueError, match=rf"^{table}\.{key} must be a positive"):
+    error = TypeError if _wrong_number_type(bad, integer=key.endswith("limit")) else ValueError
+    with pytest.raises(error, match=rf"^{table}\.{key} must be a positive"):
         make_config(**{table: {key: bad}})
+
+
+def _wrong_number_type(value: Any, *, integer: bool) -> bool:
+    """Whether ``value`` is not a number (of the option's kind) at all: a TypeError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return True
+    return integer and not isinstance(value, int)
 
 
 @pytest.mark.parametrize(
@@ -646,7 +674,7 @@ def test_valid_table_numbers_are_kept(table: str, key: str, value: float) -> Non
 @pytest.mark.parametrize("key", ["limit"])
 @pytest.mark.parametrize("table", ["pruner", "stager"])
 def test_table_limits_must_be_integers(table: str, key: str) -> None:
-    with pytest.raises(ValueError, match=rf"{table}\.{key} must be a positive integer"):
+    with pytest.raises(TypeError, match=rf"{table}\.{key} must be a positive integer"):
         make_config(**{table: {key: 2.5}})
 
 
@@ -655,20 +683,23 @@ def test_notifier_types_accepted(notifier_type: str) -> None:
     assert Config(notifier={"type": notifier_type}).notifier == {"type": notifier_type}
 
 
-@pytest.mark.parametrize("notifier_type", ["redis", "Postgres", "", 1])
-def test_notifier_type_rejected(notifier_type: Any) -> None:
-    with pytest.raises(ValueError, match=r"notifier\.type must be one of"):
+@pytest.mark.parametrize(
+    ("notifier_type", "error"),
+    [("redis", ValueError), ("Postgres", ValueError), ("", ValueError), (1, TypeError)],
+)
+def test_notifier_type_rejected(notifier_type: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match=r"notifier\.type must be one of"):
         Config(notifier={"type": notifier_type})
 
 
-@pytest.mark.parametrize("timezone", ["", 5])
-def test_scheduler_timezone_must_be_a_string(timezone: Any) -> None:
-    with pytest.raises(ValueError, match=r"scheduler\.timezone must be a non-empty string"):
+@pytest.mark.parametrize(("timezone", "error"), [("", ValueError), (5, TypeError)])
+def test_scheduler_timezone_must_be_a_string(timezone: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match=r"scheduler\.timezone must be a non-empty string"):
         Config(scheduler={"timezone": timezone})
 
 
 def test_metrics_counts_enabled_must_be_bool() -> None:
-    with pytest.raises(ValueError, match=r"metrics\.counts_enabled must be true or false"):
+    with pytest.raises(TypeError, match=r"metrics\.counts_enabled must be true or false"):
         Config(metrics={"counts_enabled": 1})
 
 
@@ -678,13 +709,13 @@ def test_metrics_accepted_forms(metrics: Any) -> None:
 
 
 def test_metrics_rejects_other_types() -> None:
-    with pytest.raises(ValueError, match="metrics must be true, false, None or a table"):
+    with pytest.raises(TypeError, match="metrics must be true, false, None or a table"):
         Config(metrics=cast(Any, "on"))
 
 
 @pytest.mark.parametrize("table", ["notifier", "lifeline", "pruner", "refresher", "stager"])
 def test_table_options_must_be_mappings(table: str) -> None:
-    with pytest.raises(ValueError, match=rf"{table} must be a table"):
+    with pytest.raises(TypeError, match=rf"{table} must be a table"):
         make_config(**{table: 5})
 
 
@@ -708,24 +739,34 @@ def test_invalid_prefixes(prefix: str) -> None:
     ("kwargs", "message"),
     [
         ({"name": ""}, "name must be a non-empty string"),
-        ({"name": None}, "name must be a non-empty string"),
         ({"node": " "}, "node must be a non-empty string"),
-        ({"dsn": 5}, "dsn must be a string or None"),
-        ({"leadership": "yes"}, "leadership must be true, false or None"),
-        ({"pool_check": 1}, "pool_check must be true or false"),
         ({"shutdown_grace_period": -1}, "shutdown_grace_period must be a non-negative number"),
-        ({"shutdown_grace_period": True}, "shutdown_grace_period must be a non-negative"),
         ({"pool_min_size": 0}, "pool_min_size must be a positive integer"),
-        ({"pool_max_size": 2.0}, "pool_max_size must be a positive integer"),
-        ({"pool_max_size": True}, "pool_max_size must be a positive integer"),
         ({"pool_timeout": 0}, "pool_timeout must be a positive number"),
         ({"pool_max_lifetime": -1.0}, "pool_max_lifetime must be a positive number"),
-        ({"pool_max_idle": False}, "pool_max_idle must be a positive number"),
         ({"pool_min_size": 5, "pool_max_size": 4}, "pool_min_size (5) must not be greater"),
     ],
 )
 def test_invalid_scalars(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
+        Config(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": None}, "name must be a non-empty string"),
+        ({"dsn": 5}, "dsn must be a string or None"),
+        ({"leadership": "yes"}, "leadership must be true, false or None"),
+        ({"pool_check": 1}, "pool_check must be true or false"),
+        ({"shutdown_grace_period": True}, "shutdown_grace_period must be a non-negative"),
+        ({"pool_max_size": 2.0}, "pool_max_size must be a positive integer"),
+        ({"pool_max_size": True}, "pool_max_size must be a positive integer"),
+        ({"pool_max_idle": False}, "pool_max_idle must be a positive number"),
+    ],
+)
+def test_wrongly_typed_scalars_are_type_errors(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
         Config(**kwargs)
 
 
@@ -797,3 +838,112 @@ def test_pool_kwargs_with_check() -> None:
 def test_a_queue_table_without_limit_defaults_to_ten() -> None:
     config = Config(queues={"default": {"paused": True}})
     assert config.queues == {"default": {"limit": 10, "paused": True}}
+
+
+# -- per-queue options ----------------------------------------------------------------------
+
+
+def test_queue_option_typo_in_oban_toml_is_rejected_with_the_accepted_names(in_tmp: Path) -> None:
+    path = write_toml(in_tmp, "[queues]\ndefault = { limt = 5 }\n")
+
+    with pytest.raises(ValueError) as info:
+        Config.load(env={})
+
+    message = str(info.value)
+    assert message.startswith(f"{path}: queues.default: unknown option 'limt'")
+    assert "did you mean 'limit'?" in message
+    assert "debounce_interval, limit, meta, paused" in message
+
+
+def test_queue_option_typo_in_keyword_arguments_is_rejected(in_tmp: Path) -> None:
+    with pytest.raises(ValueError, match=r"queues\.default: unknown option 'pasued', did you mean"):
+        Config.load(env={}, queues={"default": {"limit": 5, "pasued": True}})
+
+
+def test_free_form_queue_data_must_go_under_meta() -> None:
+    with pytest.raises(ValueError, match="free-form queue data goes under 'meta'"):
+        Config(queues={"media": {"limit": 1, "region": "eu"}})
+
+
+@pytest.mark.parametrize("option", ["global_limit", "rate_limit", "partition"])
+def test_oban_pro_queue_options_are_not_implemented(option: str) -> None:
+    with pytest.raises(ValueError, match=rf"queues\.media\.{option} is not implemented yet"):
+        Config(queues={"media": {"limit": 1, option: 5}})
+
+
+@pytest.mark.parametrize(
+    ("meta", "error", "message"),
+    [
+        ("eu", TypeError, "queues.media.meta must be a table (dict) with string keys"),
+        ({1: "x"}, TypeError, "queues.media.meta must be a table (dict) with string keys"),
+        ({"when": object()}, TypeError, "queues.media.meta must be JSON-serialisable"),
+        ({"paused": True}, ValueError, "queues.media.meta must not use the reserved keys paused"),
+        ({"local_limit": 2}, ValueError, "must not use the reserved keys local_limit"),
+    ],
+)
+def test_invalid_queue_meta(meta: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        Config(queues={"media": {"limit": 1, "meta": meta}})
+
+
+def test_producer_options_spread_the_meta() -> None:
+    config = Config(queues={"media": {"limit": 2, "meta": {"region": "eu"}}})
+
+    assert producer_options(config.queues["media"]) == {"limit": 2, "region": "eu"}
+    assert producer_options({"limit": 1, "paused": True}) == {"limit": 1, "paused": True}
+
+
+def test_reserved_meta_keys_cover_the_producer_arguments() -> None:
+    from oban._config import _RESERVED_META
+    from oban._producer import Producer
+
+    parameters = inspect.signature(Producer).parameters
+    named = {name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+    assert named <= _RESERVED_META
+
+
+def test_unknown_timezone_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"scheduler\.timezone: unknown timezone 'Mars/Olympus'"):
+        Config(scheduler={"timezone": "Mars/Olympus"})
+
+
+# -- dsn ------------------------------------------------------------------------------------
+
+
+def test_unsupported_dsn_is_rejected_with_its_password_masked() -> None:
+    with pytest.raises(ValueError, match="unsupported dsn") as info:
+        Config(dsn="mysql://app:hunter2@db/jobs")
+
+    assert "hunter2" not in str(info.value)
+    assert "mysql://app:***@db/jobs" in str(info.value)
+
+
+def test_unsupported_dsn_from_the_environment_names_the_variable(in_tmp: Path) -> None:
+    with pytest.raises(ValueError, match="OBAN_DSN: 'redis://x' is not valid"):
+        Config.load(env={"OBAN_DSN": "redis://x"})
+
+
+# -- resolve --------------------------------------------------------------------------------
+
+
+def test_resolve_takes_an_explicit_none_as_a_value(in_tmp: Path) -> None:
+    write_toml(in_tmp, "shutdown_grace_period = 3\n")
+
+    explicit = Config(**resolve({"shutdown_grace_period": None}, env={}))
+    unset = Config(**resolve({}, env={"OBAN_SHUTDOWN_GRACE_PERIOD": "5"}))
+
+    assert explicit.shutdown_grace_period is None
+    assert unset.shutdown_grace_period == 5.0
+
+
+def test_resolve_rejects_unknown_options(in_tmp: Path) -> None:
+    with pytest.raises(ValueError, match="unknown option 'queus', did you mean 'queues'"):
+        resolve({"queus": {}}, env={})
+
+
+def test_config_is_public() -> None:
+    import oban
+
+    assert oban.Config is Config
+    assert "Config" in oban.__all__

@@ -7,6 +7,7 @@ import inspect
 import sys
 import textwrap
 import uuid
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,9 +15,11 @@ from typing import Any, cast
 
 import pytest
 
-from oban import Job, Worker, job, worker
+from oban import Job, Oban, Worker, job, worker
+from oban._instances import instances
 from oban.errors import InstanceNotFoundError, ObanError, WorkerResolutionError
-from oban.worker import register_worker, resolve_worker, worker_name
+from oban.testing import mode
+from oban.worker import UnimportableWorkerWarning, register_worker, resolve_worker, worker_name
 
 MODULE = __name__
 
@@ -38,12 +41,6 @@ class DecorDefaultsWorker:
 
 @worker()
 class DecorPlainWorker:
-    async def process(self, job: Job) -> Any:
-        return None
-
-
-@worker(queue="decor_extra", unique={"period": 60}, replace=["args"])
-class DecorExtraWorker:
     async def process(self, job: Job) -> Any:
         return None
 
@@ -172,7 +169,8 @@ def test_new_overrides_each_option_per_call() -> None:
 
 @pytest.mark.parametrize("option", ["scheduled_in", "schedule_in"])
 def test_new_accepts_scheduled_in_per_call(option: str) -> None:
-    job = DecorDefaultsWorker.new({}, **{option: timedelta(minutes=10)})
+    params: dict[str, Any] = {option: timedelta(minutes=10)}
+    job = DecorDefaultsWorker.new({}, **params)
 
     assert job.scheduled_at is not None
     expected = datetime.now(UTC) + timedelta(minutes=10)
@@ -216,12 +214,16 @@ def test_invalid_per_call_overrides_raise() -> None:
         DecorDefaultsWorker.new({"s": {1, 2}})
 
 
-def test_unknown_options_land_in_job_extra() -> None:
-    job = DecorExtraWorker.new({"a": 1}, custom="value")
+# Unknown options used to land in job.extra; now they are errors (tests/unit/test_options.py
+# covers every entry point). Runtime-only data is given explicitly as extra=.
+def test_unknown_per_call_options_raise_instead_of_landing_in_job_extra() -> None:
+    with pytest.raises(ValueError, match="unknown option 'custom'"):
+        DecorPlainWorker.new({"a": 1}, **cast(Any, {"custom": "value"}))
 
-    assert job.queue == "decor_extra"
-    assert job.extra == {"unique": {"period": 60}, "replace": ["args"], "custom": "value"}
-    assert not hasattr(job, "unique")
+    job = DecorPlainWorker.new({"a": 1}, extra={"custom": "value"})
+
+    assert job.extra == {"custom": "value"}
+    assert not hasattr(job, "custom")
 
 
 @pytest.mark.parametrize(
@@ -233,7 +235,6 @@ def test_unknown_options_land_in_job_extra() -> None:
         ({"priority": 10}, "priority"),
         ({"priority": -1}, "priority"),
         ({"max_attempts": 0}, "max_attempts"),
-        ({"max_attempts": "5"}, "max_attempts"),
     ],
 )
 def test_invalid_decorator_options_raise_value_error_at_decoration_time(
@@ -242,6 +243,16 @@ def test_invalid_decorator_options_raise_value_error_at_decoration_time(
     with pytest.raises(ValueError, match=field):
 
         @worker(**options)
+        class Invalid:
+            async def process(self, job: Job) -> None:
+                return None
+
+
+# A wrong type was a ValueError here; it is a TypeError naming the option, as in oban-py.
+def test_decorator_option_of_the_wrong_type_is_a_type_error_at_decoration_time() -> None:
+    with pytest.raises(TypeError, match="max_attempts"):
+
+        @worker(max_attempts=cast(Any, "5"))
         class Invalid:
             async def process(self, job: Job) -> None:
                 return None
@@ -258,7 +269,7 @@ def test_invalid_job_decorator_options_raise_value_error_at_decoration_time() ->
 def test_tags_given_as_a_bare_string_to_the_decorator_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="tags"):
 
-        @worker(tags="urgent")
+        @worker(tags=cast(Any, "urgent"))  # a type error for checkers, too
         class BareTags:
             async def process(self, job: Job) -> None:
                 return None
@@ -604,3 +615,112 @@ async def test_enqueue_without_the_named_instance_raises_instance_not_found() ->
 async def test_job_function_enqueue_without_the_named_instance_raises() -> None:
     with pytest.raises(InstanceNotFoundError, match="DecorMissingFnInstance"):
         await decor_other_instance_fn.enqueue(1)
+
+
+# --- the instance registry belongs to the model ------------------------------------------------
+
+
+class FakeInstance:
+    """Anything with ``enqueue`` can be registered; ``Worker.enqueue`` needs nothing more."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Job, Any]] = []
+
+    async def enqueue(self, job: Job, *, conn: Any = None) -> Job:
+        self.jobs.append((job, conn))
+        job.id = len(self.jobs)
+        return job
+
+
+@pytest.fixture
+def fake_instance() -> Iterator[FakeInstance]:
+    fake = FakeInstance()
+    instances["DecorFake"] = fake
+    try:
+        yield fake
+    finally:
+        instances.pop("DecorFake", None)
+
+
+@worker(oban="DecorFake")
+class DecorFakeWorker:
+    async def process(self, job: Job) -> Any:
+        return None
+
+
+@job(oban="DecorFake")
+def decor_fake_fn(n: int) -> int:
+    return n
+
+
+def test_the_facade_registry_is_the_models_registry() -> None:
+    from oban.oban import _instances
+
+    assert _instances is instances
+    assert Oban._instances is instances
+
+
+async def test_enqueue_finds_its_instance_in_the_registry(fake_instance: FakeInstance) -> None:
+    conn = object()
+
+    first = await DecorFakeWorker.enqueue({"a": 1}, conn=conn)
+    second = await cast(Any, decor_fake_fn).enqueue(2, conn=conn)  # untyped: see JobFunction
+
+    assert [(j.args, c) for j, c in fake_instance.jobs] == [({"a": 1}, conn), ({"n": 2}, conn)]
+    assert (first.id, second.id) == (1, 2)
+
+
+async def test_inline_mode_runs_the_job_without_any_instance() -> None:
+    with mode("inline"):
+        ran = await DecorOtherInstanceWorker.enqueue({"a": 1})
+        ran_fn = await decor_other_instance_fn.enqueue(5)
+
+    assert ran.attempt == 1
+    assert ran_fn.args == {"x": 5}
+
+
+# --- workers defined in a script ----------------------------------------------------------------
+
+
+def _script_worker(stem: str) -> Any:
+    """A worker as a script run with ``python script.py`` defines it: in ``__main__``."""
+
+    async def process(self: Any, job: Job) -> None:
+        return None
+
+    name = f"{stem}{uuid.uuid4().hex[:8]}"
+    klass = type(name, (), {"__module__": "__main__", "__qualname__": name, "process": process})
+    return worker(oban="DecorFake")(klass)
+
+
+async def test_a_worker_defined_in_main_warns_once_at_enqueue(fake_instance: FakeInstance) -> None:
+    script = _script_worker("DecorScript")
+
+    with pytest.warns(UnimportableWorkerWarning) as caught:
+        await script.enqueue({})
+
+    message = str(caught[0].message)
+    assert f"'__main__.{script.__name__}'" in message
+    assert "other processes cannot import" in message
+    assert "Move it to a module" in message
+    assert caught[0].filename == __file__  # points at the line that enqueued
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        await script.enqueue({})  # once per worker
+    assert len(fake_instance.jobs) == 2
+
+
+async def test_building_or_running_inline_a_main_worker_does_not_warn() -> None:
+    script = _script_worker("DecorScriptInline")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        script.new({})
+        with mode("inline"):
+            await script.enqueue({})
+
+
+async def test_a_worker_in_an_importable_module_does_not_warn(fake_instance: FakeInstance) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        await DecorFakeWorker.enqueue({})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -346,6 +347,20 @@ async def test_unknown_module_on_the_last_attempt_is_discarded(executor: Executo
     assert ack.state == JobState.DISCARDED
     assert ack.error is not None
     assert "WorkerResolutionError" in ack.error
+
+
+async def test_unknown_worker_is_logged_at_error_naming_the_worker(
+    executor: Executor, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"{MODULE}.ExecOutcomeAlsoMissing"
+    caplog.set_level(logging.DEBUG, logger="oban.executor")
+
+    ack, _ = await executor.run(make_job(name, attempt=1))
+
+    assert ack.state == JobState.RETRYABLE
+    records = [r for r in caplog.records if r.name == "oban.executor"]
+    assert [r.levelno for r in records] == [logging.ERROR]
+    assert name in records[0].getMessage()
 
 
 async def test_unsafe_executor_reraises_the_workers_exception(

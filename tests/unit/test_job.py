@@ -107,9 +107,16 @@ def test_queue_or_worker_of_exactly_127_characters_is_accepted(field: str) -> No
     assert getattr(job, field) == "q" * 127
 
 
-@pytest.mark.parametrize("value", [0, -1, 1.5, "3", True, False, None])
-def test_invalid_max_attempts_is_rejected(value: Any) -> None:
+@pytest.mark.parametrize("value", [0, -1, 32_768])
+def test_max_attempts_out_of_range_is_a_value_error(value: Any) -> None:
     with pytest.raises(ValueError, match="max_attempts"):
+        Job(WORKER, max_attempts=value)
+
+
+# A wrong type is a TypeError naming the option, as in oban-py (it was a ValueError here).
+@pytest.mark.parametrize("value", [1.5, "3", True, False, None])
+def test_max_attempts_of_the_wrong_type_is_a_type_error(value: Any) -> None:
+    with pytest.raises(TypeError, match="max_attempts"):
         Job(WORKER, max_attempts=value)
 
 
@@ -117,9 +124,15 @@ def test_max_attempts_of_one_is_accepted() -> None:
     assert Job(WORKER, max_attempts=1).max_attempts == 1
 
 
-@pytest.mark.parametrize("value", [-1, 10, 100, 1.0, "1", True])
-def test_invalid_priority_is_rejected(value: Any) -> None:
+@pytest.mark.parametrize("value", [-1, 10, 100])
+def test_priority_out_of_range_is_a_value_error(value: Any) -> None:
     with pytest.raises(ValueError, match="priority"):
+        Job(WORKER, priority=value)
+
+
+@pytest.mark.parametrize("value", [1.0, "1", True])
+def test_priority_of_the_wrong_type_is_a_type_error(value: Any) -> None:
+    with pytest.raises(TypeError, match="priority"):
         Job(WORKER, priority=value)
 
 
@@ -493,3 +506,31 @@ def test_current_job_is_none_outside_a_job() -> None:
 
 async def test_current_job_is_none_outside_a_job_in_async_code() -> None:
     assert current_job() is None
+
+
+# --- the recorded value -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [{"total": 3}, [1, "two", None], "text", 42, 1.5, None])
+def test_recorded_decodes_what_the_worker_recorded(value: Any) -> None:
+    job = Job(WORKER, meta={"recorded": True, "return": Record(value).encoded})
+
+    assert job.recorded == value
+
+
+def test_recorded_reads_a_value_recorded_by_elixir() -> None:
+    # %{"total" => 3} as Elixir Oban stores it: term_to_binary, base64 without padding.
+    job = Job(WORKER, meta={"recorded": True, "return": "g3QAAAABbQAAAAV0b3RhbGED"})
+
+    assert job.recorded == {"total": 3}
+
+
+def test_recorded_is_none_when_nothing_was_recorded() -> None:
+    assert Job(WORKER).recorded is None
+    assert Job(WORKER, meta={"recorded": False, "return": Record(1).encoded}).recorded is None
+
+
+@pytest.mark.parametrize("meta", [{"recorded": True}, {"recorded": True, "return": "%%%"}])
+def test_recorded_with_a_missing_or_malformed_value_is_a_value_error(meta: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"return|recorded"):
+        _ = Job(WORKER, meta=meta).recorded

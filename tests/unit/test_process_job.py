@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
 
-from oban import Job, Record, Snooze, current_job, job, worker
+from oban import Job, JobState, Record, Snooze, current_job, job, telemetry, worker
+from oban._executor import Executor
 from oban.testing import mode, process_job
 
 SEEN: dict[str, Any] = {}
@@ -121,6 +124,47 @@ def test_process_job_sets_current_job_for_sync_and_async_workers() -> None:
 def test_process_job_propagates_exceptions() -> None:
     with pytest.raises(ProcessUnitBoom, match="process-unit-boom-7"):
         process_job(ProcessUnitRaiseWorker.new({"n": 7}))
+
+
+def _job_events() -> tuple[list[tuple[str, dict[str, Any]]], str]:
+    received: list[tuple[str, dict[str, Any]]] = []
+    handler_id = f"process-unit-{uuid.uuid4().hex}"
+    telemetry.attach(
+        handler_id,
+        ["oban.job.start", "oban.job.stop", "oban.job.exception"],
+        lambda name, meta: received.append((name, {**meta, "current": current_job()})),
+    )
+    return received, handler_id
+
+
+def test_process_job_emits_the_exception_event_of_a_failing_worker_before_raising() -> None:
+    received, handler_id = _job_events()
+    try:
+        with pytest.raises(ProcessUnitBoom, match="process-unit-boom-3"):
+            process_job(ProcessUnitRaiseWorker.new({"n": 3}))
+        through_a_queue = ProcessUnitRaiseWorker.new({"n": 3})
+        with ThreadPoolExecutor(max_workers=1) as threads:
+            ack, _ = asyncio.run(Executor(threads=threads).run(_as_fetched(through_a_queue)))
+    finally:
+        telemetry.detach(handler_id)
+
+    names = [name for name, _ in received]
+    assert names == ["oban.job.start", "oban.job.exception"] * 2
+    tested, real = received[1][1], received[3][1]
+    assert tested.keys() == real.keys()
+    assert tested["job"] is tested["current"], "handlers see current_job() as in a queue"
+    assert tested["state"] == real["state"] == ack.state == JobState.RETRYABLE
+    assert tested["error_type"] == real["error_type"] == "ProcessUnitBoom"
+    assert tested["error_message"] == real["error_message"] == "process-unit-boom-3"
+    assert "ProcessUnitBoom: process-unit-boom-3" in tested["traceback"]
+    assert isinstance(tested["duration"], int) and tested["duration"] >= 0
+    assert isinstance(tested["queue_time"], int)
+
+
+def _as_fetched(built: Job) -> Job:
+    now = datetime.now(UTC)
+    built.id, built.attempt, built.attempted_at, built.scheduled_at = 1, 1, now, now
+    return built
 
 
 def test_process_job_returns_special_results_as_they_are() -> None:

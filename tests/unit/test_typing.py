@@ -32,6 +32,12 @@ MISTAKES = textwrap.dedent(
     Mailer.new({}, 1)
     add.new("one")
     add.enqueue(1, 2, 3)
+    Mailer.new({}, shedule_in=60)
+
+
+    @worker(queue="x", max_attempt=5)
+    class Typo:
+        def process(self, job: Job) -> None: ...
     """
 )
 
@@ -91,11 +97,16 @@ def test_mistakes_are_reported_by_both_checkers(tmp_path: Path) -> None:
     app = tmp_path / "mistakes.py"
     app.write_text(MISTAKES)
     by_mypy = _mypy(app, tmp_path).stdout
-    assert 'Too many arguments for "new" of "Mailer"' in by_mypy, by_mypy
+    # "positional": new() has typed keywords (JobOptions) since options are checked.
+    assert 'Too many positional arguments for "new" of "Mailer"' in by_mypy, by_mypy
     assert 'incompatible type "str"; expected "int"' in by_mypy, by_mypy
     assert 'Too many arguments for "enqueue"' in by_mypy, by_mypy
+    assert 'Unexpected keyword argument "shedule_in" for "new" of "Mailer"' in by_mypy, by_mypy
+    assert 'Unexpected keyword argument "max_attempt" for "worker"' in by_mypy, by_mypy
     by_pyright = _pyright(app).stdout
-    assert "3 errors" in by_pyright, by_pyright
+    assert "5 errors" in by_pyright, by_pyright
+    assert 'No parameter named "shedule_in"' in by_pyright, by_pyright
+    assert 'No parameter named "max_attempt"' in by_pyright, by_pyright
 
 
 def test_without_the_plugin_mypy_cannot_see_new(tmp_path: Path) -> None:

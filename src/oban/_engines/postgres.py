@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import psycopg
 from psycopg import AsyncConnection, AsyncCursor, AsyncRawCursor, OperationalError
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.errors import UndefinedTable
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
 from . import _payloads, _sql
+from ._dsn import mask_dsn, scrub
 from .base import Ack
 
 _ENGINE = "postgres"
 CONNECT_TIMEOUT = 10.0
+#: Seconds one direct connection attempt may take before the database counts as unreachable
+#: (libpq's connect_timeout, per host; name resolution is bounded by PROBE_GRACE more).
+PROBE_TIMEOUT = 3.0
+PROBE_GRACE = 1.0
 
 
 def _naive_utc(value: datetime | None) -> str | datetime | None:
@@ -53,6 +62,105 @@ async def _execute_sql(
 
 def _row_to_job(row: Sequence[Any]) -> Job:
     return _payloads.row_to_job(row)
+
+
+# Connecting
+
+
+async def _resolve(value: Any) -> Any:
+    """A pool parameter's value: psycopg_pool also accepts a (sync or async) callable."""
+    if callable(value):
+        value = value()
+        if inspect.isawaitable(value):
+            value = await value
+    return value
+
+
+async def resolve_conninfo(pool: AsyncConnectionPool[Any]) -> str:
+    """The pool's conninfo as a string."""
+    return str(await _resolve(pool.conninfo))
+
+
+def shown(conninfo: str) -> str:
+    """``conninfo`` as logs and errors show it: password masked; an empty one (libpq reads
+    PGHOST and friends) named as such."""
+    return mask_dsn(conninfo) or "(the libpq defaults)"
+
+
+def unavailable(conninfo: str, error: BaseException) -> DatabaseUnavailableError:
+    """The error for a database that cannot be reached: the server's (or the network's)
+    reason and the DSN, its password masked."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return DatabaseUnavailableError(
+        f"cannot connect to the database at {shown(conninfo)}: {scrub(reason, conninfo)}"
+    )
+
+
+async def probe(
+    conninfo: str, kwargs: Mapping[str, Any] | None = None, *, timeout: float = PROBE_TIMEOUT
+) -> None:
+    """Open one connection directly (no pool, no retries) and close it.
+
+    A pool retries a failing connection until its own timeout and reports only that it timed
+    out; one direct attempt fails at once with the server's reason.
+
+    A positive ``connect_timeout`` set in the DSN or ``kwargs`` is kept; otherwise the
+    attempt is given ``timeout`` seconds.
+
+    Raises:
+        DatabaseUnavailableError: naming the reason (``database "x" does not exist``,
+            ``password authentication failed ...``, ``Connection refused``) and the masked DSN.
+    """
+    timeout = _connect_timeout(conninfo, kwargs or {}) or timeout
+    options = {**(kwargs or {}), "connect_timeout": max(2, round(timeout))}
+    try:
+        conn = await asyncio.wait_for(
+            AsyncConnection.connect(conninfo, **options), timeout + PROBE_GRACE
+        )
+    except (psycopg.Error, OSError, TimeoutError) as error:
+        if isinstance(error, TimeoutError):
+            error = TimeoutError(f"no answer within {timeout:g}s")
+        raise unavailable(conninfo, error) from error
+    await conn.close()
+
+
+def _connect_timeout(conninfo: str, kwargs: Mapping[str, Any]) -> float | None:
+    """The positive ``connect_timeout`` the user set, in ``kwargs`` or the DSN, if any."""
+    value = kwargs.get("connect_timeout")
+    try:
+        if value is None:
+            value = conninfo_to_dict(conninfo).get("connect_timeout")
+        seconds = float(value) if value is not None else 0.0
+    except (psycopg.Error, TypeError, ValueError):
+        return None
+    return seconds if seconds > 0 else None
+
+
+def new_pool(conninfo: str, options: Mapping[str, Any]) -> AsyncConnectionPool[Any]:
+    """An unopened pool; ``options`` as ``Config.pool_kwargs()`` (``check=True`` becomes
+    psycopg_pool's connection check)."""
+    kwargs = dict(options)
+    check = AsyncConnectionPool.check_connection if kwargs.pop("check", False) else None
+    return AsyncConnectionPool(conninfo, open=False, check=check, **kwargs)
+
+
+async def open_pool(pool: AsyncConnectionPool[Any], timeout: float) -> None:
+    """Open ``pool`` and wait for its first connections, after one direct connection attempt
+    has shown the database answers (so a wrong DSN fails in seconds, with its reason).
+
+    Raises:
+        DatabaseUnavailableError: the database cannot be reached (the pool is closed).
+    """
+    conninfo = await resolve_conninfo(pool)
+    try:
+        await probe(conninfo, await _resolve(pool.kwargs), timeout=min(PROBE_TIMEOUT, timeout))
+        await pool.open(wait=True, timeout=timeout)
+    except DatabaseUnavailableError:
+        await pool.close()
+        raise
+    except Exception as error:
+        await pool.close()
+        raise unavailable(conninfo, error) from error
 
 
 async def unwrap_connection(conn: Any) -> AsyncConnection[Any]:
@@ -147,7 +255,18 @@ class PostgresEngine:
     async def _execute(
         self, conn: AsyncConnection[Any], name: str, params: tuple[Any, ...]
     ) -> list[tuple[Any, ...]]:
-        return await _execute_sql(conn, self._q(name), params)
+        try:
+            return await _execute_sql(conn, self._q(name), params)
+        except UndefinedTable as error:
+            raise await self._schema_missing() from error
+
+    async def _schema_missing(self) -> SchemaNotInstalledError:
+        flag = "" if self.prefix == "public" else f" --prefix {self.prefix}"
+        where = shown(await resolve_conninfo(self.pool))
+        return SchemaNotInstalledError(
+            f"the oban tables are missing from schema {self.prefix!r} of {where}: run "
+            f"`oban install --dsn <dsn>{flag}` (or oban.schema.install(pool)) first"
+        )
 
     def channel(self, name: str) -> str:
         """The full channel name for ``name`` (``insert`` -> ``public.oban_insert``)."""
@@ -166,20 +285,7 @@ class PostgresEngine:
     async def _diagnose(self) -> None:
         """Connect directly (not through the pool) to surface why the database is
         unreachable; raise DatabaseUnavailableError with that reason."""
-        conninfo: Any = self.pool.conninfo
-        if callable(conninfo):
-            conninfo = conninfo()
-            if inspect.isawaitable(conninfo):
-                conninfo = await conninfo
-        try:
-            kwargs = self.pool.kwargs if isinstance(self.pool.kwargs, dict) else {}
-            kwargs = {**kwargs, "connect_timeout": int(CONNECT_TIMEOUT)}
-            conn = await AsyncConnection.connect(conninfo, **kwargs)
-        except Exception as error:
-            raise DatabaseUnavailableError(
-                f"cannot connect to the database: {str(error).strip()}"
-            ) from error
-        await conn.close()
+        await probe(await resolve_conninfo(self.pool), await _resolve(self.pool.kwargs))
 
     async def check_schema(self) -> None:
         try:
@@ -192,14 +298,10 @@ class PostgresEngine:
                 async with self._connection(timeout=CONNECT_TIMEOUT) as conn:
                     rows = await self._execute(conn, "check_schema", (self.prefix,))
         except OperationalError as error:
-            raise DatabaseUnavailableError(f"cannot reach the database: {error}") from error
+            raise unavailable(await resolve_conninfo(self.pool), error) from error
         jobs, producers, _leaders, errors_type = rows[0]
         if not (jobs and producers):
-            flag = "" if self.prefix == "public" else f" --prefix {self.prefix}"
-            raise SchemaNotInstalledError(
-                f"the oban tables are missing from schema {self.prefix!r}: run "
-                f"`oban install --dsn <dsn>{flag}` (or oban.schema.install(pool)) first"
-            )
+            raise await self._schema_missing()
         self._legacy_errors = errors_type == "jsonb"
 
     async def insert_jobs(self, jobs: Sequence[Job], conn: Any = None) -> list[Job]:

@@ -26,7 +26,7 @@ import functools
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from os import PathLike
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -263,7 +263,26 @@ class SQLiteEngine:
         args = params or {}
         async with self._get_lock():
             conn = await self._open_locked()
-            return list(await self._retry(functools.partial(conn.execute_fetchall, sql, args)))
+            with self._schema_guard():
+                return list(await self._retry(functools.partial(conn.execute_fetchall, sql, args)))
+
+    @contextlib.contextmanager
+    def _schema_guard(self) -> Iterator[None]:
+        """Turn SQLite's "no such table" into the error that says to install the schema (the
+        facade installs it on open, so this means it was dropped while in use)."""
+        try:
+            yield
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
+            raise self._schema_missing() from error
+
+    def _schema_missing(self) -> SchemaNotInstalledError:
+        flag = "" if self.prefix == "public" else f" --prefix {self.prefix}"
+        return SchemaNotInstalledError(
+            f"the oban tables are missing from {self.path!r}: run "
+            f"`oban install --dsn sqlite:///{self.path}{flag}` first"
+        )
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -318,11 +337,7 @@ class SQLiteEngine:
             ) from error
         jobs, producers, leaders = rows[0]
         if not (jobs and producers and leaders):
-            flag = "" if self.prefix == "public" else f" --prefix {self.prefix}"
-            raise SchemaNotInstalledError(
-                f"the oban tables are missing from {self.path!r}: run "
-                f"`oban install --dsn sqlite:///{self.path}{flag}` first"
-            )
+            raise self._schema_missing()
 
     # Jobs
 
@@ -339,7 +354,8 @@ class SQLiteEngine:
             return []
         params = {"jobs": _payloads.new_jobs(jobs, _timestamp_or_none)}
         if conn is not None:
-            rows = await _execute_on(conn, self._q("insert_jobs"), params)
+            with self._schema_guard():
+                rows = await _execute_on(conn, self._q("insert_jobs"), params)
         else:
             rows = await self._run("insert_jobs", params)
         rows.sort(key=lambda row: row[0])  # ids ascend in input order

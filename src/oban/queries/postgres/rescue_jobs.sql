@@ -2,8 +2,9 @@
 -- An executing job is an orphan when the producer that claimed it (attempted_by[2]) has a
 -- stale heartbeat, or when no producer row knows it and it started over rescue_after ago.
 -- A job whose producer still heartbeats is never rescued, however long it runs.
--- Orphans with attempts left go back to available; the others are discarded. Available jobs
--- that already used every attempt are discarded too (the fetch skips them).
+-- Orphans with attempts left go back to available (meta.rescued counts the rescues); the
+-- others are discarded, meta untouched. Available jobs that already used every attempt are
+-- discarded too (the fetch skips them).
 WITH live AS (
   SELECT uuid::text AS uuid,
          updated_at >= timezone('UTC', now()) - make_interval(secs => $2::double precision) AS fresh
@@ -29,7 +30,7 @@ UPDATE {prefix}.oban_jobs AS j
 SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'available' END::{prefix}.oban_job_state,
     discarded_at = CASE WHEN j.attempt >= j.max_attempts THEN timezone('UTC', now()) ELSE j.discarded_at END,
     meta = CASE
-      WHEN j.state = 'executing'
+      WHEN j.state = 'executing' AND j.attempt < j.max_attempts
         THEN COALESCE(j.meta, '{}') || jsonb_build_object('rescued', COALESCE((j.meta->>'rescued')::integer, 0) + 1)
       ELSE j.meta
     END

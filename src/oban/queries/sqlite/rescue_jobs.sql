@@ -3,15 +3,15 @@
 -- uuid) has a stale heartbeat, or when no producer row knows it and it started over
 -- rescue_after ago. A job whose producer still heartbeats is never rescued, however long it
 -- runs. Orphans with attempts left go back to available (meta.rescued counts the rescues);
--- the others are discarded. Available jobs that already used every attempt are discarded too
--- (the fetch skips them).
+-- the others are discarded, meta untouched. Available jobs that already used every attempt
+-- are discarded too (the fetch skips them).
 UPDATE {table_prefix}oban_jobs
 SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
     discarded_at = CASE
       WHEN attempt >= max_attempts THEN strftime('%Y-%m-%d %H:%M:%f', 'now') ELSE discarded_at
     END,
     meta = CASE
-      WHEN state = 'executing'
+      WHEN state = 'executing' AND attempt < max_attempts
         THEN json_set(meta, '$.rescued', COALESCE(meta ->> '$.rescued', 0) + 1)
       ELSE meta
     END
