@@ -38,7 +38,7 @@ from ._scheduler import Scheduler
 from ._stager import Stager
 from ._tasks import cancel_and_wait
 from .decorators import cron_entries
-from .errors import UnknownOptionError
+from .errors import OptionNotImplementedError, UnknownOptionError
 from .job import MAX_NAME_LENGTH, Job
 from .telemetry.core import has_span_handlers
 from .worker import warn_if_unimportable
@@ -179,10 +179,9 @@ class Oban:
 
     def _configure(self, config: Config, pool: AsyncConnectionPool[Any] | None) -> None:
         if config.metrics:
-            logger.warning(
-                "metrics=%r is accepted for compatibility, but gossip/metrics broadcasts for "
-                "Oban Web are not implemented yet",
-                config.metrics,
+            raise OptionNotImplementedError(
+                f"metrics={config.metrics!r}: gossip of queue checks for Oban Met / Oban Web is "
+                "not implemented yet; leave metrics unset (or false) until it is"
             )
         self.config = config
         self.name = config.name

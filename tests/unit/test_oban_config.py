@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from oban import Config, Oban
 from oban._engines.postgres import PostgresEngine
 from oban._engines.sqlite import SQLiteEngine
+from oban.errors import OptionNotImplementedError
 from oban.oban import _instances
 
 PG_DSN = "postgresql://app:hunter2@db.internal:5432/jobs"
@@ -149,6 +150,21 @@ def test_a_wrongly_typed_option_is_a_type_error_naming_it() -> None:
 
     with pytest.raises(TypeError, match=r"queues\.default\.paused must be true or false"):
         Oban(**options)
+
+
+@pytest.mark.parametrize("metrics", [True, {"interval": 2}])
+def test_metrics_is_refused_until_gossip_is_implemented(metrics: Any) -> None:
+    """oban-py accepts metrics=True; accepting it here would let Oban Web users believe their
+    Python nodes are broadcast."""
+    with pytest.raises(OptionNotImplementedError, match=r"metrics=.*not implemented yet"):
+        Oban(metrics=metrics)
+    with pytest.raises(OptionNotImplementedError):
+        Oban.from_config(Config(metrics=metrics))
+
+
+@pytest.mark.parametrize("metrics", [None, False])
+def test_metrics_off_is_accepted(metrics: Any) -> None:
+    assert Oban(metrics=metrics).config.metrics == metrics
 
 
 def test_every_config_option_is_a_keyword_argument() -> None:
