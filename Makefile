@@ -33,5 +33,13 @@ check: lint test
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# Tests against real Elixir Oban nodes (tests/interop, see docs/elixir.md): needs Erlang
+# (/usr/bin/erl) and the Elixir kit (OBAN_ELIXIR_KIT, default ../shared/elixir/elixir-kit.tgz),
+# so `make test` leaves them out. pytest's timeout covers test bodies only: the first run's
+# `mix compile` (30 to 55 s) happens in a fixture, with its own limit.
+.PHONY: interop
+interop: $(STAMP)
+	$(BIN)/python -m pytest tests/interop -o timeout_func_only=true $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -25,6 +25,10 @@ from tests.pgserver import PrivateServer
 
 DSN = os.environ.get("OBAN_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
+# tests/interop runs real Elixir nodes and needs the Elixir kit and Erlang: `make interop` runs
+# it by naming it (pytest tests/interop); the default collection (`make test`) leaves it out.
+collect_ignore = ["interop"]
+
 #: How long, after the last test, threads a test left running get to finish on their own.
 LEAKED_THREAD_GRACE = 10.0
 _exit_status: list[int] = [0]

@@ -641,7 +641,10 @@ class Config:
     leader: dict[str, Any] = field(default_factory=dict)
     """Leader election options: ``interval`` (the lease, in seconds; default 30)."""
     lifeline: dict[str, Any] = field(default_factory=dict)
-    """Lifeline (orphan rescue) plugin options: ``interval``, ``limit``, ``rescue_after``."""
+    """Lifeline (orphan rescue) plugin options: ``interval`` (default 60), ``limit`` (5,000) and
+    ``rescue_after``: seconds after which an executing job that no producer row knows (an
+    Elixir node's) is rescued, default 3,600 as in Elixir's Lifeline. Jobs of known producers
+    are rescued by heartbeat, never by ``rescue_after``."""
     pruner: dict[str, Any] = field(default_factory=dict)
     """Pruner plugin options: ``interval``, ``limit``, ``max_age``."""
     refresher: dict[str, Any] = field(default_factory=dict)

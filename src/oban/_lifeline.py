@@ -1,9 +1,13 @@
 """Rescues orphaned executing jobs (leader only).
 
 A job is an orphan when the producer that claimed it stopped heartbeating (its node died or
-shut down without finishing it), or, for jobs no producer row knows (an Elixir node, a
-database crash), when it started more than ``rescue_after`` seconds ago. A job whose producer
-still heartbeats is never rescued.
+shut down without finishing it). A job whose producer still heartbeats is never rescued.
+
+Jobs that no producer row knows are judged by time alone: they were claimed by an Elixir node
+(Elixir Oban writes no ``oban_producers`` rows), or their rows were lost in a database crash.
+Such a job may well still be running, so it is rescued only once it started more than
+``rescue_after`` seconds ago, by default Elixir's own Lifeline default of 60 minutes: with the
+defaults, a Python leader rescues an Elixir job no sooner than an Elixir leader would.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from ._looper import Looper
 
 #: A max_age no heartbeat exceeds (about 31 years), except an explicitly expired producer's.
 _NEVER_STALE = 1e9
+
+#: Seconds after which a job no producer row knows is rescued: Elixir's Lifeline default.
+RESCUE_AFTER = 3600.0
 
 
 class Lifeline(Looper):
@@ -34,7 +41,7 @@ class Lifeline(Looper):
         interval: float = 60.0,
         limit: int = 5_000,
         producer_max_age: float = 60.0,
-        rescue_after: float = 300.0,
+        rescue_after: float = RESCUE_AFTER,
     ) -> None:
         super().__init__(interval=interval, is_leader=is_leader)
         self._engine = engine

@@ -23,6 +23,20 @@ logger = logging.getLogger("oban.notifier")
 
 Callback = Callable[[dict[str, Any]], Any]
 
+#: While an outage is younger than FAST_RECONNECT_WINDOW seconds, reconnect attempts are at
+#: most FAST_RECONNECT_DELAY apart (jittered): after a database restart, which empties the
+#: unlogged peer and producer tables, a node is back (leader elected, producers registered)
+#: within about a second of the database accepting connections. Then up to 30 s apart.
+FAST_RECONNECT_WINDOW = 30.0
+FAST_RECONNECT_DELAY = 0.5
+MAX_RECONNECT_DELAY = 30.0
+
+
+def reconnect_delay(failures: int, down_for: float) -> float:
+    """Seconds before connection attempt ``failures + 1`` of an outage ``down_for`` old."""
+    cap = FAST_RECONNECT_DELAY if down_for < FAST_RECONNECT_WINDOW else MAX_RECONNECT_DELAY
+    return min(cap, 0.25 * 2.0 ** min(failures, 16)) * (0.75 + random.random() / 2)  # noqa: S311
+
 
 def encode_payload(message: dict[str, Any]) -> str:
     """Python-sent payloads: base64 of gzipped JSON, as Elixir Oban sends them."""
@@ -44,13 +58,22 @@ class PostgresNotifier:
     """Listens on ``{prefix}.oban_<channel>``; reconnects with backoff when the link drops."""
 
     def __init__(
-        self, *, beat_interval: float = 30.0, conninfo: Any, connect_kwargs: Any, prefix: str
+        self,
+        *,
+        beat_interval: float = 30.0,
+        conninfo: Any,
+        connect_kwargs: Any,
+        on_reconnect: Callable[[], None] | None = None,
+        prefix: str,
     ) -> None:
         # Either may be a (sync or async) callable, as psycopg_pool allows: resolved at
         # each connect so rotating credentials keep working.
         self._conninfo = conninfo
         self._connect_kwargs = connect_kwargs
         self._beat_interval = beat_interval
+        # Called when LISTEN works again after a lost link or failed connection attempts
+        # (the database may have restarted meanwhile).
+        self._on_reconnect = on_reconnect
         self._prefix = prefix
         self._subscribers: dict[str, dict[int, Callback]] = {}
         self._next_token = 0
@@ -106,6 +129,7 @@ class PostgresNotifier:
 
     async def _run(self) -> None:
         failures = 0
+        lost_at: float | None = None
         while True:
             try:
                 conninfo, kwargs = await self._connect_params()
@@ -113,8 +137,8 @@ class PostgresNotifier:
             except Exception as error:
                 failures += 1
                 self._set_status("polling", f"cannot connect: {error}")
-                delay = min(30.0, 0.25 * 2**failures) * (0.75 + random.random() / 2)  # noqa: S311
-                await asyncio.sleep(delay)
+                lost_at = time.monotonic() if lost_at is None else lost_at
+                await asyncio.sleep(reconnect_delay(failures, time.monotonic() - lost_at))
                 continue
             try:
                 self._listening = set()
@@ -122,6 +146,9 @@ class PostgresNotifier:
                 failures = 0
                 self._connected.set()
                 self._set_status("listening")
+                if lost_at is not None:
+                    lost_at = None
+                    self._reconnected()
                 beat = time.monotonic()
                 while True:
                     async for notify in conn.notifies(timeout=1.0):
@@ -138,8 +165,17 @@ class PostgresNotifier:
             except Exception as error:
                 self._connected.clear()
                 self._set_status("polling", f"connection lost: {error}")
+                lost_at = time.monotonic() if lost_at is None else lost_at
                 await conn.close()
                 await asyncio.sleep(0.1 * (1 + random.random()))  # noqa: S311
+
+    def _reconnected(self) -> None:
+        if self._on_reconnect is None:
+            return
+        try:
+            self._on_reconnect()
+        except Exception:
+            logger.exception("notifier reconnect handler failed")
 
     async def _connect_params(self) -> tuple[str, dict[str, Any]]:
         async def resolve(value: Any) -> Any:

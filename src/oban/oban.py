@@ -86,8 +86,9 @@ class Oban:
         prefix: the PostgreSQL schema holding the tables, default ``public``.
         notifier: ``{"type": "postgres"}`` (LISTEN/NOTIFY, default) or ``{"type": "poll"}``.
         shutdown_grace_period: seconds ``stop()`` waits for running jobs (``None``: forever).
-        leadership: take part in leader election (default: when queues are given); the
-            leader prunes, rescues orphans and inserts cron jobs for the whole cluster.
+        leadership: take part in leader election (default: when the instance runs queues);
+            the leader stages (on PostgreSQL), prunes, rescues orphans and inserts cron jobs
+            for the whole cluster.
         leader: ``{"interval": 30.0}``, the leadership lease in seconds.
         stager, pruner, lifeline, refresher, scheduler, metrics: component options.
         pool_min_size, pool_max_size, pool_timeout, pool_max_lifetime, pool_max_idle,
@@ -353,6 +354,10 @@ class Oban:
         failure releases whatever had started."""
         await self._ready()
         await self._engine.check_schema()
+        if self.config.leadership is None:
+            # An instance that runs queues takes part (on PostgreSQL the leader alone stages,
+            # also for a queue started later on an instance started without any).
+            self._leadership = bool(queues)
         try:
             await self._start_components(queues)
         except BaseException:
@@ -393,6 +398,7 @@ class Oban:
                 beat_interval=config.get("beat_interval", 30.0),
                 conninfo=self.pool.conninfo,
                 connect_kwargs=self.pool.kwargs,
+                on_reconnect=self._on_reconnect,
                 prefix=self.prefix,
             )
             self._notifier.listen("insert", self._on_insert)
@@ -414,14 +420,9 @@ class Oban:
             producers=lambda: list(self._producers.values()),
             **config.refresher,
         )
-        self._stager = Stager(
-            engine=self._engine,
-            on_staged=self._wake,
-            queues=lambda: list(self._producers),
-            **config.stager,
-        )
+        self._stager = self._make_stager()
         if not self._leadership:
-            return [self._stager, refresher]
+            return [refresher] if self._stager.leader_only else [self._stager, refresher]
         return [
             self._stager,
             refresher,
@@ -440,6 +441,20 @@ class Oban:
                 **config.scheduler,
             ),
         ]
+
+    def _make_stager(self) -> Stager:
+        # PostgreSQL: the leader alone stages, every queue, as Elixir's leader does; a second
+        # stager beside Elixir's (which locks nothing) could make a claimed job available
+        # again. SQLite has no Elixir nodes and no notifications across processes: each node
+        # stages its own queues (claims are serialised by BEGIN IMMEDIATE).
+        leader_only = self.sqlite_path is None
+        return Stager(
+            engine=self._engine,
+            is_leader=(lambda: self.is_leader) if leader_only else None,
+            on_staged=self._wake,
+            queues=lambda: list(self._producers),
+            **self.config.stager,
+        )
 
     def _make_producer(self, queue: str, opts: dict[str, Any]) -> Producer:
         assert self._acker is not None and self._executor is not None
@@ -519,6 +534,25 @@ class Oban:
     def _on_leader(self, message: dict[str, Any]) -> None:
         if self._leader is not None:
             self._leader.on_message(message)
+
+    def _on_reconnect(self) -> None:
+        if self._started:  # not while stop() takes the runtime down
+            self._spawn(self._recover())
+
+    async def _recover(self) -> None:
+        """After an outage the database may have restarted: its unlogged peer and producer
+        tables are empty and pooled connections broken. Replace the broken connections, then
+        elect and heartbeat (restoring producer rows) now rather than at the next interval."""
+        if self.pool is not None:
+            try:
+                await self.pool.check()
+            except Exception as error:
+                logger.warning("could not check the pool's connections: %s", error)
+        if self._leader is not None:
+            self._leader.poke()
+        for plugin in self._plugins:
+            if plugin.name == "refresher":
+                plugin.poke()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -245,7 +245,7 @@ async def test_kill_9_mid_job_is_rescued_and_completed_once_by_the_other_node(
     first = await nodes("node-1")
 
     async def first_leads() -> bool:
-        rows: list[tuple[Any, ...]] = await sql("SELECT node FROM oban_leaders")
+        rows: list[tuple[Any, ...]] = await sql("SELECT node FROM oban_peers")
         return rows == [("node-1",)]
 
     await _until(first_leads, first, timeout=20, message="node-1 leads")
@@ -286,7 +286,7 @@ async def test_kill_9_mid_job_is_rescued_and_completed_once_by_the_other_node(
     assert done.attempted_by[0] == "node-2"
     assert done.attempt == 2
     assert done.meta.get("rescued") == 1
-    assert await sql("SELECT node FROM oban_leaders") == [("node-2",)]
+    assert await sql("SELECT node FROM oban_peers") == [("node-2",)]
     assert second.proc.returncode is None, second.tail()
 
 

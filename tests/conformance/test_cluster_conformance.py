@@ -253,8 +253,13 @@ def _leaders(instances: list[Oban]) -> list[str]:
     return [o.node for o in instances if o.is_leader]
 
 
+def _lease_table(instance: Oban) -> str:
+    """Where leases live: Elixir's oban_peers on PostgreSQL, oban_leaders on SQLite."""
+    return "oban_leaders" if instance.sqlite_path is not None else "oban_peers"
+
+
 async def _leader_rows(instance: Oban, sql: Callable[..., Any]) -> list[tuple[str, str]]:
-    rows = await sql(instance, "SELECT name, node FROM oban_leaders ORDER BY name")
+    rows = await sql(instance, f"SELECT name, node FROM {_lease_table(instance)} ORDER BY name")
     return [(str(name), str(node)) for name, node in rows]
 
 
@@ -468,13 +473,14 @@ async def test_leadership_is_dropped_when_elections_fail_and_regained_after(
     ]
     await eventually(lambda: len(_leaders(nodes)) == 1, message="a first leader")
 
-    await sql(nodes[0], "ALTER TABLE oban_leaders RENAME TO oban_leaders_away")
+    table = _lease_table(nodes[0])
+    await sql(nodes[0], f"ALTER TABLE {table} RENAME TO {table}_away")
     try:
         await eventually(
             lambda: _leaders(nodes) == [], timeout=2.0, message="no leader while elections fail"
         )
     finally:
-        await sql(nodes[0], "ALTER TABLE oban_leaders_away RENAME TO oban_leaders")
+        await sql(nodes[0], f"ALTER TABLE {table}_away RENAME TO {table}")
 
     await eventually(
         lambda: len(_leaders(nodes)) == 1, timeout=2.5, message="a leader once elections work"
@@ -483,16 +489,16 @@ async def test_leadership_is_dropped_when_elections_fail_and_regained_after(
 
 
 async def test_leader_only_work_runs_on_the_leader_alone(
-    make_oban: Callable[..., Oban],
+    make_oban: Callable[..., Oban], engine: str
 ) -> None:
     nodes = [
         make_oban(**_options(name="ConfBOnly", node=f"only-{n}", queues={"confb_idle": 1}))
         for n in "abc"
     ]
-    spies = {
-        o.node: {name: _spy(o, name) for name in ("prune_jobs", "rescue_jobs", "cleanup_producers")}
-        for o in nodes
-    }
+    # On PostgreSQL staging is the leader's too (SQLite nodes stage their own queues).
+    leader_only = ["prune_jobs", "rescue_jobs", "cleanup_producers"]
+    leader_only += ["stage_jobs"] if engine == "postgres" else []
+    spies = {o.node: {name: _spy(o, name) for name in leader_only} for o in nodes}
     for o in nodes:
         await o.start()
     await eventually(lambda: len(_leaders(nodes)) == 1, message="exactly one leader")
@@ -502,11 +508,9 @@ async def test_leader_only_work_runs_on_the_leader_alone(
     assert _leaders(nodes) == [leader]
     for node, calls in spies.items():
         if node != leader:
-            assert {name: len(c) for name, c in calls.items()} == {
-                "prune_jobs": 0,
-                "rescue_jobs": 0,
-                "cleanup_producers": 0,
-            }, f"follower {node} did leader-only work"
+            assert {name: len(c) for name, c in calls.items()} == dict.fromkeys(leader_only, 0), (
+                f"follower {node} did leader-only work"
+            )
 
 
 async def test_stopping_the_leader_hands_over_at_once_through_the_resign_notice(

@@ -135,14 +135,15 @@ async def test_runtime_events_fire_with_documented_metadata(
     sql: Callable[..., Any],
     tele_cron: None,
 ) -> None:
-    # Two orphans of a node that is gone: the lifeline rescues one and discards the other.
+    # Two orphans of a node that is gone (no producer row, started two hours ago, past the
+    # one-hour rescue_after): the lifeline rescues one and discards the other.
     await sql(
         "INSERT INTO oban_jobs (state, queue, worker, args, attempt, max_attempts, "
         "attempted_at, attempted_by) VALUES "
         "('executing', 'tele_orphan_q', 'gone.Worker', '{}', 1, 3, "
-        "timezone('UTC', now()) - interval '1 hour', ARRAY['gone-node', %s]), "
+        "timezone('UTC', now()) - interval '2 hours', ARRAY['gone-node', %s]), "
         "('executing', 'tele_orphan_q', 'gone.Worker', '{}', 3, 3, "
-        "timezone('UTC', now()) - interval '1 hour', ARRAY['gone-node', %s])",
+        "timezone('UTC', now()) - interval '2 hours', ARRAY['gone-node', %s])",
         (str(uuid.uuid4()), str(uuid.uuid4())),
     )
 

@@ -53,8 +53,11 @@ class Engine(Protocol):
         """:meth:`ack_jobs` and :meth:`fetch_jobs` at once, all or nothing: a producer's
         fetch carries the acks waiting to be written. Returns (acked ids, claimed jobs)."""
 
-    async def stage_jobs(self, queues: Sequence[str], limit: int) -> dict[str, int]:
-        """Make due scheduled/retryable jobs available; return how many per queue."""
+    async def stage_jobs(self, queues: Sequence[str] | None, limit: int) -> dict[str, int]:
+        """Make up to ``limit`` due scheduled/retryable jobs of ``queues`` (``None``: every
+        queue) available, locked first and guarded by their state; wake those queues'
+        producers. Returns how many jobs each woken queue received (every queue that
+        received some, and on PostgreSQL every other queue with available jobs, at 0)."""
 
     async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
         """Load jobs by id."""
@@ -74,7 +77,7 @@ class Engine(Protocol):
         """Take or extend the lead for ``name``; whether ``node`` leads now."""
 
     async def resign_leader(self, name: str, node: str) -> None:
-        """Give up the lead if ``node`` holds it."""
+        """Give up the lead if ``node`` holds it (the caller announces it on ``leader``)."""
 
     async def prune_jobs(self, max_age: float, limit: int) -> int:
         """Delete up to ``limit`` finished jobs older than ``max_age`` seconds."""

@@ -247,6 +247,8 @@ class PostgresEngine:
         self.prefix = _sql.validate_prefix(prefix)
         self.insert_channel = f"{prefix}.oban_insert"
         self._legacy_errors: bool | None = None
+        # No oban_peers (an oban-py 0.7.0 layout not upgraded yet): leases in oban_leaders.
+        self._legacy_leases: bool | None = None
         self._fetch_sql_cache: dict[str, str] = {}
 
     def _q(self, name: str) -> str:
@@ -299,10 +301,11 @@ class PostgresEngine:
                     rows = await self._execute(conn, "check_schema", (self.prefix,))
         except OperationalError as error:
             raise unavailable(await resolve_conninfo(self.pool), error) from error
-        jobs, producers, _leaders, errors_type = rows[0]
+        jobs, producers, _leaders, errors_type, peers = rows[0]
         if not (jobs and producers):
             raise await self._schema_missing()
         self._legacy_errors = errors_type == "jsonb"
+        self._legacy_leases = not peers
 
     async def insert_jobs(self, jobs: Sequence[Job], conn: Any = None) -> list[Job]:
         if not jobs:
@@ -361,10 +364,11 @@ class PostgresEngine:
         rows = await self._run("ack_jobs_legacy" if self._legacy_errors else "ack_jobs", (payload,))
         return {row[0] for row in rows}
 
-    async def stage_jobs(self, queues: Sequence[str], limit: int) -> dict[str, int]:
-        if not queues:
+    async def stage_jobs(self, queues: Sequence[str] | None, limit: int) -> dict[str, int]:
+        if queues is not None and not queues:
             return {}
-        rows = await self._run("stage_jobs", (list(queues), limit, self.insert_channel))
+        scope = None if queues is None else list(queues)
+        rows = await self._run("stage_jobs", (scope, limit, self.insert_channel))
         return {row[0]: row[1] for row in rows}
 
     async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
@@ -385,11 +389,22 @@ class PostgresEngine:
     # Cluster
 
     async def elect_leader(self, name: str, node: str, ttl: float) -> bool:
-        rows = await self._run("elect_leader", (name, node, ttl))
+        if self._legacy_leases is None:
+            await self.check_schema()
+        if self._legacy_leases:
+            rows = await self._run("elect_leader_legacy", (name, node, ttl))
+            return bool(rows) and rows[0][0] == node
+        # Elixir's peer row (oban_peers), elected as Elixir elects: expired leases go, then
+        # our lease is inserted or extended, in one transaction.
+        async with self._connection() as conn:
+            async with conn.transaction():
+                await self._execute(conn, "delete_expired_peers", (name,))
+                rows = await self._execute(conn, "elect_leader", (name, node, ttl))
         return bool(rows) and rows[0][0] == node
 
     async def resign_leader(self, name: str, node: str) -> None:
-        await self._run("resign_leader", (name, node))
+        legacy = self._legacy_leases
+        await self._run("resign_leader_legacy" if legacy else "resign_leader", (name, node))
 
     async def prune_jobs(self, max_age: float, limit: int) -> int:
         return len(await self._run("prune_jobs", (max_age, limit)))

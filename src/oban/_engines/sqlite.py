@@ -434,12 +434,11 @@ class SQLiteEngine:
             meta["snoozed"] = int(orjson.loads(raw).get("snoozed") or 0) + 1
         return dataclasses.replace(ack, meta=meta, replace_meta=True)
 
-    async def stage_jobs(self, queues: Sequence[str], limit: int) -> dict[str, int]:
-        if not queues:
+    async def stage_jobs(self, queues: Sequence[str] | None, limit: int) -> dict[str, int]:
+        if queues is not None and not queues:
             return {}
-        rows = await self._run(
-            "stage_jobs", {"queues": orjson.dumps(list(queues)).decode(), "limit": max(limit, 0)}
-        )
+        scope = None if queues is None else orjson.dumps(list(queues)).decode()
+        rows = await self._run("stage_jobs", {"queues": scope, "limit": max(limit, 0)})
         counts: dict[str, int] = {}
         for (queue,) in rows:
             counts[queue] = counts.get(queue, 0) + 1

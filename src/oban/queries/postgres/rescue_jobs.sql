@@ -1,7 +1,9 @@
 -- $1 rescue_after seconds, $2 producer max_age seconds, $3 limit.
 -- An executing job is an orphan when the producer that claimed it (attempted_by[2]) has a
 -- stale heartbeat, or when no producer row knows it and it started over rescue_after ago.
--- A job whose producer still heartbeats is never rescued, however long it runs.
+-- A job whose producer still heartbeats is never rescued, however long it runs. Elixir nodes
+-- write no producer rows, so their jobs, running or not, only ever meet the rescue_after
+-- rule (an hour by default, as in Elixir's Lifeline).
 -- Orphans with attempts left go back to available (meta.rescued counts the rescues); the
 -- others are discarded, meta untouched. Available jobs that already used every attempt are
 -- discarded too (the fetch skips them).

@@ -1,8 +1,9 @@
 -- :rescue_after seconds, :producer_max_age seconds, :limit.
 -- An executing job is an orphan when the producer that claimed it (attempted_by[1], its
 -- uuid) has a stale heartbeat, or when no producer row knows it and it started over
--- rescue_after ago. A job whose producer still heartbeats is never rescued, however long it
--- runs. Orphans with attempts left go back to available (meta.rescued counts the rescues);
+-- rescue_after ago (an hour by default, the same option as on PostgreSQL, where it covers
+-- Elixir nodes' jobs). A job whose producer still heartbeats is never rescued, however long
+-- it runs. Orphans with attempts left go back to available (meta.rescued counts the rescues);
 -- the others are discarded, meta untouched. Available jobs that already used every attempt
 -- are discarded too (the fetch skips them).
 UPDATE {table_prefix}oban_jobs
