@@ -19,8 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban import Oban, schema
 from oban._config import CONFIG_FILE_NAME
-from oban.oban import _instances
-from tests.helpers import stop_all
+from tests.helpers import oban_factory
 from tests.pgserver import PrivateServer
 
 DSN = os.environ.get("OBAN_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -149,23 +148,8 @@ async def make_oban(
     pool: AsyncConnectionPool[Any], prefix: str
 ) -> AsyncIterator[Callable[..., Oban]]:
     """Build ``Oban`` instances on the test schema; all are stopped after the test."""
-    made: list[Oban] = []
-
-    def make(**options: Any) -> Oban:
-        options.setdefault("pool", pool)
-        options.setdefault("prefix", prefix)
-        options.setdefault("shutdown_grace_period", 5.0)
-        instance = Oban(**options)
-        made.append(instance)
-        return instance
-
-    try:
+    async with oban_factory(pool=pool, prefix=prefix) as make:
         yield make
-    finally:
-        try:
-            await stop_all(made)
-        finally:
-            _instances.clear()
 
 
 @pytest.fixture

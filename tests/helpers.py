@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,3 +80,50 @@ async def run_command(
     finally:
         await reap(proc)
     return proc.returncode or 0, out.decode()
+
+
+def spy(instance: Any, method: str) -> list[Any]:
+    """Record the result of each finished call of ``instance._engine.<method>`` (the real call
+    still runs): ``calls = spy(oban, "stage_jobs")``."""
+    engine = instance._engine
+    original = getattr(engine, method)
+    calls: list[Any] = []
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = await original(*args, **kwargs)
+        calls.append(result)
+        return result
+
+    setattr(engine, method, wrapper)
+    return calls
+
+
+async def more_calls(calls: list[Any], extra: int, timeout: float = 5.0) -> None:
+    """Wait until ``extra`` more calls were recorded by :func:`spy`."""
+    target = len(calls) + extra
+    await eventually(lambda: len(calls) >= target, timeout=timeout, message=f"{extra} more calls")
+
+
+@contextlib.asynccontextmanager
+async def oban_factory(**defaults: Any) -> AsyncIterator[Callable[..., Any]]:
+    """``make(**options)`` builds ``Oban`` instances with ``defaults`` (and a 5 s shutdown
+    grace period); on exit every one is stopped and the instance registry emptied."""
+    from oban import Oban
+    from oban.oban import _instances
+
+    made: list[Oban] = []
+
+    def make(**options: Any) -> Oban:
+        for key, value in {"shutdown_grace_period": 5.0, **defaults}.items():
+            options.setdefault(key, value)
+        instance = Oban(**options)
+        made.append(instance)
+        return instance
+
+    try:
+        yield make
+    finally:
+        try:
+            await stop_all(made)
+        finally:
+            _instances.clear()

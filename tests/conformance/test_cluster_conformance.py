@@ -31,7 +31,7 @@ import pytest
 
 from oban import Cancel, Job, Oban, telemetry, worker
 from oban.decorators import cron_entries
-from tests.helpers import eventually
+from tests.helpers import eventually, spy
 
 # ---------------------------------------------------------------------------------------------
 # Workers and cron entries
@@ -218,21 +218,6 @@ async def _start(make_oban: Callable[..., Oban], **overrides: Any) -> Oban:
     return instance
 
 
-def _spy(instance: Oban, method: str) -> list[Any]:
-    """Record every finished call of ``instance._engine.<method>`` (still the real call)."""
-    engine = instance._engine
-    original = getattr(engine, method)
-    calls: list[Any] = []
-
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        result = await original(*args, **kwargs)
-        calls.append(result)
-        return result
-
-    setattr(engine, method, wrapper)
-    return calls
-
-
 async def _more_calls(*spies: list[Any], extra: int, timeout: float = 5.0) -> None:
     targets = [(calls, len(calls) + extra) for calls in spies]
     await eventually(
@@ -394,7 +379,7 @@ async def test_exactly_one_of_three_nodes_sharing_a_name_leads(
     leader = _leaders(nodes)[0]
 
     # Several elections later it is still the one and only leader.
-    elections = [_spy(o, "elect_leader") for o in nodes]
+    elections = [spy(o, "elect_leader") for o in nodes]
     await _more_calls(*elections, extra=3)
     assert _leaders(nodes) == [leader]
     assert await _leader_rows(nodes[0], sql) == [("ConfBLead", leader)]
@@ -409,7 +394,7 @@ async def test_leadership_false_and_client_instances_never_lead(
     client = make_oban(name="ConfBClient", node="client-only")
     await client.start()
 
-    refreshes = _spy(follower, "refresh_producers")
+    refreshes = spy(follower, "refresh_producers")
     await _more_calls(refreshes, extra=8)  # well over one lease
 
     assert follower.is_leader is False
@@ -437,7 +422,7 @@ async def test_stopping_the_leader_hands_the_lead_to_another_node(
     new = _leaders(rest)[0]
     assert new != old.node
     assert await _leader_rows(rest[0], sql) == [("ConfBHand", new)]
-    elections = [_spy(o, "elect_leader") for o in rest]
+    elections = [spy(o, "elect_leader") for o in rest]
     await _more_calls(*elections, extra=2)
     assert _leaders(rest) == [new]
 
@@ -498,7 +483,7 @@ async def test_leader_only_work_runs_on_the_leader_alone(
     # On PostgreSQL staging is the leader's too (SQLite nodes stage their own queues).
     leader_only = ["prune_jobs", "rescue_jobs", "cleanup_producers"]
     leader_only += ["stage_jobs"] if engine == "postgres" else []
-    spies = {o.node: {name: _spy(o, name) for name in leader_only} for o in nodes}
+    spies = {o.node: {name: spy(o, name) for name in leader_only} for o in nodes}
     for o in nodes:
         await o.start()
     await eventually(lambda: len(_leaders(nodes)) == 1, message="exactly one leader")
@@ -752,7 +737,7 @@ async def test_pruner_deletes_old_finished_jobs_and_keeps_everything_else(
             lifeline={"interval": 3600, "rescue_after": 10**7},
         )
     )
-    prunes = _spy(pruner_node, "prune_jobs")
+    prunes = spy(pruner_node, "prune_jobs")
     await pruner_node.start()
     await eventually(lambda: pruner_node.is_leader, message="the pruning node leads")
 
@@ -794,7 +779,7 @@ async def test_pruner_deletes_at_most_limit_jobs_per_run(
             pruner={"interval": 3600, "limit": 2},
         )
     )
-    prunes = _spy(node, "prune_jobs")
+    prunes = spy(node, "prune_jobs")
     await node.start()
 
     # The first run happens at start; the next one would be an hour later.
@@ -824,7 +809,7 @@ async def test_only_a_leader_prunes(
     job_id = await _insert_job(
         follower, sql, engine, state="completed", attempt=1, finished_ago=7200
     )
-    ticks = _spy(follower, "refresh_producers")
+    ticks = spy(follower, "refresh_producers")
     await _more_calls(ticks, extra=6)  # over a second: five pruner intervals
     assert await _ids(follower, sql) == {job_id}
 
@@ -912,7 +897,7 @@ async def test_long_running_job_of_a_live_node_is_not_rescued(
             lifeline={"rescue_after": 0.5},
         )
     )
-    rescues = _spy(node, "rescue_jobs")
+    rescues = spy(node, "rescue_jobs")
     await node.start()
     await eventually(lambda: node.is_leader, message="the node leads")
 
@@ -996,7 +981,7 @@ async def test_job_without_a_producer_row_is_rescued_after_rescue_after(
     node = make_oban(
         **_options(name="ConfBTimed", node="timed", leadership=True, lifeline={"rescue_after": 60})
     )
-    rescues = _spy(node, "rescue_jobs")
+    rescues = spy(node, "rescue_jobs")
     await node.start()
 
     await _wait_state(client, old, "available", timeout=2.0)
@@ -1035,7 +1020,7 @@ async def test_orphans_and_available_jobs_out_of_attempts_are_discarded(
     )
 
     node = make_oban(**_options(name="ConfBDiscard", node="discarder", leadership=True))
-    rescues = _spy(node, "rescue_jobs")
+    rescues = spy(node, "rescue_jobs")
     await node.start()
 
     orphan = await _wait_state(client, exhausted_orphan, "discarded", timeout=2.0)
@@ -1067,8 +1052,8 @@ async def test_rescued_job_runs_again_and_completes_exactly_once(
         attempted_ago=1,
     )
     node = make_oban(**_options(name="ConfBRerun", node="rerun", queues={"confb_rerun_q": 2}))
-    acks = _spy(node, "ack_jobs")
-    carried = _spy(node, "ack_fetch_jobs")  # acks that rode along with a fetch
+    acks = spy(node, "ack_jobs")
+    carried = spy(node, "ack_fetch_jobs")  # acks that rode along with a fetch
     await node.start()
 
     done = await _wait_state(client, job_id, "completed", timeout=5.0)
@@ -1077,7 +1062,7 @@ async def test_rescued_job_runs_again_and_completes_exactly_once(
     assert done.attempted_by is not None and done.attempted_by[0] == "rerun"
 
     # Later lifeline ticks and fetches leave it alone.
-    await _more_calls(_spy(node, "rescue_jobs"), extra=3)
+    await _more_calls(spy(node, "rescue_jobs"), extra=3)
     assert RAN == {job_id: ["rerun"]}
     assert await _state(client, job_id) == "completed"
     acked = [job for written in acks for job in written]
@@ -1125,7 +1110,7 @@ async def test_leader_deletes_stale_producers_without_executing_jobs(
         queues={"confb_idle": 1},
     )
     stale = await _insert_producer(follower, sql, age=3600)
-    ticks = _spy(follower, "refresh_producers")
+    ticks = spy(follower, "refresh_producers")
     await _more_calls(ticks, extra=4)
     assert stale in await _producer_uuids(follower, sql), "a non-leader cleaned up producers"
 
@@ -1147,8 +1132,8 @@ async def test_stale_producer_with_executing_jobs_is_kept_until_they_are_rescued
     node = make_oban(
         **_options(name="ConfBKeeper", node="keeper", leadership=True, lifeline={"interval": 3600})
     )
-    rescues = _spy(node, "rescue_jobs")
-    cleanups = _spy(node, "cleanup_producers")
+    rescues = spy(node, "rescue_jobs")
+    cleanups = spy(node, "cleanup_producers")
     await node.start()
     await eventually(lambda: rescues, message="the lifeline's first run")
     first_run = time.monotonic()

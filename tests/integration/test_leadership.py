@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from oban import Oban, schema
 from oban.oban import _instances
 from tests import elixir_sql
-from tests.helpers import eventually
+from tests.helpers import eventually, more_calls, spy
 from tests.pgserver import PrivateServer
 
 ELIXIR_NODE = "elixir@host-1"
@@ -47,26 +47,6 @@ async def peers(sql: Callable[..., Any]) -> list[tuple[Any, ...]]:
         "SELECT name, node, started_at, expires_at FROM oban_peers ORDER BY name"
     )
     return rows
-
-
-def spy(instance: Oban, method: str) -> list[Any]:
-    """Record each finished call of ``instance._engine.<method>`` (the real call still runs)."""
-    engine = instance._engine
-    original = getattr(engine, method)
-    calls: list[Any] = []
-
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        result = await original(*args, **kwargs)
-        calls.append(result)
-        return result
-
-    setattr(engine, method, wrapper)
-    return calls
-
-
-async def more_calls(calls: list[Any], extra: int, timeout: float = 5.0) -> None:
-    target = len(calls) + extra
-    await eventually(lambda: len(calls) >= target, timeout=timeout, message=f"{extra} more calls")
 
 
 async def start(make_oban: Callable[..., Oban], interval: float, **options: Any) -> Oban:

@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban import Job, Oban, worker
 from tests import elixir_sql
-from tests.helpers import eventually
+from tests.helpers import eventually, more_calls, spy
 
 RUNS: dict[int | None, list[str]] = {}
 QUEUE = "stage_q"
@@ -56,26 +56,6 @@ async def session(pool: AsyncConnectionPool[Any], prefix: str) -> AsyncIterator[
             yield conn
         finally:
             await conn.execute("RESET search_path")
-
-
-def spy(instance: Oban, method: str) -> list[Any]:
-    """Record each finished call of ``instance._engine.<method>`` (the real call still runs)."""
-    engine = instance._engine
-    original = getattr(engine, method)
-    calls: list[Any] = []
-
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        result = await original(*args, **kwargs)
-        calls.append(result)
-        return result
-
-    setattr(engine, method, wrapper)
-    return calls
-
-
-async def more_calls(calls: list[Any], extra: int, timeout: float = 5.0) -> None:
-    target = len(calls) + extra
-    await eventually(lambda: len(calls) >= target, timeout=timeout, message=f"{extra} more calls")
 
 
 async def due_job(conn: Any, queue: str = QUEUE, *, ago: float = 60.0) -> int:

@@ -22,8 +22,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from oban import Oban
-from oban.oban import _instances
-from tests.helpers import stop_all
+from tests.helpers import oban_factory
 from tests.interop.elixir import KIT_VARIABLE, Database, Kit, KitError, kit_tarball, prepare_kit
 from tests.interop.workers import PYAPP, ledger
 from tests.pgserver import PrivateServer
@@ -125,22 +124,8 @@ async def pool(database: Database) -> AsyncIterator[AsyncConnectionPool[Any]]:
 @pytest.fixture
 async def make_oban(pool: AsyncConnectionPool[Any]) -> AsyncIterator[Callable[..., Oban]]:
     """Build Python ``Oban`` instances on the test's database; all are stopped afterwards."""
-    made: list[Oban] = []
-
-    def make(**options: Any) -> Oban:
-        options.setdefault("pool", pool)
-        options.setdefault("shutdown_grace_period", 5.0)
-        instance = Oban(**options)
-        made.append(instance)
-        return instance
-
-    try:
+    async with oban_factory(pool=pool) as make:
         yield make
-    finally:
-        try:
-            await stop_all(made)
-        finally:
-            _instances.clear()
 
 
 @pytest.fixture
