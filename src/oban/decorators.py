@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypedDict, TypeVar, 
 from ._instances import get_instance
 from ._modes import is_inline, run_inline
 from ._options import check_names
-from .job import JOB_FIELDS, Job, JobState
+from .job import JOB_FIELDS, MAX_NAME_LENGTH, Job, JobState
 from .worker import register_worker, warn_if_unimportable, worker_name
 
 if TYPE_CHECKING:
@@ -199,15 +199,28 @@ def _build_cron(cls: type[Any], cron: str | dict[str, Any] | None) -> CronEntry 
     return CronEntry.build(cron, cls)
 
 
+def _check_worker_name(name: object, how: str) -> str:
+    """An explicit worker name (``name=``): what the ``worker`` column holds, for example an
+    Elixir module name (``MyApp.Echo``) so Python runs jobs Elixir enqueues."""
+    if not isinstance(name, str):
+        raise TypeError(f"{how}: name must be a string, got {type(name).__name__}: {name!r}")
+    if not name.strip() or name != name.strip():
+        raise ValueError(f"{how}: name must be non-blank without surrounding spaces: {name!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"{how}: name is longer than {MAX_NAME_LENGTH} characters: {name!r}")
+    return name
+
+
 def _make_worker(
     klass: type[Any],
     oban: str,
     cron: str | dict[str, Any] | None,
     options: dict[str, Any],
     how: str,
+    name: str | None,
 ) -> Any:
     cls: Any = klass
-    name = worker_name(cls)
+    name = worker_name(cls) if name is None else _check_worker_name(name, how)
     _check_decorator_options(options, f"{how} on {name}")
     if not callable(getattr(cls, "process", None)):
         cls.process = _missing_process(name)
@@ -250,6 +263,7 @@ def worker(
     *,
     oban: str = "Oban",
     cron: str | dict[str, Any] | None = None,
+    name: str | None = None,
     **options: Unpack[WorkerOptions],
 ) -> Callable[[type[T]], WorkerClass[T]]:
     """Turn a class with ``process(self, job)`` into a worker.
@@ -257,7 +271,9 @@ def worker(
     Options (``queue``, ``priority``, ``max_attempts``, ``tags``, ``meta``,
     ``scheduled_in``, ``extra``) are the defaults of every job the worker creates;
     ``new``/``enqueue`` override them, and set any other ``Job`` field, per call. ``oban``
-    names the instance ``enqueue`` uses; ``cron`` schedules the worker.
+    names the instance ``enqueue`` uses; ``cron`` schedules the worker; ``name`` is the
+    worker name stored in each job (default ``module.QualName``; give an Elixir module name,
+    such as ``"MyApp.Echo"``, to run jobs that Elixir nodes enqueue).
 
     Raises:
         ValueError: an unknown option (with a did-you-mean), a per-job field such as
@@ -274,7 +290,7 @@ def worker(
     """
 
     def decorate(klass: type[T]) -> WorkerClass[T]:
-        cls = _make_worker(klass, oban, cron, dict(options), "@worker")
+        cls = _make_worker(klass, oban, cron, dict(options), "@worker", name)
         return cast("WorkerClass[T]", cls)
 
     return decorate
@@ -358,16 +374,17 @@ def job(
     *,
     oban: str = "Oban",
     cron: str | dict[str, Any] | None = None,
+    name: str | None = None,
     **options: Unpack[WorkerOptions],
 ) -> Callable[[Callable[P, T]], JobFunction[P, T]]:
     """Turn a plain function (sync or async) into a worker.
 
     The function's own arguments become the job's args: ``send.enqueue(3, b=4)`` stores
     ``{"a": 3, "b": 4}`` for ``def send(a, b)``, and the job calls ``send(a=3, b=4)``.
-    Job options (as for ``@worker``) are given to the decorator. ``enqueue`` also takes
-    ``conn=`` (insert in the caller's transaction), unless the function has a parameter
-    named ``conn``, which then stays the function's. Sync functions run in a thread so they
-    never block the event loop. The function stays directly callable.
+    Job options (as for ``@worker``, ``name`` included) are given to the decorator.
+    ``enqueue`` also takes ``conn=`` (insert in the caller's transaction), unless the function
+    has a parameter named ``conn``, which then stays the function's. Sync functions run in a
+    thread so they never block the event loop. The function stays directly callable.
 
     >>> @job(queue="math")
     ... def add(a, b=2):
@@ -385,7 +402,7 @@ def job(
             "__doc__": func.__doc__,
         }
         klass = type(func.__name__, (), namespace)
-        cls = _make_worker(klass, oban, cron, dict(options), "@job")
+        cls = _make_worker(klass, oban, cron, dict(options), "@job", name)
         bind = _binder(func, signature)
         takes_conn = "conn" in signature.parameters
 

@@ -45,12 +45,18 @@ class Worker(Protocol):
 
 
 def worker_name(obj: Any) -> str:
-    """The name a worker is stored and resolved under: ``module.QualName``.
+    """The name a worker is stored and resolved under: the ``name=`` given to ``@worker`` /
+    ``@job``, else ``module.QualName``.
 
     >>> class Mailer: ...
     >>> worker_name(Mailer)
     '__main__.Mailer'
     """
+    target = getattr(obj, "__oban_worker__", obj)
+    # Its own attribute only: a subclass of a decorated worker is a worker of its own.
+    explicit = vars(target).get("_worker_name") if hasattr(target, "__dict__") else None
+    if isinstance(explicit, str):
+        return explicit
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
@@ -86,8 +92,18 @@ def _caller_outside_oban() -> int:
 def register_worker(cls: type[Any], name: str | None = None) -> str:
     """Register ``cls`` under ``name`` (default: its ``module.QualName``) and return the name."""
     key = name or worker_name(cls)
+    known = _registry.get(key)
+    if known is not None and _qualified(known) != _qualified(cls):
+        raise ValueError(
+            f"worker name {key!r} is already taken by {_qualified(known)}; "
+            f"{_qualified(cls)} needs another name"
+        )
     _registry[key] = cls
     return key
+
+
+def _qualified(cls: type[Any]) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def resolve_worker(name: str) -> type[Any]:
