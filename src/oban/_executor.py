@@ -157,7 +157,10 @@ class Executor:
         now = time.monotonic_ns()
         queue_time = 0
         if job.attempted_at is not None and job.scheduled_at is not None:
-            queue_time = int((job.attempted_at - job.scheduled_at).total_seconds() * 1e9)
+            # Both are the database's wall clock, which may step back a little between two
+            # transactions (NTP): a job never waits a negative time.
+            waited = (job.attempted_at - job.scheduled_at).total_seconds()
+            queue_time = max(0, int(waited * 1e9))
         meta: dict[str, Any] = {
             "job": job,
             "monotonic_time": now,

@@ -542,6 +542,20 @@ async def test_telemetry_queue_time_is_zero_without_timestamps(
     assert stop["queue_time"] == 0
 
 
+async def test_telemetry_queue_time_is_never_negative(
+    executor: Executor, events: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """The database's wall clock can step back between the insert and the claim (seen once in
+    CI: -0.44 ms): the job still waited no time, not a negative one."""
+    now = datetime.now(UTC)
+    job = make_job(ExecOutcomeReturns, attempted_at=now, scheduled_at=now + timedelta(seconds=1))
+
+    await executor.run(job)
+
+    (_, stop) = _for_job(events, job)[1]
+    assert stop["queue_time"] == 0
+
+
 async def test_a_raising_telemetry_handler_does_not_break_the_job(
     executor: Executor,
     events: list[tuple[str, dict[str, Any]]],
