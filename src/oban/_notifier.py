@@ -9,6 +9,7 @@ import inspect
 import logging
 import random
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -38,19 +39,80 @@ def reconnect_delay(failures: int, down_for: float) -> float:
     return min(cap, 0.25 * 2.0 ** min(failures, 16)) * (0.75 + random.random() / 2)  # noqa: S311
 
 
+#: JSON longer than this is sent compressed, as Elixir Oban 2.23 does (notifier.ex encode/1).
+COMPRESS_THRESHOLD = 512
+#: PostgreSQL refuses a NOTIFY payload of 8000 bytes or more, so a longer one is not a
+#: notification any node sent: it is dropped unread.
+MAX_PAYLOAD_BYTES = 8000
+#: A compressed payload may not inflate beyond this (a gzip bomb fits in 8000 bytes).
+MAX_DECODED_BYTES = 1 << 20
+#: Decoded messages waiting for their subscribers; beyond this, new ones are dropped.
+MAX_PENDING = 10_000
+
+
+class PayloadError(ValueError):
+    """A notification payload that is too large or not a JSON object; it is dropped."""
+
+
 def encode_payload(message: dict[str, Any]) -> str:
-    """Python-sent payloads: base64 of gzipped JSON, as Elixir Oban sends them."""
-    return base64.b64encode(gzip.compress(orjson.dumps(message))).decode()
+    """A payload as Elixir Oban 2.23 sends it: JSON up to 512 bytes, else ``Z:`` + base64 of
+    the gzipped JSON.
+
+    >>> encode_payload({"action": "pause", "queue": "a"})
+    '{"action":"pause","queue":"a"}'
+    """
+    data = orjson.dumps(message)
+    if len(data) <= COMPRESS_THRESHOLD:
+        return data.decode()
+    return "Z:" + base64.b64encode(gzip.compress(data)).decode()
 
 
 def decode_payload(payload: str) -> dict[str, Any]:
-    """Accept plain JSON (from SQL) and base64+gzip JSON (from Oban nodes)."""
-    if payload.startswith("{"):
-        data = orjson.loads(payload)
+    """The JSON object in ``payload``: plain JSON, ``Z:`` + base64 gzip (Oban 2.23), or bare
+    base64 gzip (older Oban nodes and older oban-py, recognised by ``H4sI``, the base64 of
+    gzip's magic bytes).
+
+    Raises:
+        PayloadError: the payload is above :data:`MAX_PAYLOAD_BYTES`, inflates beyond
+            :data:`MAX_DECODED_BYTES`, is not valid base64, gzip or JSON, or is not an object.
+
+    >>> decode_payload('{"action": "resume", "queue": "a"}')
+    {'action': 'resume', 'queue': 'a'}
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload longer than {MAX_PAYLOAD_BYTES} bytes")
+    try:
+        raw = payload.encode()
+    except UnicodeEncodeError as error:
+        raise PayloadError(f"payload is not UTF-8: {error}") from None
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload longer than {MAX_PAYLOAD_BYTES} bytes")
+    if payload.startswith("Z:"):
+        data = _gunzip(payload[2:])
+    elif payload.startswith("H4sI"):
+        data = _gunzip(payload)
     else:
-        data = orjson.loads(gzip.decompress(base64.b64decode(payload)))
-    if not isinstance(data, dict):
-        raise ValueError(f"notification payload is not an object: {payload[:100]!r}")
+        data = raw
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise PayloadError(f"payload is not JSON: {error}") from None
+    if not isinstance(message, dict):
+        raise PayloadError(f"payload is not a JSON object: {payload[:100]!r}")
+    return message
+
+
+def _gunzip(text: str) -> bytes:
+    try:
+        compressed = base64.b64decode(text, validate=True)
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+        data = inflater.decompress(compressed, MAX_DECODED_BYTES + 1)
+    except (ValueError, zlib.error) as error:
+        raise PayloadError(f"payload is not base64 gzip: {error}") from None
+    if len(data) > MAX_DECODED_BYTES:
+        raise PayloadError(f"payload inflates beyond {MAX_DECODED_BYTES} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise PayloadError("payload is not one complete gzip stream")
     return data
 
 
@@ -78,6 +140,10 @@ class PostgresNotifier:
         self._subscribers: dict[str, dict[int, Callback]] = {}
         self._next_token = 0
         self._task: asyncio.Task[None] | None = None
+        # Raw payloads wait here for the delivery task, so that decoding them never holds up
+        # the loop reading the connection.
+        self._pending: asyncio.Queue[tuple[str, str]] = asyncio.Queue(MAX_PENDING)
+        self._delivery: asyncio.Task[None] | None = None
         self._listening: set[str] = set()
         self._connected = asyncio.Event()
         #: "listening" while LISTEN works, "polling" while it does not (producers poll).
@@ -100,6 +166,7 @@ class PostgresNotifier:
 
     async def start(self, wait: float = 5.0) -> None:
         """Connect and LISTEN in the background; wait up to ``wait`` seconds for the link."""
+        self._delivery = asyncio.create_task(self._deliver(), name="oban-notifier-delivery")
         self._task = asyncio.create_task(self._run(), name="oban-notifier")
         try:
             await asyncio.wait_for(self._connected.wait(), timeout=wait)
@@ -111,6 +178,9 @@ class PostgresNotifier:
         task, self._task = self._task, None
         if task is not None:
             await cancel_and_wait(task)
+        delivery, self._delivery = self._delivery, None
+        if delivery is not None:
+            await cancel_and_wait(delivery)
 
     @property
     def connected(self) -> bool:
@@ -152,7 +222,7 @@ class PostgresNotifier:
                 beat = time.monotonic()
                 while True:
                     async for notify in conn.notifies(timeout=1.0):
-                        self._dispatch(notify.channel, notify.payload)
+                        self._receive(notify.channel, notify.payload)
                     await self._listen_all(conn)
                     if time.monotonic() - beat >= self._beat_interval:
                         # A silently dropped link only shows when we talk on it.
@@ -199,20 +269,49 @@ class PostgresNotifier:
                 )
                 self._listening.add(channel)
 
-    def _dispatch(self, full_channel: str, payload: str) -> None:
+    def _receive(self, full_channel: str, payload: str) -> None:
         channel = full_channel.removeprefix(f"{self._prefix}.oban_")
-        subscribers = self._subscribers.get(channel)
-        if not subscribers:
+        if not self._subscribers.get(channel):
             return
-        try:
-            message = decode_payload(payload)
-        except Exception:
+        if len(payload) > MAX_PAYLOAD_BYTES:  # no NOTIFY sends this: not even queued
             logger.warning(
-                "ignoring undecodable notification on %s: %r", full_channel, payload[:200]
+                "dropping a notification on %s: longer than %d bytes",
+                full_channel,
+                MAX_PAYLOAD_BYTES,
             )
             return
-        for callback in list(subscribers.values()):
+        try:
+            self._pending.put_nowait((channel, payload))
+        except asyncio.QueueFull:
+            logger.warning(
+                "dropping a notification on %s: %d are waiting already", full_channel, MAX_PENDING
+            )
+
+    async def _deliver(self) -> None:
+        while True:
+            channel, payload = await self._pending.get()
+            message = await self._decode(channel, payload)
+            if message is not None:
+                self._dispatch(channel, message)
+
+    async def _decode(self, channel: str, payload: str) -> dict[str, Any] | None:
+        try:
+            if payload.startswith("{"):
+                return decode_payload(payload)
+            # Inflating (up to MAX_DECODED_BYTES) happens in a thread, off the event loop.
+            return await asyncio.to_thread(decode_payload, payload)
+        except Exception as error:
+            logger.warning(
+                "dropping an undecodable notification on %s: %s (%r)",
+                self.full_channel(channel),
+                error,
+                payload[:200],
+            )
+            return None
+
+    def _dispatch(self, channel: str, message: dict[str, Any]) -> None:
+        for callback in list(self._subscribers.get(channel, {}).values()):
             try:
                 callback(message)
             except Exception:
-                logger.exception("notification handler failed on %s", full_channel)
+                logger.exception("notification handler failed on %s", self.full_channel(channel))

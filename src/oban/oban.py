@@ -563,11 +563,15 @@ class Oban:
         ident = message.get("ident", "any")
         if ident not in ("any", f"{self.name}.{self.node}"):
             return
+        problem = _signal_problem(message)
+        if problem is not None:
+            logger.warning("ignoring a signal (%s): %.200r", problem, message)
+            return
         action = message.get("action")
         if action == "pkill":
-            job_id = message.get("job_id")
+            job_id = message["job_id"]
             for producer in self._producers.values():
-                if producer.cancel_job(job_id):  # type: ignore[arg-type]
+                if producer.cancel_job(job_id):
                     break
             return
         queue = message.get("queue")
@@ -591,6 +595,8 @@ class Oban:
             elif action == "scale" and _is_limit(message.get("limit")):
                 producer.limit = message["limit"]
                 producer.notify()
+        if action == "scale":
+            self._grow_threads()  # sync workers need threads for the new limit
 
     async def _start_queue(self, queue: str, message: dict[str, Any]) -> None:
         # A start signal from any node: checked as start_queue checks its arguments.
@@ -932,6 +938,10 @@ _SCALE_QUEUE_OPTIONS = ("limit", "node", "queue")
 _START_QUEUE_OPTIONS = ("debounce_interval", "limit", "node", "paused", "queue")
 #: What a start signal may carry besides its options.
 _SIGNAL_FIELDS = frozenset({"action", "ident", "queue"})
+#: What a scale signal may carry besides its limit: Elixir's ``Oban.scale_queue/2`` also
+#: sends the ``node`` and ``local_only`` it was given (its producer drops them too).
+_SCALE_SIGNAL_FIELDS = frozenset({*_SIGNAL_FIELDS, "local_only", "node"})
+_QUEUE_SIGNALS = frozenset({"pause", "resume", "scale", "start", "stop"})
 
 
 def _reject_unknown(given: Iterable[str], known: Iterable[str]) -> None:
@@ -982,6 +992,29 @@ def _queue_options(*, limit: object, paused: object, debounce_interval: object) 
         raise ValueError(f"debounce_interval must be 0 or more seconds, got {debounce_interval!r}")
     opts["debounce_interval"] = debounce_interval
     return opts
+
+
+def _signal_problem(message: dict[str, Any]) -> str | None:
+    """What makes a signal from another node (or any database login) invalid, checked as the
+    public API checks the same request; ``None`` if it may be acted on. Actions this node
+    does not know are ignored, as Elixir's producers ignore them."""
+    action = message.get("action")
+    if action == "pkill":
+        job_id = message.get("job_id")
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            return f"job_id must be an integer, got {job_id!r}"
+        return None
+    if action not in _QUEUE_SIGNALS:
+        return None
+    try:
+        _check_queue(message.get("queue"))
+        if action == "scale":
+            known = _SCALE_SIGNAL_FIELDS | {"limit"}
+            _reject_unknown([k for k in message if k not in known], ["limit"])
+            _check_limit(message.get("limit"))
+    except (TypeError, ValueError) as error:
+        return str(error)
+    return None
 
 
 def _signalled_queue_options(queue: str, message: dict[str, Any]) -> dict[str, Any]:

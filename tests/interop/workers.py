@@ -11,13 +11,14 @@ ledger: job, language, attempt, args, meta, queue) and then acts on ``args["mode
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any, Unpack
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from oban import Job, Record
+from oban import Cancel, Job, Record
 from oban.decorators import JobOptions
 
 #: The worker string both languages use.
@@ -49,8 +50,9 @@ def echo(args: dict[str, Any], **options: Unpack[JobOptions]) -> Job:
 
 class EchoWorker:
     """``fail`` raises; ``fail_once`` raises on the first attempt; ``record`` returns
-    ``Record({"echo": args, "lang": "python"})``; ``sleep`` sleeps ``args["ms"]`` ms; anything
-    else completes. Retries come a second later, as the Elixir worker's ``backoff/1`` says."""
+    ``Record({"echo": args, "lang": "python"})``; ``sleep`` sleeps ``args["ms"]`` ms, or until
+    the job is cancelled (Elixir kills its sleeping job on a cancel); anything else completes.
+    Retries come a second later, as the Elixir worker's ``backoff/1`` says."""
 
     async def process(self, job: Job) -> Any:
         await _log(job)
@@ -62,11 +64,20 @@ class EchoWorker:
         if mode == "record":
             return Record({"echo": job.args, "lang": "python"})
         if mode == "sleep":
-            await asyncio.sleep(job.args.get("ms", 500) / 1000)
+            return await _sleep(job, job.args.get("ms", 500) / 1000)
         return None
 
     def backoff(self, job: Job) -> int:
         return 1
+
+
+async def _sleep(job: Job, seconds: float) -> Cancel | None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if job.cancelled():
+            return Cancel("cancelled while sleeping")
+        await asyncio.sleep(0.01)
+    return None
 
 
 async def _log(job: Job) -> None:

@@ -1,15 +1,31 @@
-"""The notifier's reconnect pacing (no database)."""
+"""The notifier without a database: reconnect pacing, payload encoding and decoding."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import gzip
+import logging
+from typing import Any
+
+import orjson
 import pytest
 
 from oban._notifier import (
+    COMPRESS_THRESHOLD,
     FAST_RECONNECT_DELAY,
     FAST_RECONNECT_WINDOW,
+    MAX_DECODED_BYTES,
+    MAX_PAYLOAD_BYTES,
     MAX_RECONNECT_DELAY,
+    PayloadError,
+    PostgresNotifier,
+    decode_payload,
+    encode_payload,
     reconnect_delay,
 )
+from oban._tasks import cancel_and_wait
+from tests.helpers import eventually
 
 
 @pytest.mark.parametrize("failures", [1, 2, 5, 50, 10_000])
@@ -25,3 +41,164 @@ def test_a_long_outage_backs_off_up_to_the_maximum() -> None:
     assert min(delays) >= MAX_RECONNECT_DELAY * 0.75
     assert max(delays) <= MAX_RECONNECT_DELAY * 1.25
     assert reconnect_delay(1, down_for=3600) <= 0.5 * 1.25  # growing from a short first delay
+
+
+# ---------------------------------------------------------------------------------------------
+# Payloads: what Elixir Oban 2.23 sends and reads (deps/oban/lib/oban/notifier.ex encode/decode)
+# ---------------------------------------------------------------------------------------------
+
+
+def _legacy(message: object) -> str:
+    """Bare base64 gzip, as Oban before 2.23 (and earlier oban-py) sent every payload."""
+    return base64.b64encode(gzip.compress(orjson.dumps(message))).decode()
+
+
+def test_a_small_message_is_sent_as_plain_json() -> None:
+    payload = encode_payload({"action": "pause", "queue": "media", "ident": "any"})
+    assert orjson.loads(payload) == {"action": "pause", "queue": "media", "ident": "any"}
+
+
+def test_a_message_above_512_bytes_is_sent_z_compressed() -> None:
+    message = {"action": "start", "queue": "q" * 600, "ident": "any"}
+    payload = encode_payload(message)
+    assert payload.startswith("Z:")
+    assert orjson.loads(gzip.decompress(base64.b64decode(payload[2:]))) == message
+    assert decode_payload(payload) == message
+
+
+def test_exactly_512_bytes_of_json_stays_plain() -> None:
+    message = {"k": "x" * (COMPRESS_THRESHOLD - len('{"k":""}'))}
+    assert len(orjson.dumps(message)) == COMPRESS_THRESHOLD
+    assert encode_payload(message).startswith("{")
+    assert encode_payload({"k": message["k"] + "x"}).startswith("Z:")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"action":"pause","queue":"media","ident":"any"}',
+        " \n" + '{"action":"pause","queue":"media","ident":"any"}',  # JSON may start with space
+        "Z:" + _legacy({"action": "pause", "queue": "media", "ident": "any"}),
+        _legacy({"action": "pause", "queue": "media", "ident": "any"}),
+    ],
+    ids=["plain", "plain-whitespace", "z-compressed", "legacy-base64-gzip"],
+)
+def test_all_three_forms_decode(payload: str) -> None:
+    assert decode_payload(payload) == {"action": "pause", "queue": "media", "ident": "any"}
+
+
+def test_payloads_encoded_by_elixir_decode() -> None:
+    # Printed by Oban.Notifier.encode/1 of Oban 2.23.1 (the interop kit, OTP's :zlib.gzip).
+    plain = '{"action":"pause","ident":"any","queue":"default"}'
+    compressed = (
+        "Z:H4sIAAAAAAAAA6tWSkwuyczPU7JSKk5OzElV0lHKTEnNKwHyE/MqgbyczNxMIM9YR6mwNLU0FSheOApGAQ2"
+        "AUi0AobSLMo0CAAA="
+    )
+    assert decode_payload(plain) == {"action": "pause", "ident": "any", "queue": "default"}
+    assert decode_payload(compressed) == {
+        "action": "scale",
+        "ident": "any",
+        "limit": 3,
+        "queue": "q" * 600,
+    }
+
+
+def test_a_payload_above_the_notify_limit_is_refused_unread() -> None:
+    with pytest.raises(PayloadError, match="longer than 8000"):
+        decode_payload('{"queue": "' + "x" * MAX_PAYLOAD_BYTES + '"}')
+    with pytest.raises(PayloadError, match="longer than 8000"):
+        decode_payload('{"queue": "' + "é" * 4000 + '"}')  # 4000 characters, 8000+ bytes
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it_all() -> None:
+    bomb = gzip.compress(b'{"a":"' + b"0" * (5 * MAX_DECODED_BYTES) + b'"}', compresslevel=9)
+    payload = "Z:" + base64.b64encode(bomb).decode()
+    assert len(payload) < MAX_PAYLOAD_BYTES
+    with pytest.raises(PayloadError, match="inflates beyond"):
+        decode_payload(payload)
+
+
+def test_a_payload_just_under_the_decoded_cap_is_accepted() -> None:
+    message = {"a": "0" * (MAX_DECODED_BYTES - 100)}
+    payload = "Z:" + base64.b64encode(gzip.compress(orjson.dumps(message))).decode()
+    assert decode_payload(payload) == message
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "",
+        "{",
+        "not json",
+        "[1, 2]",
+        '"a string"',
+        "null",
+        "Z:",
+        "Z:!!!not base64!!!",
+        "Z:" + base64.b64encode(b"not gzip").decode(),
+        "Z:" + base64.b64encode(gzip.compress(b"[1]")).decode(),
+        "Z:" + base64.b64encode(gzip.compress(b"{not json")).decode(),
+        "Z:" + base64.b64encode(gzip.compress(b'{"a": 1}')[:-6]).decode(),  # truncated
+        "Z:" + base64.b64encode(gzip.compress(b'{"a": 1}') + b"junk").decode(),
+        "H4sIAAAA",
+        "H4sI" + "A" * 100,
+        '{"a": "\ud800"}',  # a lone surrogate: not UTF-8
+    ],
+)
+def test_garbage_is_a_payload_error(payload: str) -> None:
+    with pytest.raises(PayloadError):
+        decode_payload(payload)
+
+
+# ---------------------------------------------------------------------------------------------
+# Delivery: a bad payload is dropped with a warning and the next one still arrives
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_bad_payloads_are_dropped_and_delivery_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    notifier = PostgresNotifier(conninfo="", connect_kwargs={}, prefix="public")
+    received: list[dict[str, Any]] = []
+    notifier.listen("signal", received.append)
+    delivery = asyncio.create_task(notifier._deliver())
+    bomb = gzip.compress(b"{" + b" " * (2 * MAX_DECODED_BYTES) + b"}")
+    try:
+        with caplog.at_level(logging.WARNING, logger="oban.notifier"):
+            for payload in [
+                "Z:" + base64.b64encode(bomb).decode(),
+                "garbage",
+                "x" * (MAX_PAYLOAD_BYTES + 1),
+                encode_payload({"action": "pause", "queue": "a"}),
+                "Z:" + _legacy({"action": "resume", "queue": "b"}),
+                _legacy({"action": "scale", "queue": "c", "limit": 2}),
+            ]:
+                notifier._receive("public.oban_signal", payload)
+            notifier._receive("public.oban_other", '{"ignored": true}')
+            await eventually(lambda: len(received) == 3, timeout=2)
+    finally:
+        await cancel_and_wait(delivery)
+    assert [m["action"] for m in received] == ["pause", "resume", "scale"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("inflates beyond" in w for w in warnings)
+    assert any("not JSON" in w for w in warnings)
+    assert any("longer than 8000" in w for w in warnings)
+
+
+async def test_a_failing_subscriber_does_not_stop_delivery() -> None:
+    notifier = PostgresNotifier(conninfo="", connect_kwargs={}, prefix="public")
+    received: list[dict[str, Any]] = []
+
+    def broken(message: dict[str, Any]) -> None:
+        raise RuntimeError("boom")
+
+    notifier.listen("signal", broken)
+    notifier.listen("signal", received.append)
+    delivery = asyncio.create_task(notifier._deliver())
+    try:
+        notifier._receive("public.oban_signal", '{"n": 1}')
+        notifier._receive("public.oban_signal", '{"n": 2}')
+        await eventually(lambda: len(received) == 2, timeout=2)
+    finally:
+        await cancel_and_wait(delivery)
+    assert received == [{"n": 1}, {"n": 2}]
