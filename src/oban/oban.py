@@ -25,6 +25,7 @@ from ._engines._dsn import is_postgres, sqlite_path
 from ._engines.base import Engine
 from ._engines.postgres import PostgresEngine, new_pool, open_pool, resolve_conninfo, shown
 from ._executor import Executor
+from ._gossip import Gossip
 from ._instances import get_instance, instances
 from ._leader import Leader
 from ._lifeline import Lifeline
@@ -90,14 +91,19 @@ class Oban:
             the leader stages (on PostgreSQL), prunes, rescues orphans and inserts cron jobs
             for the whole cluster.
         leader: ``{"interval": 30.0}``, the leadership lease in seconds.
-        stager, pruner, lifeline, refresher, scheduler, metrics: component options.
+        stager, pruner, lifeline, refresher, scheduler: component options.
+        metrics: ``True`` or ``{"interval": 1.0}`` (PostgreSQL only): every ``interval``
+            seconds, gossip this node's queue checks for Oban Met / Oban Web.
         pool_min_size, pool_max_size, pool_timeout, pool_max_lifetime, pool_max_idle,
             pool_check: the pool an instance opens for a ``postgresql://`` DSN.
 
     Raises:
         TypeError: an unknown keyword argument (naming the near match), or an option of the
             wrong type.
-        ValueError: an invalid option value, or both ``pool`` and ``dsn``.
+        ValueError: an invalid option value, both ``pool`` and ``dsn``, or ``metrics`` on
+            SQLite.
+        OptionNotImplementedError: an option not implemented yet (``metrics`` keys for
+            counts or crontab, ...).
 
     >>> async def main():                                      # doctest: +SKIP
     ...     pool = await Oban.create_pool(dsn="postgresql://localhost/app")
@@ -179,11 +185,7 @@ class Oban:
         return instance
 
     def _configure(self, config: Config, pool: AsyncConnectionPool[Any] | None) -> None:
-        if config.metrics:
-            raise OptionNotImplementedError(
-                f"metrics={config.metrics!r}: gossip of queue checks for Oban Met / Oban Web is "
-                "not implemented yet; leave metrics unset (or false) until it is"
-            )
+        self._gossip_options = _gossip_options(config.metrics)
         self.config = config
         self.name = config.name
         self.node = config.node or default_node()
@@ -196,6 +198,12 @@ class Oban:
         self.pool = self._new_pool() if self._owns_pool else pool
         self.sqlite_path: str | None = None
         self._engine: Engine = self._make_engine()
+        if self._gossip_options is not None and self.sqlite_path is not None:
+            raise ValueError(
+                f"metrics={config.metrics!r} needs PostgreSQL: queue checks are gossiped by "
+                "NOTIFY for Oban Met / Oban Web, which cannot read a SQLite database; leave "
+                "metrics unset on SQLite"
+            )
         self._leadership = bool(config.queues) if config.leadership is None else config.leadership
         self._producers: dict[str, Producer] = {}
         self._notifier: PostgresNotifier | None = None
@@ -413,6 +421,18 @@ class Oban:
             )
 
     def _make_plugins(self) -> list[Looper]:
+        plugins = self._make_maintenance()
+        if self._gossip_options is not None:
+            gossip = Gossip(
+                engine=self._engine,
+                infos=self.check_all_queues,
+                name=self.name,
+                **self._gossip_options,
+            )
+            plugins.append(gossip)
+        return plugins
+
+    def _make_maintenance(self) -> list[Looper]:
         config = self.config
         refresher = Refresher(
             engine=self._engine,
@@ -942,6 +962,34 @@ _SIGNAL_FIELDS = frozenset({"action", "ident", "queue"})
 #: sends the ``node`` and ``local_only`` it was given (its producer drops them too).
 _SCALE_SIGNAL_FIELDS = frozenset({*_SIGNAL_FIELDS, "local_only", "node"})
 _QUEUE_SIGNALS = frozenset({"pause", "resume", "scale", "start", "stop"})
+
+
+#: oban-py 0.7.0 metrics options for Oban Met's counts and crontab, which are not gossiped yet.
+_METRICS_NOT_IMPLEMENTED = {
+    "counts_enabled": "queue/state counts",
+    "cronitor_interval": "crontab sharing",
+    "estimate_limit": "queue/state counts",
+}
+
+
+def _gossip_options(metrics: bool | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The :class:`Gossip` options ``metrics`` asks for, or ``None`` when gossip is off.
+
+    Raises:
+        OptionNotImplementedError: a metrics key for something not gossiped yet (counts,
+            crontab); ``counts_enabled=False`` asks for what this node does and is accepted.
+    """
+    if metrics is None or metrics is False:
+        return None
+    options = dict(metrics) if isinstance(metrics, dict) else {}
+    if options.get("counts_enabled") is False:
+        del options["counts_enabled"]
+    for key in sorted(options.keys() & _METRICS_NOT_IMPLEMENTED.keys()):
+        raise OptionNotImplementedError(
+            f"metrics.{key} is not implemented yet: only queue checks are gossiped, not "
+            f"{_METRICS_NOT_IMPLEMENTED[key]}; remove {key} from metrics"
+        )
+    return options
 
 
 def _reject_unknown(given: Iterable[str], known: Iterable[str]) -> None:

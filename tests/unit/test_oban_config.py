@@ -152,14 +152,27 @@ def test_a_wrongly_typed_option_is_a_type_error_naming_it() -> None:
         Oban(**options)
 
 
+@pytest.mark.parametrize("metrics", [True, {"interval": 2}, {"counts_enabled": False}])
+def test_metrics_gossip_is_accepted_on_postgres(metrics: Any) -> None:
+    assert Oban(dsn=PG_DSN, metrics=metrics).config.metrics == metrics
+    assert Oban.from_config(Config(dsn=PG_DSN, metrics=metrics)).config.metrics == metrics
+
+
 @pytest.mark.parametrize("metrics", [True, {"interval": 2}])
-def test_metrics_is_refused_until_gossip_is_implemented(metrics: Any) -> None:
-    """oban-py accepts metrics=True; accepting it here would let Oban Web users believe their
-    Python nodes are broadcast."""
-    with pytest.raises(OptionNotImplementedError, match=r"metrics=.*not implemented yet"):
+def test_metrics_is_refused_on_sqlite(metrics: Any) -> None:
+    """Oban Met / Oban Web read gossip by LISTEN on PostgreSQL: on SQLite nothing could."""
+    with pytest.raises(ValueError, match=r"metrics=.*needs PostgreSQL"):
         Oban(metrics=metrics)
-    with pytest.raises(OptionNotImplementedError):
-        Oban.from_config(Config(metrics=metrics))
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [{"counts_enabled": True}, {"cronitor_interval": 5}, {"estimate_limit": 10, "interval": 1}],
+)
+def test_metrics_keys_for_counts_and_crontab_are_refused(metrics: Any) -> None:
+    """Only queue checks are gossiped: a key for counts or crontab would do nothing."""
+    with pytest.raises(OptionNotImplementedError, match=r"metrics\.\w+ is not implemented yet"):
+        Oban(dsn=PG_DSN, metrics=metrics)
 
 
 @pytest.mark.parametrize("metrics", [None, False])
