@@ -8,10 +8,26 @@ connection whose ``search_path`` is the oban schema.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+
+@contextlib.asynccontextmanager
+async def session(pool: AsyncConnectionPool[Any], prefix: str) -> AsyncIterator[Any]:
+    """A connection of its own (autocommit, ``search_path`` on the test schema)."""
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        await conn.execute(f'SET search_path TO "{prefix}"')
+        try:
+            yield conn
+        finally:
+            await conn.execute("RESET search_path")
+
 
 #: Elixir's default peer interval (30 s), in seconds.
 PEER_INTERVAL = 30.0

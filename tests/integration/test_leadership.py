@@ -8,10 +8,9 @@ crash-restart test runs on a private server (``private_pg``), never the shared o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -28,18 +27,6 @@ from tests.pgserver import PrivateServer
 ELIXIR_NODE = "elixir@host-1"
 QUEUES = {"lead_q": 1}
 QUIET = 0.5  # "nothing happens" checks wait this long
-
-
-@contextlib.asynccontextmanager
-async def session(pool: AsyncConnectionPool[Any], prefix: str) -> AsyncIterator[Any]:
-    """A connection of its own (autocommit, ``search_path`` on the test schema)."""
-    async with pool.connection() as conn:
-        await conn.set_autocommit(True)
-        await conn.execute(f'SET search_path TO "{prefix}"')
-        try:
-            yield conn
-        finally:
-            await conn.execute("RESET search_path")
 
 
 async def peers(sql: Callable[..., Any]) -> list[tuple[Any, ...]]:
@@ -65,7 +52,7 @@ async def start(make_oban: Callable[..., Oban], interval: float, **options: Any)
 async def test_a_live_elixir_lease_keeps_our_node_from_leading(
     make_oban: Callable[..., Oban], pool: AsyncConnectionPool[Any], prefix: str, sql: Any
 ) -> None:
-    async with session(pool, prefix) as conn:
+    async with elixir_sql.session(pool, prefix) as conn:
         await elixir_sql.write_peer(conn, name="Oban", node=ELIXIR_NODE, expires_in=60)
     [before] = await peers(sql)
 
@@ -82,7 +69,7 @@ async def test_a_live_elixir_lease_keeps_our_node_from_leading(
 async def test_our_node_takes_the_lead_once_the_elixir_lease_lapses(
     make_oban: Callable[..., Oban], pool: AsyncConnectionPool[Any], prefix: str, sql: Any
 ) -> None:
-    async with session(pool, prefix) as conn:
+    async with elixir_sql.session(pool, prefix) as conn:
         await elixir_sql.write_peer(conn, name="Oban", node=ELIXIR_NODE, expires_in=1.0)
     node = await start(make_oban, 1)
     assert node.is_leader is False
@@ -97,7 +84,7 @@ async def test_our_node_takes_the_lead_once_the_elixir_lease_lapses(
 async def test_our_node_elects_at_once_on_elixirs_down_message_for_its_name(
     make_oban: Callable[..., Oban], pool: AsyncConnectionPool[Any], prefix: str, sql: Any
 ) -> None:
-    async with session(pool, prefix) as conn:
+    async with elixir_sql.session(pool, prefix) as conn:
         await elixir_sql.write_peer(conn, name="Oban", node=ELIXIR_NODE, expires_in=60)
         node = make_oban(leader={"interval": 30}, node="py-node-1", queues=QUEUES)
         elections = spy(node, "elect_leader")
@@ -131,7 +118,7 @@ async def test_an_elixir_election_does_not_take_the_lead_from_our_node(
     assert (name, owner) == ("MyApp.Oban", "py-node-1")
     assert expires_at - started_at == timedelta(seconds=30)
 
-    async with session(pool, prefix) as conn:
+    async with elixir_sql.session(pool, prefix) as conn:
         assert await elixir_sql.elect(conn, name="MyApp.Oban", node=ELIXIR_NODE) is False
     assert await peers(sql) == [row]
 
@@ -163,7 +150,7 @@ async def test_an_elixir_node_takes_over_when_our_leader_resigns(
 ) -> None:
     node = await start(make_oban, 30)
     assert node.is_leader is True
-    async with session(pool, prefix) as conn:
+    async with elixir_sql.session(pool, prefix) as conn:
         assert await elixir_sql.elect(conn, name="Oban", node=ELIXIR_NODE) is False
         await node.stop()
         assert await elixir_sql.elect(conn, name="Oban", node=ELIXIR_NODE) is True

@@ -46,18 +46,6 @@ class StagingRecordWorker:
         RUNS.setdefault(job.id, []).append(job.attempted_by[0] if job.attempted_by else "?")
 
 
-@contextlib.asynccontextmanager
-async def session(pool: AsyncConnectionPool[Any], prefix: str) -> AsyncIterator[Any]:
-    """A connection of its own (autocommit, ``search_path`` on the test schema)."""
-    async with pool.connection() as conn:
-        await conn.set_autocommit(True)
-        await conn.execute(f'SET search_path TO "{prefix}"')
-        try:
-            yield conn
-        finally:
-            await conn.execute("RESET search_path")
-
-
 async def due_job(conn: Any, queue: str = QUEUE, *, ago: float = 60.0) -> int:
     """A scheduled job that fell due ``ago`` seconds ago (older is staged later by Elixir)."""
     cur = await conn.execute(
@@ -98,7 +86,10 @@ async def elixir_stager_held_up(
     """Elixir's stage statement, started now and held up on row ``k`` until the block
     exits: K's lock is then released and the statement goes on with the rows it read
     before. Yields its task."""
-    async with session(pool, prefix) as holder, session(pool, prefix) as elixir:
+    async with (
+        elixir_sql.session(pool, prefix) as holder,
+        elixir_sql.session(pool, prefix) as elixir,
+    ):
         await holder.set_autocommit(False)
         await holder.execute("SELECT 1 FROM oban_jobs WHERE id = %s FOR UPDATE", (k,))
         await elixir.execute("SET lock_timeout = '20s'")
@@ -128,7 +119,7 @@ async def test_two_stagers_let_elixirs_resurrect_a_job_our_node_claimed(
     # What happened when every Python node staged beside an Elixir leader.
     oban = make_oban()  # the engine only: its stage and fetch statements
     engine = await oban._ready()
-    async with session(pool, prefix) as watcher:
+    async with elixir_sql.session(pool, prefix) as watcher:
         k = await blocker(watcher)
         j = await due_job(watcher)
         async with elixir_stager_held_up(pool, prefix, watcher, k) as elixir:
@@ -147,7 +138,10 @@ async def test_our_stage_statement_never_overwrites_a_claimed_row(
 ) -> None:
     oban = make_oban()
     engine = await oban._ready()
-    async with session(pool, prefix) as watcher, session(pool, prefix) as other:
+    async with (
+        elixir_sql.session(pool, prefix) as watcher,
+        elixir_sql.session(pool, prefix) as other,
+    ):
         j = await due_job(watcher)
         # Another node (Elixir's stager, then its producer) holds J, mid-transaction.
         await other.set_autocommit(False)
@@ -168,7 +162,7 @@ async def test_our_stage_statement_never_overwrites_a_claimed_row(
 async def test_in_a_cluster_led_by_elixir_our_node_never_stages_and_runs_the_job_once(
     make_oban: Callable[..., Oban], pool: AsyncConnectionPool[Any], prefix: str
 ) -> None:
-    async with session(pool, prefix) as watcher:
+    async with elixir_sql.session(pool, prefix) as watcher:
         await elixir_sql.write_peer(watcher, name="Oban", node="elixir@host-1", expires_in=60)
         node = make_oban(
             leader={"interval": 1},
@@ -205,7 +199,7 @@ async def test_in_a_cluster_led_by_elixir_our_node_never_stages_and_runs_the_job
 async def test_a_job_elixir_stages_wakes_our_producer_through_the_insert_notice(
     make_oban: Callable[..., Oban], pool: AsyncConnectionPool[Any], prefix: str
 ) -> None:
-    async with session(pool, prefix) as watcher:
+    async with elixir_sql.session(pool, prefix) as watcher:
         await elixir_sql.write_peer(watcher, name="Oban", node="elixir@host-1", expires_in=60)
         # Producers poll only every 30 s: a prompt run can only come from the notice.
         node = make_oban(node="py-node", queues={QUEUE: 1}, notifier={"poll_interval": 30})
