@@ -35,8 +35,10 @@ bench: $(STAMP)
 
 # Tests against real Elixir Oban nodes (tests/interop, see docs/elixir.md): needs Erlang
 # (/usr/bin/erl) and the Elixir kit (OBAN_ELIXIR_KIT, default ../shared/elixir/elixir-kit.tgz),
-# so `make test` leaves them out. pytest's timeout covers test bodies only: the first run's
-# `mix compile` (30 to 55 s) happens in a fixture, with its own limit.
+# so `make test` leaves them out; test_web.py also needs Debian's chromium (/usr/bin/chromium,
+# which Playwright of the test extra drives: no `playwright install`, whose download cannot
+# work here). pytest's timeout covers test bodies only: the first run's `mix compile` (30 to
+# 55 s) happens in a fixture, with its own limit.
 .PHONY: interop
 interop: $(STAMP)
 	$(BIN)/python -m pytest tests/interop -o timeout_func_only=true $(PYTEST_ARGS)
