@@ -145,3 +145,130 @@ async def test_a_python_node_pauses_resumes_scales_and_cancels_on_an_elixir_node
     assert await states(pool, sleeper.id) == {sleeper.id: "cancelled"}
     ran = await query(pool, "SELECT lang FROM exec_log WHERE job_id = %s", held.id)
     assert ran == [("ex",)]
+
+
+def _queue_lines(node: ElixirNode, queue: str) -> list[str]:
+    """What ``queue_node.exs`` printed for ``queue``: "paused=B limit=N cooldown=MS" lines."""
+    text = node.log.read_text(errors="replace") if node.log.exists() else ""
+    prefix = f"queue {queue} "
+    return [line.removeprefix(prefix) for line in text.splitlines() if line.startswith(prefix)]
+
+
+def _midwives(node: ElixirNode) -> list[str]:
+    text = node.log.read_text(errors="replace") if node.log.exists() else ""
+    return [line for line in text.splitlines() if line.startswith("midwife ")]
+
+
+async def _ran(pool: AsyncConnectionPool[Any], ids: list[int]) -> list[tuple[int, str]]:
+    rows = await query(
+        pool, "SELECT job_id, lang FROM exec_log WHERE job_id = ANY(%s) ORDER BY job_id", ids
+    )
+    return [(int(job_id), str(lang)) for job_id, lang in rows]
+
+
+async def test_a_python_start_queue_runs_the_queue_on_an_elixir_node_with_its_debounce_in_ms(
+    elixir_kit: Kit,
+    database: Database,
+    pool: AsyncConnectionPool[Any],
+    make_oban: Callable[..., Oban],
+    node_log: Callable[[str], Path],
+) -> None:
+    """``debounce_interval`` is seconds in Python's API; Elixir's producer takes the same thing
+    as ``dispatch_cooldown``, whole milliseconds. Elixir's Midwife turns every key of a start
+    signal into an existing atom: an unknown key crashes it, restarting every queue of the
+    node, and the queue never starts."""
+    await schema.install(pool)
+    client = make_oban(name="Oban", node="py-client")  # no queues: it only signals
+
+    async with elixir_kit.node(
+        "exq:1", database=database, log=node_log("ex-node"), script="queue_node.exs"
+    ) as node:
+        with with_output(node.output):
+            await eventually(
+                lambda: _queue_lines(node, "exq"), timeout=60, message="Elixir node up"
+            )
+            await client.start_queue(queue="from_py", limit=2, debounce_interval=0.25)
+            await client.start_queue(queue="from_py_plain", limit=3, node="ex-node")
+            await eventually(
+                lambda: _queue_lines(node, "from_py") == ["paused=false limit=2 cooldown=250"],
+                timeout=10,
+                message="from_py started with a 250 ms cooldown",
+            )
+            await eventually(
+                lambda: _queue_lines(node, "from_py_plain") == ["paused=false limit=3 cooldown=5"],
+                timeout=10,
+                message="from_py_plain started with Elixir's default cooldown",
+            )
+            jobs = await client.enqueue_many(
+                echo({"mode": "ok"}, queue=queue)
+                for queue in ("from_py", "from_py_plain")
+                for _ in range(5)
+            )
+            ids = [job.id for job in jobs if job.id is not None]
+            done = await wait_until_final(pool, *ids, timeout=30, message="jobs ran")
+            assert set(done.values()) == {"completed"}
+            assert await _ran(pool, ids) == [(job_id, "ex") for job_id in sorted(ids)]
+            assert len(_midwives(node)) == 1, "the Elixir node's Midwife crashed and restarted"
+            assert _queue_lines(node, "exq") == ["paused=false limit=1 cooldown=5"]
+
+
+async def test_an_elixir_start_queue_runs_the_queue_on_a_python_node(
+    elixir_kit: Kit,
+    database: Database,
+    pool: AsyncConnectionPool[Any],
+    make_oban: Callable[..., Oban],
+) -> None:
+    """Elixir's ``Oban.start_queue/2`` sends the options it was given, ``local_only`` and
+    ``refresh_interval`` (an Elixir producer's heartbeat, ms) included; a Python node starts
+    the queue all the same. And a cooldown sent as ``dispatch_cooldown`` (what a Python node
+    sends, in ms) spaces a Python queue's fetches by that many milliseconds."""
+    await schema.install(pool)
+    py = await make_oban(name="Oban", node="py-node", queues={"pyq": 1}).start()
+    client = make_oban(name="Oban", node="py-client")
+
+    for args in (
+        ("from_ex", "2", "local_only=false", "refresh_interval=30000"),
+        ("from_ex_paused", "1", "paused=true", "node=py-node"),
+    ):
+        result = (await elixir_kit.run("start_queue.exs", *args, database=database)).check()
+        assert "sent start" in result.output, result.output
+    await eventually(
+        lambda: py.check_queue("from_ex") is not None and py.check_queue("from_ex_paused"),
+        timeout=10,
+        message="both queues started on the Python node",
+    )
+    started, paused = py.check_queue("from_ex"), py.check_queue("from_ex_paused")
+    assert started is not None and (started.limit, started.paused) == (2, False)
+    assert paused is not None and (paused.limit, paused.paused) == (1, True)
+
+    jobs = await client.enqueue_many(echo({"mode": "ok"}, queue="from_ex") for _ in range(5))
+    ids = [job.id for job in jobs if job.id is not None]
+    done = await wait_until_final(pool, *ids, timeout=30, message="jobs ran on the Python node")
+    assert set(done.values()) == {"completed"}
+    assert await _ran(pool, ids) == [(job_id, "py") for job_id in sorted(ids)]
+
+    await client.start_queue(queue="spaced", limit=2, debounce_interval=0.25, node="py-node")
+    await eventually(lambda: py.check_queue("spaced"), timeout=10, message="spaced started")
+    # While a job runs, a Python queue fetches at most every debounce_interval (jittered by
+    # +-25%): a long job holds one slot, and six short ones come one fetch at a time.
+    long = await client.enqueue(echo({"mode": "sleep", "ms": 4000}, queue="spaced"))
+    await eventually(
+        lambda: long.id in info.running if (info := py.check_queue("spaced")) else False,
+        timeout=10,
+        message="the long job runs",
+    )
+    short = await client.enqueue_many(echo({"mode": "ok"}, queue="spaced") for _ in range(6))
+    ids = [job.id for job in short if job.id is not None]
+    await wait_until_final(pool, *ids, timeout=30, message="the short jobs ran")
+    rows = await query(
+        pool,
+        "SELECT extract(epoch FROM max(at) - min(at))::float FROM exec_log WHERE job_id = ANY(%s)",
+        ids,
+    )
+    # Six fetches, each at least 0.75 * 0.25 s after the one before: 0.94 s, less generous
+    # slack for when each run logs itself. Milliseconds read as seconds would never finish,
+    # and as microseconds the six take some 0.03 s.
+    lower = 5 * 0.25 * 0.75 - 0.3
+    await client.cancel_job(long)  # no need to wait for it
+    print(f"six short jobs behind a 0.25 s debounce ran over {rows[0][0]:.3f}s")
+    assert rows[0][0] >= lower, f"6 runs spanned only {rows[0][0]:.3f}s"

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock
 from pathlib import Path
@@ -35,7 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 from oban import Oban, schema, telemetry
 from tests.helpers import eventually
 from tests.interop.elixir import Database, Kit
-from tests.interop.support import query, with_output
+from tests.interop.support import all_completed, query, read_ledger, with_output
 from tests.interop.workers import echo
 
 QUEUE = "race"
@@ -46,23 +45,6 @@ STAGE_INTERVAL = 0.1
 ELIXIR_NODE = "ex-leader"
 PYTHON_NODE = "py-node"
 DRAIN_TIMEOUT = 60.0
-
-
-@dataclass
-class Ledger:
-    """What the run left: inserts, runs, and the jobs that ran twice or never finished."""
-
-    inserted: dict[str, int]
-    runs: dict[str, int]
-    duplicates: list[tuple[int, list[list[str]], str]]
-    unfinished: list[tuple[int, str | None, int]]
-
-    def summary(self, seconds: float) -> str:
-        return (
-            f"fed for {seconds:.1f}s: inserted {self.inserted}, runs {self.runs}; "
-            f"{len(self.duplicates)} jobs ran more than once, {len(self.unfinished)} did not "
-            "complete"
-        )
 
 
 async def feed_from_python(oban: Oban, pool: AsyncConnectionPool[Any], seconds: float) -> None:
@@ -85,35 +67,6 @@ async def elixir_leads(pool: AsyncConnectionPool[Any]) -> bool:
         pool, "SELECT node FROM oban_peers WHERE expires_at > timezone('UTC', now())"
     )
     return rows == [(ELIXIR_NODE,)]
-
-
-async def all_completed(pool: AsyncConnectionPool[Any]) -> bool:
-    rows = await query(
-        pool,
-        "SELECT count(*) FROM ins_log i LEFT JOIN oban_jobs j ON j.id = i.job_id "
-        "WHERE j.state IS DISTINCT FROM 'completed'",
-    )
-    return bool(rows[0][0] == 0)
-
-
-async def read_ledger(pool: AsyncConnectionPool[Any]) -> Ledger:
-    inserted = await query(pool, "SELECT src, count(*) FROM ins_log GROUP BY src ORDER BY src")
-    runs = await query(pool, "SELECT lang, count(*) FROM exec_log GROUP BY lang ORDER BY lang")
-    duplicates = await query(
-        pool,
-        "SELECT e.job_id, array_agg(ARRAY[e.lang, e.attempt::text, e.at::time::text] "
-        "ORDER BY e.at), j.state::text || ' at attempt ' || j.attempt "
-        "FROM exec_log e LEFT JOIN oban_jobs j ON j.id = e.job_id "
-        "GROUP BY e.job_id, j.state, j.attempt HAVING count(*) > 1 ORDER BY e.job_id",
-    )
-    unfinished = await query(
-        pool,
-        "SELECT i.job_id, j.state::text, "
-        "(SELECT count(*) FROM exec_log e WHERE e.job_id = i.job_id)::int "
-        "FROM ins_log i LEFT JOIN oban_jobs j ON j.id = i.job_id "
-        "WHERE j.state IS DISTINCT FROM 'completed' ORDER BY i.job_id",
-    )
-    return Ledger(dict(inserted), dict(runs), duplicates, unfinished)
 
 
 async def test_no_job_runs_twice_or_is_lost_with_an_elixir_leader_staging(
