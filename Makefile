@@ -33,6 +33,11 @@ check: lint test
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# oban start --processes 1 against --processes 2 on CPU-bound jobs (bench/bench_processes.py).
+.PHONY: bench-processes
+bench-processes: $(STAMP)
+	$(BIN)/python bench/bench_processes.py $(BENCH_ARGS)
+
 # Tests against real Elixir Oban nodes (tests/interop, see docs/elixir.md): needs Erlang
 # (/usr/bin/erl) and the Elixir kit (OBAN_ELIXIR_KIT, default ../shared/elixir/elixir-kit.tgz),
 # so `make test` leaves them out; test_web.py also needs Debian's chromium (/usr/bin/chromium,

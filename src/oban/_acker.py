@@ -68,7 +68,9 @@ class Acker:
         if not self._pending and not self._inflight:
             self._drained.set()
         if len(written) != len(batch):
-            stale = [ack.id for ack in batch if ack.id not in written]
+            # A killed job's row was already written by whoever cancelled it.
+            stale = [ack.id for ack in batch if ack.id not in written and not ack.killed]
+        if len(written) != len(batch) and stale:
             logger.warning(
                 "ignored %d stale acks for jobs no longer executing with the same attempt: %s",
                 len(stale),

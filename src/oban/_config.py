@@ -203,6 +203,7 @@ _SCALAR_CHECKS: dict[str, _Check] = {
     "pool_max_lifetime": _check_positive_number,
     "pool_max_idle": _check_positive_number,
     "pool_check": _check_bool,
+    "processes": _check_positive_int,
 }
 
 #: Known keys of each table-valued option and the check applied to each key's value.
@@ -507,6 +508,7 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "OBAN_POOL_MAX_LIFETIME": ("pool_max_lifetime", _parse_float),
     "OBAN_POOL_MAX_IDLE": ("pool_max_idle", _parse_float),
     "OBAN_POOL_CHECK": ("pool_check", _parse_bool),
+    "OBAN_PROCESSES": ("processes", _parse_int),
 }
 
 
@@ -667,6 +669,10 @@ class Config:
     """Seconds an idle pooled connection is kept above ``pool_min_size``."""
     pool_check: bool = False
     """Whether to check connections when they are taken from the pool."""
+    processes: int = 1
+    """How many node processes ``oban start`` runs under one supervisor (each a full node
+    with its own producers and pool). An ``oban start`` setting only: ``Oban(...)`` refuses
+    it, and an instance built from a config that has it runs one node."""
 
     def __post_init__(self) -> None:
         self.validate()

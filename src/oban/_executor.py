@@ -13,7 +13,8 @@ from typing import Any
 
 from . import telemetry
 from ._backoff import jittery_clamped
-from ._engines.base import Ack
+from ._engines.base import CANCELLED_WHILE_EXECUTING, Ack
+from ._isolation import JobError, run_isolated
 from .errors import JobTimeoutError, WorkerResolutionError
 from .job import Cancel, Job, JobState, Record, Snooze, _current_job
 from .telemetry.core import has_handlers
@@ -33,6 +34,8 @@ def _worker_is_async(cls: type[Any]) -> bool:
 
 
 def _format_error(error: BaseException) -> str:
+    if isinstance(error, JobError):  # raised in an isolated job's process: its traceback
+        return error.formatted
     return "".join(traceback.format_exception(error)).rstrip()
 
 
@@ -59,6 +62,18 @@ class Executor:
     def __init__(self, *, threads: ThreadPoolExecutor, safe: bool = True) -> None:
         self._threads = threads
         self._safe = safe
+        # Ids of jobs whose process() runs in a thread right now: a thread cannot be
+        # interrupted, so cancel and shutdown wait for these instead of cancelling their task.
+        self._in_threads: set[int] = set()
+
+    def in_thread(self, job_id: int) -> bool:
+        """Whether ``job_id``'s ``process`` is running in a worker thread now."""
+        return job_id in self._in_threads
+
+    @property
+    def threads_busy(self) -> int:
+        """How many jobs run in worker threads now."""
+        return len(self._in_threads)
 
     async def run(self, job: Job) -> tuple[Ack, Any]:
         """Execute ``job``; return its ack and the worker's raw result."""
@@ -75,6 +90,15 @@ class Executor:
             timeout = instance.timeout(job) if hasattr(instance, "timeout") else None
             result = await self._call(cls, instance, job, timeout)
         except asyncio.CancelledError as cancelled:
+            if job.cancelled():
+                # cancel_job stopped it: the task ends here, and the job ends cancelled.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                ack = self._killed(job)
+                self._emit(job, ack, None, started)
+                _current_job.reset(token)
+                return ack, None
             # Shutdown cut the job short: it stays executing for rescue, but observers still
             # get the end of what they saw start.
             self._emit(job, Ack(job.id, job.attempted_at, JobState.EXECUTING), cancelled, started)  # type: ignore[arg-type]
@@ -86,6 +110,10 @@ class Executor:
                 _log_unresolved(job, caught)
         try:
             ack = self._outcome(job, instance, result, error)
+            if job._cancellation is not None and job._cancellation.is_set():
+                # Cancelled while it ran (a thread cannot be stopped): whatever it returned,
+                # the job ends cancelled, as the canceller already recorded.
+                ack, error = self._killed(job, ack), None
             self._emit(job, ack, error, started)
         finally:
             # Reset after the stop/exception events so their handlers see current_job().
@@ -95,14 +123,39 @@ class Executor:
             raise error
         return ack, result
 
+    @staticmethod
+    def killed_ack(job: Job) -> Ack:
+        """The ack of a job cancelled before it ran here."""
+        return Executor._killed(job)
+
+    @staticmethod
+    def _killed(job: Job, ack: Ack | None = None) -> Ack:
+        reason = CANCELLED_WHILE_EXECUTING
+        if ack is not None and ack.state == JobState.CANCELLED and ack.error:
+            reason = ack.error  # the worker noticed and returned Cancel(reason)
+        return Ack(
+            job.id,  # type: ignore[arg-type]
+            job.attempted_at,
+            JobState.CANCELLED,
+            error=reason,
+            queue=job.queue,
+            killed=True,
+        )
+
     async def _call(self, cls: type[Any], instance: Any, job: Job, timeout: float | None) -> Any:
         if _worker_is_async(cls):
             pending: Any = instance.process(job)
+        elif getattr(cls, "_isolation", "thread") == "process":
+            pending = run_isolated(cls, job)
         else:
             context = contextvars.copy_context()
-            pending = asyncio.get_running_loop().run_in_executor(
-                self._threads, context.run, instance.process, job
-            )
+            job_id: int = job.id  # type: ignore[assignment]
+            self._in_threads.add(job_id)
+            running = self._threads.submit(context.run, instance.process, job)
+            # Done when the thread returns, not when an awaiting task gives up on it (that
+            # cancels the asyncio future, but never the thread's own future once it runs).
+            running.add_done_callback(lambda _f: self._in_threads.discard(job_id))
+            pending = asyncio.wrap_future(running)
         if timeout is None:
             result = await pending
         else:
@@ -170,6 +223,6 @@ class Executor:
         }
         if error is not None:
             meta["error_message"] = str(error)
-            meta["error_type"] = type(error).__name__
+            meta["error_type"] = getattr(error, "type_name", type(error).__name__)
             meta["traceback"] = ack.error
         telemetry.execute(event, meta)

@@ -12,6 +12,7 @@ defaults, a Python leader rescues an Elixir job no sooner than an Elixir leader 
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -48,24 +49,33 @@ class Lifeline(Looper):
         self._limit = limit
         self._producer_max_age = producer_max_age
         self._rescue_after = rescue_after
-        self._healthy_since: float | None = None
+        # Since when this node has reached the database without a failure (-inf: always).
+        self._healthy_since = -math.inf
+
+    def note_outage(self) -> None:
+        """This node lost the database (its notifier reconnected): distrust heartbeats for
+        a max_age from now, as after a failed tick."""
+        self._healthy_since = time.monotonic()
 
     async def tick(self) -> None:
-        # A producer's heartbeat only proves its node is dead if the database was reachable
-        # all along: right after this node starts, or after the database was down, every
-        # heartbeat may be old. Judge by heartbeats only once the database has been up for a
-        # whole producer max_age (nodes heartbeat more often than that); until then only
-        # explicitly expired producers (shut down with jobs left) and rescue_after apply.
+        # A producer's stale heartbeat proves its node dead only if that node could have
+        # written one: if the database was down, or this node could not reach it (a
+        # partition may have cut the other nodes off too), every heartbeat may be old. So
+        # after a failed tick, heartbeats are trusted again only once this node has reached
+        # the database for a whole producer max_age (nodes heartbeat more often than that);
+        # until then only explicitly expired producers (shut down with jobs left) and
+        # rescue_after apply. A database that restarted is judged by the database itself
+        # (on PostgreSQL, by pg_postmaster_start_time()), so a node that starts beside a
+        # database that stayed up, such as a crashed node's replacement, trusts heartbeats
+        # at once and rescues the dead node's jobs within a max_age of its last heartbeat.
         now = time.monotonic()
-        if self._healthy_since is None:
-            self._healthy_since = now
         trusted = now - self._healthy_since >= self._producer_max_age
         max_age = self._producer_max_age if trusted else _NEVER_STALE
         with telemetry.span("oban.lifeline.rescue", {}) as span:
             try:
                 counts = await self._engine.rescue_jobs(self._rescue_after, max_age, self._limit)
             except Exception:
-                self._healthy_since = None
+                self._healthy_since = time.monotonic()
                 raise
             span.add(
                 {

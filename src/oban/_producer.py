@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -83,6 +84,9 @@ class Producer:
         self._not_fetching = asyncio.Event()
         self._not_fetching.set()
         self._orphaned: list[int] = []
+        # While a fetch is in flight: the ids of jobs a pkill named meanwhile that no producer
+        # here was running (the fetch may be claiming them right now).
+        self._kills_in_flight: set[int] | None = None
 
     def info(self) -> QueueInfo:
         """The queue's current state."""
@@ -153,15 +157,35 @@ class Producer:
         self.limit = limit
         self.notify()
 
+    def note_kill(self, job_id: int) -> None:
+        """A pkill for a job no producer here runs: if a fetch is in flight, it may be
+        claiming that job, which must then not run."""
+        if self._kills_in_flight is not None:
+            self._kills_in_flight.add(job_id)
+
     def cancel_job(self, job_id: int) -> bool:
-        """Ask a running job to stop: sets what ``job.cancelled()`` reads."""
+        """Stop a running job that was cancelled: ``job.cancelled()`` turns true, an async
+        job's task is cancelled at once (its ``finally`` blocks run), and a job running in a
+        thread, which cannot be interrupted, ends cancelled when ``process`` returns."""
         entry = self._running.get(job_id)
         if entry is None:
             return False
-        job = entry[0]
+        job, task = entry
         if job._cancellation is None:  # created on demand, not for every job
             job._cancellation = asyncio.Event()
+        if job._cancellation.is_set():
+            return True
         job._cancellation.set()
+        if self._executor.in_thread(job_id):
+            logger.info(
+                "job %s (%s) was cancelled while running in a thread: it ends cancelled when "
+                "process() returns (check job.cancelled() to stop sooner)",
+                job_id,
+                job.worker,
+            )
+        else:
+            logger.info("job %s (%s) was cancelled while running: stopping it", job_id, job.worker)
+            task.cancel()
         return True
 
     async def _loop(self) -> None:
@@ -211,6 +235,7 @@ class Producer:
         self._last_fetch = time.monotonic()
         # The fetch carries the acks waiting to be written: one statement for both.
         acks = self._acker.take() if self._last_fetch >= self._carry_after else []
+        kills = self._kills_in_flight = set()
         try:
             with telemetry.span("oban.producer.get", {"queue": self.queue}) as span:
                 jobs: list[Job] | None = None
@@ -234,31 +259,48 @@ class Producer:
             if acks:
                 self._acker.give_back(acks)
             raise
+        finally:
+            self._kills_in_flight = None
         if acks:
             self._acker.settle(acks, acked)
         # A full batch means more jobs are probably waiting: fetch again as slots free up.
         self._saturated = len(jobs) == demand
         for job in jobs:
+            if job.id in kills:
+                # Cancelled (and pkilled) while the fetch that claimed it was on its way.
+                logger.info("job %s (%s) was cancelled as it was claimed", job.id, job.worker)
+                self._acker.push(self._executor.killed_ack(job))
+                continue
             task = asyncio.create_task(self._execute(job), name=f"oban-job-{job.id}")
             self._running[job.id] = (job, task)  # type: ignore[index]
+            task.add_done_callback(functools.partial(self._finished, job.id))  # type: ignore[arg-type]
             self._idle.clear()
 
     async def _execute(self, job: Job) -> None:
-        try:
-            ack, _ = await self._executor.run(job)
-            self._acker.push(ack)
-        finally:
-            self._running.pop(job.id, None)  # type: ignore[arg-type]
-            if not self._running:
-                self._idle.set()
-            if self._saturated:
-                self._wake.set()
+        ack, _ = await self._executor.run(job)
+        self._acker.push(ack)
 
-    async def stop(self, grace_period: float | None) -> list[int]:
-        """Stop fetching, wait up to ``grace_period`` for running jobs, forget the producer.
+    def _finished(self, job_id: int, task: asyncio.Task[None]) -> None:
+        # A done callback rather than a finally in _execute: a task cancelled before it
+        # first ran (cancel_job right after the claim) never runs its body.
+        entry = self._running.pop(job_id, None)
+        if task.cancelled() and entry is not None and entry[0].cancelled():
+            # Stopped by a cancel before it ran: ack it cancelled (a no-op if the canceller
+            # already wrote the row, as ours and Elixir's do).
+            self._acker.push(self._executor.killed_ack(entry[0]))
+        if not self._running:
+            self._idle.set()
+        if self._saturated:
+            self._wake.set()
 
-        Returns the ids of jobs still running after the grace period; they are cancelled
-        locally and left ``executing`` for rescue.
+    async def stop(self, grace_period: float | None, timeout: float | None = None) -> list[int]:
+        """Stop fetching, wait for running jobs, and return the ids of those left running.
+
+        Jobs get ``grace_period`` seconds to finish. Then async jobs still running are
+        cancelled and left ``executing`` for rescue. Jobs running in threads cannot be
+        interrupted: they are waited for, and acked when they return, until ``timeout``
+        seconds after the stop began (``None``: as long as they run); those still running
+        then are left for rescue too (the process should exit, see ``oban start``).
         """
         self._stopping = True
         self._wake.set()
@@ -266,17 +308,24 @@ class Producer:
             await self._task
         started = time.monotonic()
         orphaned: list[int] = []
-        if self._running:
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout=grace_period)
-            except TimeoutError:
-                orphaned = list(self._running)
-                await asyncio.gather(
-                    *(
-                        cancel_and_wait(task, timeout=5.0)
-                        for _job, task in list(self._running.values())
-                    )
+        if self._running and not await self._wait_idle(grace_period):
+            threaded = [i for i in self._running if self._executor.in_thread(i)]
+            orphaned = [i for i in self._running if i not in threaded]
+            await self._cancel_tasks(orphaned)
+            if threaded:
+                logger.warning(
+                    "queue %r: %d jobs still run in threads after the %gs grace period; "
+                    "waiting for them to record their results: %s",
+                    self.queue,
+                    len(threaded),
+                    grace_period,
+                    threaded,
                 )
+                left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+                if not await self._wait_idle(left):
+                    abandoned = list(self._running)
+                    orphaned += abandoned
+                    await self._cancel_tasks(abandoned)
         telemetry.execute(
             "oban.queue.shutdown",
             {"elapsed": time.monotonic() - started, "orphaned": orphaned, "queue": self.queue},
@@ -290,6 +339,17 @@ class Producer:
             )
         self._orphaned = orphaned
         return orphaned
+
+    async def _wait_idle(self, timeout: float | None) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _cancel_tasks(self, ids: list[int]) -> None:
+        tasks = [entry[1] for i in ids if (entry := self._running.get(i)) is not None]
+        await asyncio.gather(*(cancel_and_wait(task, timeout=5.0) for task in tasks))
 
     async def forget(self) -> None:
         """Remove this producer's row (after acks are flushed).

@@ -11,13 +11,14 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from . import __version__, schema
 from ._config import Config, parse_queues
 from ._engines._dsn import describe, is_postgres, sqlite_path
+from ._supervisor import SUPERVISOR_ENV, Supervisor, supervisor_pid
 from .errors import ObanError, SchemaNotInstalledError
 from .worker import worker_name
 
@@ -81,13 +82,16 @@ async def _with_pool(config: Config, action: Any) -> None:
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
-        try:
-            import uvloop  # type: ignore[import-not-found]
-        except ImportError:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        uvloop = None
+    # Run outside the except block: every traceback would read "during handling of
+    # ModuleNotFoundError: uvloop" otherwise.
+    try:
+        if uvloop is None:
             return asyncio.run(coro)
-        else:
-            result: T = uvloop.run(coro)
-            return result
+        result: T = uvloop.run(coro)
+        return result
     except ObanError as error:
         raise click.ClickException(str(error)) from error
 
@@ -220,6 +224,13 @@ def _split(value: str | None) -> list[str]:
     help="Files/directories of workers to import [env OBAN_CRON_PATHS].",
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Node processes to run under one supervisor, e.g. one per core for CPU-bound sync "
+    "jobs (default 1) [env OBAN_PROCESSES].",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Check the configuration, the database connection and the schema, then exit.",
@@ -235,9 +246,14 @@ def start(
     log_level: str,
     cron_modules: str | None,
     cron_paths: str | None,
+    processes: int | None,
     dry_run: bool,
 ) -> None:
-    """Run the configured queues until SIGTERM/SIGINT (a second SIGINT forces exit)."""
+    """Run the configured queues until SIGTERM/SIGINT (a second one forces exit).
+
+    With --processes N (N > 1) it supervises N node processes instead, restarting any that
+    dies.
+    """
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -253,7 +269,12 @@ def start(
         node=node,
         pool_min_size=pool_min_size,
         pool_max_size=pool_max_size,
+        processes=processes,
     )
+    # A node run by a supervisor (see _supervisor.py); its own children, if any, are not.
+    supervisor = supervisor_pid()
+    os.environ.pop(SUPERVISOR_ENV, None)
+    supervised = supervisor is not None
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     modules = _split(cron_modules or os.environ.get("OBAN_CRON_MODULES"))
@@ -269,11 +290,15 @@ def start(
                 logger.warning("skipping cron module %s: cannot import it: %s", module, error)
     from .decorators import cron_entries
 
-    for entry in cron_entries:
-        click.echo(f"cron {entry.expression.source} -> {worker_name(entry.worker)}")
-    queue_list = ", ".join(f"{q}:{o['limit']}" for q, o in config.queues.items()) or "(none)"
-    click.echo(f"oban {__version__} | {_database(config)} | queues {queue_list}")
-    if not config.queues:
+    if not supervised:  # the supervisor said it all
+        for entry in cron_entries:
+            click.echo(f"cron {entry.expression.source} -> {worker_name(entry.worker)}")
+        queue_list = ", ".join(f"{q}:{o['limit']}" for q, o in config.queues.items()) or "(none)"
+        processes_note = f" | {config.processes} processes" if config.processes > 1 else ""
+        click.echo(
+            f"oban {__version__} | {_database(config)} | queues {queue_list}{processes_note}"
+        )
+    if not config.queues and not supervised:
         logger.warning(
             "no queues configured, so this node runs no jobs: give --queues default:10, "
             "OBAN_QUEUES or a [queues] table in oban.toml"
@@ -282,7 +307,48 @@ def start(
         _dry_run(config)
         click.echo("configuration is valid (dry run)")
         return
-    _run(_serve(config))
+    if config.processes > 1:
+        _supervise(config)
+    _run(_serve(config, supervisor=supervisor))
+
+
+#: ``start`` options a supervisor does not hand down as they were given.
+_SUPERVISOR_OWN_OPTIONS = frozenset({"node", "processes", "dry_run"})
+
+
+def _supervise(config: Config) -> NoReturn:
+    """Run ``config.processes`` node processes under a supervisor; exits with its status.
+
+    Each child runs ``oban start`` with the flags given here (it reads the same environment
+    and oban.toml), ``--processes 1`` and, when a node name was configured, ``--node NAME-i``.
+    """
+    _preflight(config)
+    context = click.get_current_context()
+    flags: list[str] = []
+    for param in context.command.params:
+        value = context.params.get(param.name or "")
+        if not isinstance(param, click.Option) or param.name in _SUPERVISOR_OWN_OPTIONS:
+            continue
+        if param.is_flag:
+            flags += [param.opts[0]] if value else []
+        elif value is not None:
+            flags += [param.opts[0], str(value)]
+    base = [sys.executable, "-m", "oban", "start", *flags, "--processes", "1"]
+    commands = []
+    for index in range(1, config.processes + 1):
+        node = f"{config.node}-{index}" if config.node else None
+        commands.append((base + (["--node", node] if node else []), node))
+    sys.exit(Supervisor(commands, env=os.environ).run())
+
+
+def _preflight(config: Config) -> None:
+    """Fail once, before any child starts, where every child would fail at once."""
+    if is_postgres(config.dsn):
+        _run(_with_pool(config, functools.partial(_check_schema, config.prefix)))
+        return
+    path = Path(sqlite_path(config.dsn))
+    if not path.parent.is_dir():
+        raise click.UsageError(f"cannot create {path}: {path.parent} is not a directory")
 
 
 def _dry_run(config: Config) -> None:
@@ -318,7 +384,10 @@ async def _check_schema(prefix: str, pool: Any) -> None:
     await PostgresEngine(pool, prefix=prefix).check_schema()
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config, *, supervisor: int | None = None) -> None:
+    """Run one node until SIGTERM/SIGINT. ``supervisor``: the pid of the supervisor that runs
+    this node (``oban start --processes N``), which handles second signals itself; the node
+    stops gracefully when its parent is no longer that process."""
     from .oban import Oban
 
     # The instance opens (and closes) its own pool, sized by the pool_* settings.
@@ -332,22 +401,52 @@ async def _serve(config: Config) -> None:
 
     def on_signal(signum: int) -> None:
         nonlocal interrupts
-        if signum == signal.SIGINT:
-            interrupts += 1
-            if interrupts > 1:
-                logger.warning("second interrupt: exiting without waiting for jobs")
-                os._exit(1)
+        interrupts += 1
+        if interrupts > 1 and supervisor is not None:
+            # The supervisor kills its nodes on a second signal; a repeat here is a copy of
+            # the first (systemd signals the whole control group, the supervisor forwards).
+            logger.info("received %s again; already stopping", signal.Signals(signum).name)
+            return
+        if interrupts > 1:
+            logger.warning(
+                "second %s: exiting without waiting for jobs", signal.Signals(signum).name
+            )
+            logging.shutdown()
+            os._exit(1)
         logger.info("received %s, shutting down gracefully", signal.Signals(signum).name)
         stopping.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    watcher = None if supervisor is None else loop.create_task(_watch_parent(supervisor, stopping))
     try:
         await oban.start()
         logger.info("node %s running queues %s", oban.node, ", ".join(config.queues) or "(none)")
         await stopping.wait()
         await oban.stop()
+        abandoned = oban._threads_busy()
+        if abandoned:
+            # Threads cannot be interrupted, and their jobs were handed back for rescue: the
+            # process must not live on running them beside the node that takes them over.
+            logger.warning("stopped; exiting with %d job threads still running", abandoned)
+            logging.shutdown()
+            os._exit(1)
         logger.info("stopped")
     finally:
+        if watcher is not None:
+            watcher.cancel()
         # A start that failed (say, on a missing schema) may leave the pool open.
         await oban._close_engine()
+
+
+async def _watch_parent(supervisor: int, stopping: asyncio.Event) -> None:
+    """Stop gracefully once the supervisor is gone (this process was re-parented)."""
+    while os.getppid() == supervisor:  # noqa: ASYNC110 (nothing to wait on: this polls)
+        await asyncio.sleep(_PARENT_CHECK_INTERVAL)
+    if not stopping.is_set():
+        logger.warning("the supervisor (pid %d) is gone, shutting down gracefully", supervisor)
+        stopping.set()
+
+
+#: How often a supervised node checks that its supervisor still runs.
+_PARENT_CHECK_INTERVAL = 0.5

@@ -5,7 +5,17 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    cast,
+)
 
 from ._instances import get_instance
 from ._modes import is_inline, run_inline
@@ -218,12 +228,14 @@ def _make_worker(
     options: dict[str, Any],
     how: str,
     name: str | None,
+    isolation: str = "thread",
 ) -> Any:
     cls: Any = klass
     name = worker_name(cls) if name is None else _check_worker_name(name, how)
     _check_decorator_options(options, f"{how} on {name}")
     if not callable(getattr(cls, "process", None)):
         cls.process = _missing_process(name)
+    cls._isolation = _check_isolation(cls, isolation, f"{how} on {name}")
     cls._opts = dict(options)
     cls._oban_name = oban
     cls._worker_name = name
@@ -235,6 +247,28 @@ def _make_worker(
     if entry is not None:
         cron_entries.append(entry)
     return cls
+
+
+ISOLATIONS = ("thread", "process")
+
+
+def _check_isolation(cls: Any, isolation: object, where: str) -> str:
+    """``thread`` (default: a sync ``process`` runs in the node's thread pool) or ``process``
+    (each job in a child process, which timeout and cancel kill)."""
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"{where}: isolation must be 'thread' or 'process', got {isolation!r}")
+    if isolation == "process":
+        if inspect.iscoroutinefunction(cls.process):
+            raise ValueError(
+                f"{where}: isolation='process' is for sync workers (def process); an async "
+                "worker runs on the event loop, where timeout and cancel already stop it"
+            )
+        if cls.__module__ == "__main__":
+            raise ValueError(
+                f"{where}: isolation='process' runs the worker in a child process, which "
+                "imports it by module: define it in an importable module, not in __main__"
+            )
+    return str(isolation)
 
 
 def _missing_process(name: str) -> Callable[[Any, Job], Any]:
@@ -264,6 +298,7 @@ def worker(
     oban: str = "Oban",
     cron: str | dict[str, Any] | None = None,
     name: str | None = None,
+    isolation: Literal["thread", "process"] = "thread",
     **options: Unpack[WorkerOptions],
 ) -> Callable[[type[T]], WorkerClass[T]]:
     """Turn a class with ``process(self, job)`` into a worker.
@@ -273,7 +308,9 @@ def worker(
     ``new``/``enqueue`` override them, and set any other ``Job`` field, per call. ``oban``
     names the instance ``enqueue`` uses; ``cron`` schedules the worker; ``name`` is the
     worker name stored in each job (default ``module.QualName``; give an Elixir module name,
-    such as ``"MyApp.Echo"``, to run jobs that Elixir nodes enqueue).
+    such as ``"MyApp.Echo"``, to run jobs that Elixir nodes enqueue). ``isolation="process"``
+    runs each job of a sync worker in a child process, so that its ``timeout`` and
+    ``cancel_job`` stop it for real (a thread cannot be interrupted); children are reused.
 
     Raises:
         ValueError: an unknown option (with a did-you-mean), a per-job field such as
@@ -290,7 +327,7 @@ def worker(
     """
 
     def decorate(klass: type[T]) -> WorkerClass[T]:
-        cls = _make_worker(klass, oban, cron, dict(options), "@worker", name)
+        cls = _make_worker(klass, oban, cron, dict(options), "@worker", name, isolation)
         return cast("WorkerClass[T]", cls)
 
     return decorate
@@ -375,6 +412,7 @@ def job(
     oban: str = "Oban",
     cron: str | dict[str, Any] | None = None,
     name: str | None = None,
+    isolation: Literal["thread", "process"] = "thread",
     **options: Unpack[WorkerOptions],
 ) -> Callable[[Callable[P, T]], JobFunction[P, T]]:
     """Turn a plain function (sync or async) into a worker.
@@ -402,7 +440,7 @@ def job(
             "__doc__": func.__doc__,
         }
         klass = type(func.__name__, (), namespace)
-        cls = _make_worker(klass, oban, cron, dict(options), "@job", name)
+        cls = _make_worker(klass, oban, cron, dict(options), "@job", name, isolation)
         bind = _binder(func, signature)
         takes_conn = "conn" in signature.parameters
 

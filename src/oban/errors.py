@@ -28,6 +28,10 @@ class JobTimeoutError(ObanError, TimeoutError):
     """A job ran longer than its worker's ``timeout(job)``."""
 
 
+class WorkerCrashedError(ObanError, RuntimeError):
+    """The child process running an ``isolation="process"`` job died before it returned."""
+
+
 class InstanceNotFoundError(ObanError, RuntimeError):
     """No ``Oban`` instance is registered under the requested name."""
 

@@ -27,6 +27,7 @@ from ._engines.postgres import PostgresEngine, new_pool, open_pool, resolve_conn
 from ._executor import Executor
 from ._gossip import Gossip
 from ._instances import get_instance, instances
+from ._isolation import close_pool
 from ._leader import Leader
 from ._lifeline import Lifeline
 from ._looper import Looper
@@ -36,6 +37,7 @@ from ._producer import Producer, QueueInfo
 from ._pruner import Pruner
 from ._refresher import Refresher
 from ._scheduler import Scheduler
+from ._signal_poller import SignalPoller
 from ._stager import Stager
 from ._tasks import cancel_and_wait
 from .decorators import cron_entries
@@ -142,6 +144,8 @@ class Oban:
         **unknown: Never,
     ) -> None:
         for key in unknown:
+            if key in _DEPLOYMENT_OPTIONS:
+                raise UnknownOptionError(f"Oban(): {_DEPLOYMENT_OPTIONS[key]}")
             raise UnknownOptionError(f"Oban(): {_unknown_option(key, _INIT_OPTIONS)}")
         if dispatcher is not None:
             raise ValueError("dispatcher: custom dispatchers are not supported; leave it None")
@@ -381,6 +385,14 @@ class Oban:
         self._acker.start()
         self._executor = Executor(threads=self._threads)
         await self._start_notifier(bool(queues))
+        poller = None
+        if self.sqlite_path is not None:
+            # Other processes on the file signal through its oban_signals table. Primed before
+            # any producer row exists: once other processes see the rows, they may signal.
+            poller = SignalPoller(
+                engine=self._engine, deliver=self._on_local_message, interval=self._poll_interval()
+            )
+            await poller.prime()
         for queue, opts in queues.items():
             self._producers[queue] = self._make_producer(queue, opts)
         await asyncio.gather(*(p.start() for p in self._producers.values()))
@@ -394,6 +406,8 @@ class Oban:
             await self._leader.tick_safely()
             self._leader.start()
         self._plugins = self._make_plugins()
+        if poller is not None:
+            self._plugins.append(poller)
         for plugin in self._plugins:
             plugin.start()
 
@@ -498,9 +512,11 @@ class Oban:
         return [e for e in cron_entries if getattr(e.worker, "_oban_name", "Oban") == self.name]
 
     async def stop(self) -> None:
-        """Stop fetching, wait for running jobs (up to the grace period), flush acks."""
+        """Stop fetching, wait for running jobs (up to the grace period), flush acks, and
+        close what the instance opened (also for an instance that only enqueued)."""
         async with self._lock:
             if not self._started:
+                await self._close_engine()
                 return
             self._started = False
             await self._teardown()
@@ -513,8 +529,8 @@ class Oban:
         if self._leader is not None:
             await self._leader.resign()
             self._leader = None
-        grace = self.config.shutdown_grace_period
-        await asyncio.gather(*(p.stop(grace) for p in self._producers.values()))
+        grace, timeout = self._shutdown_limits()
+        await asyncio.gather(*(p.stop(grace, timeout) for p in self._producers.values()))
         if self._acker is not None:
             await self._acker.stop()
             self._acker = None
@@ -528,7 +544,19 @@ class Oban:
         if self._threads is not None:
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._threads = None
+        await close_pool()  # idle children of isolation="process" workers
         await self._close_engine()
+
+    def _shutdown_limits(self) -> tuple[float | None, float | None]:
+        """The grace period for running jobs, and how long in all a stop waits for jobs in
+        threads (which cannot be cancelled): a second grace period."""
+        grace = self.config.shutdown_grace_period
+        return grace, None if grace is None else 2 * grace
+
+    def _threads_busy(self) -> int:
+        """How many jobs run in this instance's worker threads (after a ``stop()`` that
+        outwaited its deadline: threads still finishing jobs handed back for rescue)."""
+        return 0 if self._executor is None else self._executor.threads_busy
 
     async def _close_engine(self) -> None:
         if not self._engine_ready:
@@ -573,6 +601,8 @@ class Oban:
         for plugin in self._plugins:
             if plugin.name == "refresher":
                 plugin.poke()
+            elif isinstance(plugin, Lifeline):
+                plugin.note_outage()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -590,9 +620,9 @@ class Oban:
         action = message.get("action")
         if action == "pkill":
             job_id = message["job_id"]
-            for producer in self._producers.values():
-                if producer.cancel_job(job_id):
-                    break
+            if not any(producer.cancel_job(job_id) for producer in self._producers.values()):
+                for producer in self._producers.values():
+                    producer.note_kill(job_id)
             return
         queue = message.get("queue")
         if action == "start" and isinstance(queue, str):
@@ -617,6 +647,16 @@ class Oban:
                 producer.notify()
         if action == "scale":
             self._grow_threads()  # sync workers need threads for the new limit
+        if targets and action in ("pause", "resume", "scale"):
+            # Other nodes read a queue's state from its producer row: update it now rather
+            # than at the next heartbeat.
+            self._spawn(self._refresh_rows(targets))
+
+    async def _refresh_rows(self, producers: list[Producer]) -> None:
+        try:
+            await self._engine.refresh_producers([(p.uuid, p.producer_meta()) for p in producers])
+        except Exception as error:
+            logger.warning("could not update producer rows after a signal: %s", error)
 
     async def _start_queue(self, queue: str, message: dict[str, Any]) -> None:
         # A start signal from any node: checked as start_queue checks its arguments.
@@ -650,7 +690,7 @@ class Oban:
         producer = self._producers.pop(queue, None)
         if producer is None:
             return
-        await producer.stop(self.config.shutdown_grace_period)
+        await producer.stop(*self._shutdown_limits())
         if self._acker is not None:
             await self._acker.flush()
         await producer.forget()
@@ -691,10 +731,29 @@ class Oban:
                 await run_inline(job)
             return jobs
         if not has_span_handlers("oban.enqueue"):
-            return await (await self._ready()).insert_jobs(jobs, conn=conn)
+            return await (await self._ready_for(conn)).insert_jobs(jobs, conn=conn)
         # Handlers of oban.enqueue.start may still add to each job's meta (trace context).
         with telemetry.span("oban.enqueue", {"jobs": jobs, "count": len(jobs)}):
-            return await (await self._ready()).insert_jobs(jobs, conn=conn)
+            return await (await self._ready_for(conn)).insert_jobs(jobs, conn=conn)
+
+    async def _ready_for(self, conn: Any) -> Engine:
+        """The engine for an insert on ``conn``. On SQLite the caller's connection may hold
+        the file's write lock, which opening and installing on our own connection would wait
+        for (a deadlock: the caller waits for us): before the engine is ready, everything
+        this call needs runs on the caller's connection instead."""
+        if conn is None or self._engine_ready or self.sqlite_path is None:
+            return await self._ready()
+        engine: Any = self._engine
+        async with self._ready_lock:
+            if not self._engine_ready:
+                if await engine.try_open(_CALLER_LOCK_WAIT):
+                    self._engine_ready = True
+                    logger.info(
+                        "%s (node %s) uses %s", self.name, self.node, await self._database()
+                    )
+                else:
+                    await engine.install_on(conn)
+        return self._engine
 
     # Jobs
 
@@ -741,6 +800,35 @@ class Oban:
     def check_all_queues(self) -> list[QueueInfo]:
         """This node's view of every queue it runs (see :meth:`check_queue`)."""
         return [self._info(p) for p in self._producers.values()]
+
+    async def queues(self) -> list[QueueInfo]:
+        """Every node's queues (this instance's name, on any engine), from the producer rows
+        the nodes heartbeat and the jobs they are running: one ``QueueInfo`` per node and
+        queue, ordered by queue then node. Unlike :meth:`check_all_queues` (this node only,
+        no database access), this reads the database, so it also sees other processes.
+
+        A node that stopped heartbeating for ``refresher.max_age`` is left out.
+        """
+        max_age = float(self.config.refresher.get("max_age", 60.0))
+        rows = await (await self._ready()).list_producers(self.name, max_age)
+        infos = []
+        for row in rows:
+            meta = dict(row.meta)
+            limit = meta.pop("local_limit", 0)
+            paused = meta.pop("paused", False)
+            infos.append(
+                QueueInfo(
+                    limit=limit if _is_limit(limit) else 0,
+                    meta=meta,
+                    node=row.node,
+                    paused=paused is True,
+                    queue=row.queue,
+                    running=row.running,
+                    started_at=row.started_at,
+                    uuid=row.uuid,
+                )
+            )
+        return infos
 
     def _info(self, producer: Producer) -> QueueInfo:
         info = producer.info()
@@ -835,7 +923,7 @@ class Oban:
         if node in (None, self.node):
             await self._run_queue(queue, opts, boot=True)
         if node != self.node:
-            await self._signal({"action": "start", "queue": queue, **opts}, node)
+            await self._signal({"action": "start", "queue": queue, **_start_signal(opts)}, node)
 
     async def stop_queue(self, queue: str, *, node: str | None = None) -> None:
         """Stop running ``queue`` (running jobs finish first), here and on other nodes.
@@ -857,23 +945,31 @@ class Oban:
         return await self.cancel_many_jobs([job])
 
     async def cancel_many_jobs(self, jobs: Iterable[Job | int]) -> int:
-        """Cancel incomplete jobs; return how many were cancelled or signalled.
+        """Cancel incomplete jobs, running ones included; return how many were cancelled.
 
-        Jobs that are not running become ``cancelled`` at once. Running jobs are signalled on
-        whichever node runs them: ``job.cancelled()`` turns true there and the worker decides
-        how to stop (returning ``Cancel(...)`` records it). Finished jobs are left alone.
+        Every job not yet finished becomes ``cancelled`` at once, with ``cancelled_at``. A
+        running job is also stopped on whichever node runs it: an async job's task is
+        cancelled there (its ``finally`` blocks run); a sync job, which a thread cannot
+        interrupt, sees ``job.cancelled()`` turn true and ends cancelled whatever it returns.
+        Its errors record ``"cancelled while executing"``. Finished jobs are left alone.
+        The ``oban.job.cancel`` telemetry event lists the ids, and which of them were running.
         """
         ids = _ids(jobs)
         if not ids:
             return 0
         cancelled, executing = await (await self._ready()).cancel_jobs(ids)
         if executing:
+            logger.info("cancelled %d running jobs, stopping them: %s", len(executing), executing)
             messages = [{"action": "pkill", "job_id": job_id} for job_id in executing]
             for message in messages:
                 self._on_signal({**message, "ident": "any"})
             await (await self._ready()).notify(
                 "signal", [encode_payload({**m, "ident": "any"}) for m in messages]
             )
+        telemetry.execute(
+            "oban.job.cancel",
+            {"ids": sorted(cancelled + executing), "running": executing},
+        )
         return len(cancelled) + len(executing)
 
     async def retry_job(self, job: Job | int) -> int:
@@ -948,13 +1044,25 @@ def _ids(jobs: Iterable[Job | int]) -> list[int]:
     return ids
 
 
-#: The keyword arguments of ``Oban(...)``: every configuration option, ``pool`` and
-#: ``dispatcher``.
-_INIT_OPTIONS = frozenset({*(f.name for f in dataclasses.fields(Config)), "dispatcher", "pool"})
+#: Configuration options of ``oban start`` alone, each with why ``Oban(...)`` refuses it
+#: (from ``OBAN_*`` or ``oban.toml`` they are read and ignored: an instance is one node).
+_DEPLOYMENT_OPTIONS = {
+    "processes": "processes is an `oban start` setting (it runs that many node processes "
+    "under one supervisor); an Oban instance is one node in one process: use "
+    "`oban start --processes N`, OBAN_PROCESSES or `processes = N` in oban.toml",
+}
+#: The keyword arguments of ``Oban(...)``: every configuration option but the deployment
+#: ones, ``pool`` and ``dispatcher``.
+_INIT_OPTIONS = frozenset(
+    {*(f.name for f in dataclasses.fields(Config)), "dispatcher", "pool"} - set(_DEPLOYMENT_OPTIONS)
+)
 #: The options ``Oban(...)`` takes with ``None`` for "not given" (``shutdown_grace_period``
 #: uses UNSET: its ``None`` means "wait for ever").
 _CONFIG_FIELDS = tuple(sorted(_INIT_OPTIONS - {"dispatcher", "pool", "shutdown_grace_period"}))
 _SCALE_QUEUE_OPTIONS = ("limit", "node", "queue")
+#: Seconds a transactional enqueue on SQLite waits to open the instance's own connection
+#: before it does what it needs on the caller's (whose transaction may hold the write lock).
+_CALLER_LOCK_WAIT = 0.05
 _START_QUEUE_OPTIONS = ("debounce_interval", "limit", "node", "paused", "queue")
 #: What a start signal may carry besides its options.
 _SIGNAL_FIELDS = frozenset({"action", "ident", "queue"})
@@ -1052,7 +1160,7 @@ def _signal_problem(message: dict[str, Any]) -> str | None:
         if isinstance(job_id, bool) or not isinstance(job_id, int):
             return f"job_id must be an integer, got {job_id!r}"
         return None
-    if action not in _QUEUE_SIGNALS:
+    if not isinstance(action, str) or action not in _QUEUE_SIGNALS:
         return None
     try:
         _check_queue(message.get("queue"))
@@ -1065,13 +1173,57 @@ def _signal_problem(message: dict[str, Any]) -> str | None:
     return None
 
 
+#: The options a start signal may carry. ``dispatch_cooldown`` is Elixir's name and unit for
+#: the least time between fetches (whole milliseconds), what :meth:`Oban.start_queue` sends;
+#: ``debounce_interval`` (seconds) is what Python nodes sent before. Elixir's
+#: ``Oban.start_queue/2`` may also send ``local_only`` (its Midwife drops it: the signal's
+#: ident already addresses it) and ``refresh_interval`` (ms between an Elixir producer's
+#: heartbeats; ours heartbeat on the refresher's interval): both are checked, then ignored.
+_START_SIGNAL_OPTIONS = frozenset(
+    {"debounce_interval", "dispatch_cooldown", "limit", "local_only", "paused", "refresh_interval"}
+)
+#: Erlang timers take at most 2**32 - 1 ms: a longer cooldown would crash an Elixir producer.
+_MAX_COOLDOWN_MS = 2**32 - 1
+
+
 def _signalled_queue_options(queue: str, message: dict[str, Any]) -> dict[str, Any]:
     """A start signal's options, checked as :meth:`Oban.start_queue` checks its arguments."""
-    options = {"debounce_interval", "limit", "paused"}
-    _reject_unknown([k for k in message if k not in _SIGNAL_FIELDS | options], options)
+    _reject_unknown(
+        [k for k in message if k not in _SIGNAL_FIELDS | _START_SIGNAL_OPTIONS],
+        _START_SIGNAL_OPTIONS,
+    )
     _check_queue(queue)
+    debounce = message.get("debounce_interval")
+    cooldown = message.get("dispatch_cooldown")
+    if cooldown is not None:
+        if isinstance(cooldown, bool) or not isinstance(cooldown, int) or cooldown < 0:
+            raise ValueError(f"dispatch_cooldown must be whole milliseconds, got {cooldown!r}")
+        if debounce is None:
+            debounce = cooldown / 1000
+    if not isinstance(message.get("local_only", False), bool):
+        raise TypeError(f"local_only must be a bool, got {message['local_only']!r}")
+    if "refresh_interval" in message and not _is_limit(message["refresh_interval"]):
+        raise ValueError(
+            f"refresh_interval must be a positive integer, got {message['refresh_interval']!r}"
+        )
     return _queue_options(
         limit=message.get("limit"),
         paused=message.get("paused", False),
-        debounce_interval=message.get("debounce_interval"),
+        debounce_interval=debounce,
     )
+
+
+def _start_signal(opts: dict[str, Any]) -> dict[str, Any]:
+    """A queue's start options as Elixir's nodes read them from a start signal.
+
+    Elixir's Midwife makes every key of the signal an existing atom and hands them to the
+    queue's producer: an unknown key (``debounce_interval``) crashes it, and restarting it
+    restarts every queue of that node. So the debounce goes as the producer's own option,
+    ``dispatch_cooldown``, in whole milliseconds (at least 1, Elixir's ``pos_integer``),
+    which Python nodes read back as seconds.
+    """
+    sent: dict[str, Any] = {"limit": opts["limit"], "paused": opts["paused"]}
+    debounce = opts.get("debounce_interval")
+    if debounce is not None:
+        sent["dispatch_cooldown"] = min(max(1, round(debounce * 1000)), _MAX_COOLDOWN_MS)
+    return sent

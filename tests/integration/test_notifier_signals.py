@@ -24,26 +24,35 @@ from tests.helpers import eventually
 
 STARTED: set[int] = set()
 SAW_CANCEL: set[int] = set()
+RETURNED_CANCEL: set[int] = set()
 
 
 @pytest.fixture(autouse=True)
 def _clean_state() -> None:
     STARTED.clear()
     SAW_CANCEL.clear()
+    RETURNED_CANCEL.clear()
 
 
 @worker(queue="sig")
 class SignalsCooperative:
+    """Polls ``job.cancelled()`` (10 s at most) and would then return ``Cancel``; its
+    ``finally`` notes in ``SAW_CANCEL`` that it ended with ``job.cancelled()`` true."""
+
     async def process(self, job: Job) -> Any:
         assert job.id is not None
         STARTED.add(job.id)
-        deadline = time.monotonic() + 10
-        while not job.cancelled():
-            if time.monotonic() > deadline:
-                return None  # completes the job: the test then fails on the state
-            await asyncio.sleep(0.01)
-        SAW_CANCEL.add(job.id)
-        return Cancel("cancelled by an Elixir-shaped pkill")
+        try:
+            deadline = time.monotonic() + 10
+            while not job.cancelled():
+                if time.monotonic() > deadline:
+                    return None  # completes the job: the test then fails on the state
+                await asyncio.sleep(0.01)
+            RETURNED_CANCEL.add(job.id)
+            return Cancel("cancelled by an Elixir-shaped pkill")
+        finally:
+            if job.cancelled():
+                SAW_CANCEL.add(job.id)
 
 
 @worker(queue="sig")
@@ -159,10 +168,11 @@ async def test_a_large_scale_signal_arrives_z_compressed(
 
 
 @pytest.mark.parametrize("form", ["plain", "z"])
-async def test_elixir_cancel_stops_a_running_python_job(
+async def test_elixir_cancel_stops_a_running_python_job_at_once_and_its_row_stands(
     make_oban: Callable[..., Oban],
     notify: Callable[[str], Any],
     sql: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
     form: str,
 ) -> None:
     oban = await _node(make_oban)
@@ -174,15 +184,23 @@ async def test_elixir_cancel_stops_a_running_python_job(
         "UPDATE oban_jobs SET state = 'cancelled', cancelled_at = now() WHERE id = %s",
         (job.id,),
     )
-    await notify(FORMS[form]({"action": "pkill", "job_id": job.id}))
-    await eventually(lambda: job.id in SAW_CANCEL, timeout=2, message="job saw the cancel")
+    [(cancelled_at,)] = await sql("SELECT cancelled_at FROM oban_jobs WHERE id = %s", (job.id,))
+    with caplog.at_level(logging.WARNING):
+        await notify(FORMS[form]({"action": "pkill", "job_id": job.id}))
+        # The task is cancelled (its finally runs), not left to notice and return Cancel.
+        await eventually(lambda: job.id in SAW_CANCEL, timeout=2, message="job task stopped")
+        await eventually(lambda: _info(oban, "sig").running == [], timeout=2, message="slot freed")
+        acker = oban._acker
+        assert acker is not None
+        await eventually(lambda: acker.pending == 0, timeout=2, message="its ack settled")
+    assert job.id not in RETURNED_CANCEL
 
-    async def state() -> str | None:
-        found = await oban.get_job(job)
-        return found.state if found else None
-
-    await asyncio.sleep(0.2)  # let the ack settle; the row must stay cancelled
-    assert await state() == "cancelled"
+    # The row stays as Elixir wrote it: the stopped job's ack changes nothing, quietly.
+    [row] = await sql(
+        "SELECT state, cancelled_at, completed_at, errors FROM oban_jobs WHERE id = %s", (job.id,)
+    )
+    assert row == ("cancelled", cancelled_at, None, [])
+    assert [r.getMessage() for r in caplog.records if "stale ack" in r.getMessage()] == []
 
 
 async def test_bad_signals_are_dropped_and_the_listener_goes_on(

@@ -947,3 +947,54 @@ def test_config_is_public() -> None:
 
     assert oban.Config is Config
     assert "Config" in oban.__all__
+
+
+# -- processes (an `oban start` setting) -----------------------------------------------------
+
+
+def test_processes_defaults_to_one_and_layers_as_every_option(in_tmp: Path) -> None:
+    assert Config().processes == 1
+    write_toml(in_tmp, "processes = 2\n")
+
+    assert Config.load(env={}).processes == 2
+    assert Config.load(env={"OBAN_PROCESSES": "3"}).processes == 3
+    assert Config.load(env={"OBAN_PROCESSES": "3"}, processes=4).processes == 4
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(0, ValueError), (-2, ValueError), ("2", TypeError), (2.0, TypeError)]
+)
+def test_processes_must_be_a_positive_integer(value: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="processes must be a positive integer"):
+        Config(processes=value)
+
+
+@pytest.mark.parametrize(("raw", "detail"), [("x", "expected an integer"), ("0", "positive")])
+def test_bad_oban_processes_names_the_variable(in_tmp: Path, raw: str, detail: str) -> None:
+    with pytest.raises(ValueError, match=f"OBAN_PROCESSES: {raw!r} is not valid: .*{detail}"):
+        Config.load(env={"OBAN_PROCESSES": raw})
+
+
+def test_processes_of_the_wrong_type_in_oban_toml_names_the_file(in_tmp: Path) -> None:
+    path = write_toml(in_tmp, 'processes = "2"\n')
+
+    with pytest.raises(TypeError, match=re.escape(f"{path}: processes must be a positive")):
+        Config.load(env={})
+
+
+def test_oban_refuses_processes_as_an_oban_start_setting() -> None:
+    from oban import Oban
+    from oban.errors import UnknownOptionError
+
+    with pytest.raises(UnknownOptionError, match=r"Oban\(\): processes is an `oban start` setting"):
+        Oban(processes=2)  # type: ignore[arg-type]
+
+
+def test_an_instance_reads_oban_processes_and_runs_one_node(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oban import Oban
+
+    monkeypatch.setenv("OBAN_PROCESSES", "4")
+
+    assert Oban().config.processes == 4  # validated like every setting; an instance is one node

@@ -9,6 +9,10 @@ from typing import Any, Protocol
 
 from ..job import Job
 
+#: The error recorded for a job cancelled while it ran (the canceller writes it with the
+#: state; the ack that follows the stop is only a fallback for a canceller that did not).
+CANCELLED_WHILE_EXECUTING = "cancelled while executing"
+
 
 @dataclass(slots=True)
 class Ack:
@@ -28,6 +32,22 @@ class Ack:
     queue: str = ""
     #: ``meta`` is the job's whole new meta rather than keys to merge (engine-internal).
     replace_meta: bool = False
+    #: The job was cancelled while it ran: whoever cancelled it already wrote the row, so
+    #: this ack normally changes nothing (and that is expected, not stale).
+    killed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerRow:
+    """One producer as its row and the executing jobs it claimed describe it."""
+
+    uuid: str
+    node: str
+    queue: str
+    meta: dict[str, Any]
+    started_at: datetime
+    updated_at: datetime
+    running: list[int]
 
 
 class Engine(Protocol):
@@ -89,6 +109,9 @@ class Engine(Protocol):
 
     async def refresh_producers(self, producers: Sequence[tuple[str, dict[str, Any]]]) -> set[str]:
         """Heartbeat producers (uuid, meta); return the uuids that had a row."""
+
+    async def list_producers(self, name: str, max_age: float) -> list[ProducerRow]:
+        """Every node's producers of instance ``name`` that heartbeated within ``max_age``."""
 
     async def cleanup_producers(self, max_age: float) -> int:
         """Delete producers silent for ``max_age`` seconds with nothing executing."""

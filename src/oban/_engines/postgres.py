@@ -20,7 +20,7 @@ from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
 from . import _payloads, _sql
 from ._dsn import mask_dsn, scrub
-from .base import Ack
+from .base import CANCELLED_WHILE_EXECUTING, Ack, ProducerRow
 
 _ENGINE = "postgres"
 CONNECT_TIMEOUT = 10.0
@@ -418,6 +418,21 @@ class PostgresEngine:
             counts[state] = counts.get(state, 0) + 1
         return counts
 
+    async def list_producers(self, name: str, max_age: float) -> list[ProducerRow]:
+        rows = await self._run("list_producers", (name, max_age))
+        return [
+            ProducerRow(
+                uuid=row[0],
+                node=row[1],
+                queue=row[2],
+                meta=row[3] if isinstance(row[3], dict) else {},
+                started_at=row[4].replace(tzinfo=UTC),
+                updated_at=row[5].replace(tzinfo=UTC),
+                running=list(row[6]),
+            )
+            for row in rows
+        ]
+
     async def refresh_producers(self, producers: Sequence[tuple[str, dict[str, Any]]]) -> set[str]:
         if not producers:
             return set()
@@ -444,7 +459,7 @@ class PostgresEngine:
 
     async def cancel_jobs(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
         """Cancel ``ids``; return (cancelled ids, executing ids to signal)."""
-        rows = await self._run("cancel_jobs", (list(ids),))
+        rows = await self._run("cancel_jobs", (list(ids), CANCELLED_WHILE_EXECUTING))
         return [r[0] for r in rows if not r[1]], [r[0] for r in rows if r[1]]
 
     # Management

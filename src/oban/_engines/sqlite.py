@@ -14,7 +14,9 @@ Statements are loaded from ``queries/sqlite``. What differs from PostgreSQL:
 * Signals: SQLite has no LISTEN/NOTIFY. :meth:`SQLiteEngine.notify` and the wake-ups after
   inserts, staging, cron inserts and retries are delivered in-process only, through
   :attr:`SQLiteEngine.local_notify`; other processes on the same file notice new jobs by
-  polling, and signals (pause/scale/cancel of running jobs) do not reach them.
+  polling. Signals (queue control, cancel of running jobs, leader changes) also go to the
+  file's ``oban_signals`` table, which the nodes of other processes read about once a second
+  (``oban._signal_poller``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from os import PathLike
@@ -38,7 +43,7 @@ from .._notifier import decode_payload
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
 from . import _payloads, _sql
-from .base import Ack
+from .base import CANCELLED_WHILE_EXECUTING, Ack, ProducerRow
 
 if TYPE_CHECKING:
     from .base import Engine
@@ -86,6 +91,20 @@ def _timestamp_or_none(value: datetime | None) -> str | None:
 # Offsets given to SQL stay within about 317 years, so SQLite's date arithmetic stays inside
 # years 0000-9999 (it yields NULL beyond).
 _seconds = _payloads.clamp_seconds
+
+#: The notification channels that reach other processes through the ``oban_signals`` table.
+CROSS_PROCESS_CHANNELS = frozenset({"signal", "leader"})
+
+_origin: tuple[int, str] | None = None
+
+
+def process_origin() -> str:
+    """This process's mark on the signals it writes (computed again after a fork)."""
+    global _origin
+    pid = os.getpid()
+    if _origin is None or _origin[0] != pid:
+        _origin = (pid, f"{socket.gethostname()}.{pid}.{uuid.uuid4().hex[:8]}")
+    return _origin[1]
 
 
 def _json_or_none(value: str | None) -> Any:
@@ -167,7 +186,7 @@ class SQLiteEngine:
         #: Table names are ``<table_prefix>oban_jobs`` etc.
         self.table_prefix = _table_prefix(prefix)
         #: Called as ``local_notify(channel, message)`` for in-process notifications: set by
-        #: the Oban facade. SQLite cannot signal other processes.
+        #: the Oban facade (other processes read signals from ``oban_signals``).
         self.local_notify: LocalNotify | None = None
         self._conn: aiosqlite.Connection | None = None
         # id -> meta text as fetched, for merging acks' meta in Python (see _merge_meta)
@@ -322,6 +341,41 @@ class SQLiteEngine:
             if rows[0][0] == 0:
                 await conn.execute_fetchall(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
+    async def try_open(self, wait: float) -> bool:
+        """Open and install as on first use, waiting at most ``wait`` seconds for the file's
+        write lock; ``False`` (and closed again) if another connection holds it longer, for
+        instance the caller's own open transaction."""
+        saved = self.busy_timeout
+        self.busy_timeout = wait
+        try:
+            await self.open()
+            await self.install()
+        except (sqlite3.OperationalError, DatabaseUnavailableError) as error:
+            cause = error.__cause__ if isinstance(error, DatabaseUnavailableError) else error
+            if not (isinstance(cause, sqlite3.OperationalError) and _is_busy(cause)):
+                raise
+            await self.close()
+            return False
+        finally:
+            self.busy_timeout = saved
+        async with self._get_lock():
+            conn = await self._open_locked()
+            await conn.execute_fetchall(f"PRAGMA busy_timeout = {int(saved * 1000)}")
+        return True
+
+    async def install_on(self, conn: Any) -> None:
+        """Make sure the schema exists, using only the caller's connection ``conn`` (inside
+        whatever transaction it has open): the caller may hold the file's write lock, which
+        this engine's own connection would wait for. Reads only when the schema exists."""
+        rows = await _execute_on(conn, self._q("check_schema"), {})
+        if all(rows[0]):
+            return
+        for statement in _statements("install", self.prefix):
+            await _execute_on(conn, statement, {})
+        version = await _execute_on(conn, "PRAGMA user_version", {})
+        if version[0][0] == 0:
+            await _execute_on(conn, f"PRAGMA user_version = {SCHEMA_VERSION}", {})
+
     async def uninstall(self) -> None:
         """Drop the oban tables of this prefix (idempotent)."""
         async with self._transaction() as conn:
@@ -469,15 +523,36 @@ class SQLiteEngine:
         await self._run("delete_producer", {"uuid": uuid})
 
     async def notify(self, channel: str, payloads: Sequence[str]) -> None:
-        """Deliver ``payloads`` on ``channel`` to :attr:`local_notify`, in this process only.
-
-        Other processes on the same file do not receive them (SQLite has no NOTIFY).
-        """
+        """Deliver ``payloads`` on ``channel`` to :attr:`local_notify` in this process at once;
+        ``signal`` and ``leader`` payloads also go to the ``oban_signals`` table, which the
+        nodes of other processes on the file read about once a second (SQLite has no
+        NOTIFY)."""
+        if channel in CROSS_PROCESS_CHANNELS and payloads:
+            params = {
+                "channel": channel,
+                "payloads": orjson.dumps(list(payloads)).decode(),
+                "origin": process_origin(),
+            }
+            await self._run("insert_signals", params)
         notify = self.local_notify
         if notify is None:
             return
         for payload in payloads:
             notify(channel, decode_payload(payload))
+
+    async def last_signal(self) -> int:
+        """The id of the newest row of ``oban_signals`` (0: none)."""
+        rows = await self._run("last_signal")
+        return int(rows[0][0])
+
+    async def read_signals(self, after: int, limit: int = 1_000) -> list[tuple[int, str, str]]:
+        """``(id, channel, payload)`` of the signals other processes sent after ``after``."""
+        params = {"after": after, "origin": process_origin(), "limit": limit}
+        return [(row[0], row[1], row[2]) for row in await self._run("read_signals", params)]
+
+    async def prune_signals(self, max_age: float) -> int:
+        """Delete signals older than ``max_age`` seconds."""
+        return len(await self._run("prune_signals", {"max_age": _seconds(max_age)}))
 
     # Cluster
 
@@ -508,6 +583,27 @@ class SQLiteEngine:
             counts[state] = counts.get(state, 0) + 1
         return counts
 
+    async def list_producers(self, name: str, max_age: float) -> list[ProducerRow]:
+        rows = await self._run("list_producers", {"name": name, "max_age": _seconds(max_age)})
+        found = []
+        for row in rows:
+            try:
+                meta = orjson.loads(row[3])
+            except orjson.JSONDecodeError:
+                meta = {}
+            found.append(
+                ProducerRow(
+                    uuid=row[0],
+                    node=row[1],
+                    queue=row[2],
+                    meta=meta if isinstance(meta, dict) else {},
+                    started_at=parse_timestamp(row[4]) or datetime.now(UTC),
+                    updated_at=parse_timestamp(row[5]) or datetime.now(UTC),
+                    running=list(orjson.loads(row[6])),
+                )
+            )
+        return found
+
     async def refresh_producers(self, producers: Sequence[tuple[str, dict[str, Any]]]) -> set[str]:
         if not producers:
             return set()
@@ -535,9 +631,13 @@ class SQLiteEngine:
 
     async def cancel_jobs(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
         """Cancel ``ids``; return (cancelled ids, executing ids to signal)."""
-        rows = await self._run("cancel_jobs", {"ids": orjson.dumps(list(ids)).decode()})
-        rows.sort(key=lambda row: row[0])
-        return [r[0] for r in rows if not r[1]], [r[0] for r in rows if r[1]]
+        params = {"ids": orjson.dumps(list(ids)).decode(), "reason": CANCELLED_WHILE_EXECUTING}
+        find, cancel = _statements("cancel_jobs", self.prefix)
+        with self._schema_guard():
+            async with self._transaction() as conn:
+                running = {row[0] for row in await conn.execute_fetchall(find, params)}
+                cancelled = sorted(row[0] for row in await conn.execute_fetchall(cancel, params))
+        return [i for i in cancelled if i not in running], [i for i in cancelled if i in running]
 
     # Management
 

@@ -7,9 +7,15 @@
 -- Orphans with attempts left go back to available (meta.rescued counts the rescues); the
 -- others are discarded, meta untouched. Available jobs that already used every attempt are
 -- discarded too (the fetch skips them).
+-- A stale heartbeat proves its node dead only if the database was up all along: within a
+-- max_age of the server's start, every heartbeat counts as fresh, except that of a producer
+-- that expired itself at shutdown ('-infinity'), whose jobs were handed back.
 WITH live AS (
   SELECT uuid::text AS uuid,
-         updated_at >= timezone('UTC', now()) - make_interval(secs => $2::double precision) AS fresh
+         updated_at <> '-infinity' AND (
+           updated_at >= timezone('UTC', now()) - make_interval(secs => $2::double precision)
+           OR pg_postmaster_start_time() > now() - make_interval(secs => $2::double precision)
+         ) AS fresh
   FROM {prefix}.oban_producers
 ), orphans AS MATERIALIZED (
   SELECT j.id

@@ -1,16 +1,23 @@
--- :ids (JSON array). Cancels incomplete jobs that are not running; returns those plus the ids
--- of executing ones (which are signalled instead, and keep their state until they return).
--- One statement: executing targets are matched too but every column keeps its value, so they
--- are only reported (second column 1).
+-- :ids (JSON array), :reason. Cancels incomplete jobs, running ones included (as Elixir Oban
+-- does). Two statements in one transaction: the first names the executing targets (their
+-- node is signalled to stop them), the second cancels every target; a running job's errors
+-- gain {attempt, at, error}.
+SELECT id
+FROM {table_prefix}oban_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'executing';
+
 UPDATE {table_prefix}oban_jobs
-SET state = CASE WHEN state = 'executing' THEN state ELSE 'cancelled' END,
-    cancelled_at = CASE
-      WHEN state = 'executing' THEN cancelled_at ELSE strftime('%Y-%m-%d %H:%M:%f', 'now')
+SET state = 'cancelled',
+    cancelled_at = strftime('%Y-%m-%d %H:%M:%f', 'now'),
+    errors = CASE
+      WHEN state = 'executing' THEN json_insert(errors, '$[#]', json_object(
+        'attempt', attempt,
+        'at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+        'error', :reason
+      ))
+      ELSE errors
     END,
-    meta = CASE
-      WHEN state = 'executing' THEN meta
-      ELSE json_set(meta, '$.cancel_attempted_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-    END
+    meta = json_set(meta, '$.cancel_attempted_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND state IN ('available', 'scheduled', 'retryable', 'suspended', 'executing')
-RETURNING id, state = 'executing'
+RETURNING id;

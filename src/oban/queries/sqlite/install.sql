@@ -69,3 +69,14 @@ CREATE TABLE IF NOT EXISTS {table_prefix}oban_producers (
   started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')),
   updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))
 );
+
+-- Signals (queue control, job cancellation, leader changes) between processes sharing the
+-- file, which SQLite cannot NOTIFY: each sender appends rows, every node reads the rows after
+-- the last id it saw about once a second, and rows older than a minute are deleted.
+CREATE TABLE IF NOT EXISTS {table_prefix}oban_signals (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  channel TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  origin TEXT NOT NULL,
+  inserted_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))
+);

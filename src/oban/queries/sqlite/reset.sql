@@ -3,4 +3,5 @@
 DELETE FROM {table_prefix}oban_jobs;
 DELETE FROM {table_prefix}oban_leaders;
 DELETE FROM {table_prefix}oban_producers;
+DELETE FROM {table_prefix}oban_signals;
 DELETE FROM sqlite_sequence WHERE name = '{table_prefix}oban_jobs';

@@ -3,3 +3,4 @@
 DROP TABLE IF EXISTS {table_prefix}oban_jobs;
 DROP TABLE IF EXISTS {table_prefix}oban_leaders;
 DROP TABLE IF EXISTS {table_prefix}oban_producers;
+DROP TABLE IF EXISTS {table_prefix}oban_signals;

@@ -1,0 +1,362 @@
+"""``oban start --processes N``: N node processes under one supervisor, as real processes.
+
+The supervisor is a ``python -m oban start --processes 2`` subprocess in the harness's project
+directory (its worker module and an ``oban.toml`` with short cluster intervals: leader lease
+1 s, lifeline every 0.5 s, producers stale after 2 s, grace period 10 s). The children share
+its output file; the supervisor logs ``process I (node NAME, pid P) started`` for each, which
+is how the tests find them. The workers append ``start``/``done`` lines to a ledger, so an
+execution leaves evidence even when its process is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oban import Job, Oban
+from oban.errors import UnknownOptionError
+from oban.oban import _instances
+from tests.acceptance import nodes_harness
+from tests.acceptance.nodes_harness import OBAN, WORKER, Node, _job, _log_lines, _until
+from tests.helpers import run_command
+
+project = nodes_harness.project
+
+_STARTED = re.compile(r"process (\d+) \(node (\S+), pid (\d+)\) started")
+
+Supervise = Callable[..., Awaitable[Node]]
+
+
+def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(extra or {})}
+
+
+def _children(supervisor: Node) -> list[tuple[int, str, int]]:
+    """(index, node, pid) of every child the supervisor started, in order."""
+    return [
+        (int(index), node, int(pid)) for index, node, pid in _STARTED.findall(supervisor.text())
+    ]
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+async def supervise(project: Path) -> AsyncIterator[Supervise]:
+    """``await supervise("--dsn", ..., "--processes", "2")`` starts ``oban start`` with these
+    arguments; every supervisor and every child it started is killed at the end."""
+    started: list[Node] = []
+
+    async def start(*args: str, env: Mapping[str, str] | None = None) -> Node:
+        output = project / f"supervisor-{len(started)}.out"
+        with output.open("wb") as sink:
+            proc = await asyncio.create_subprocess_exec(
+                *OBAN,
+                "start",
+                *args,
+                cwd=project,
+                env=_env(env),
+                stdout=sink,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        node = Node(proc, f"supervisor {len(started)}", output)
+        started.append(node)
+        return node
+
+    try:
+        yield start
+    finally:
+        for node in started:
+            await node.kill()
+            for _index, _name, pid in _children(node):
+                if _alive(pid):
+                    _kill(pid)
+
+
+@pytest.fixture
+def supervise_pg(dsn: str, prefix: str, supervise: Supervise) -> Supervise:
+    """``supervise`` on the test's schema of the shared server (killed before it is dropped)."""
+
+    async def start(*args: str, env: Mapping[str, str] | None = None) -> Node:
+        return await supervise("--dsn", dsn, "--prefix", prefix, *args, env=env)
+
+    return start
+
+
+async def _producers(sql: Callable[..., Any]) -> list[tuple[str, str]]:
+    rows: list[tuple[str, Any]] = await sql("SELECT node, uuid FROM oban_producers ORDER BY node")
+    return [(node, str(uuid)) for node, uuid in rows]
+
+
+async def _both_up(sql: Callable[..., Any], supervisor: Node) -> list[tuple[str, str]]:
+    async def up() -> list[tuple[str, str]] | None:
+        rows = await _producers(sql)
+        return rows if sorted(node for node, _ in rows) == ["sup-1", "sup-2"] else None
+
+    result: list[tuple[str, str]] = await _until(
+        up, supervisor, timeout=20, message="both nodes registered"
+    )
+    return result
+
+
+async def _completed(client: Oban, job_id: int | None, supervisor: Node, timeout: float) -> Job:
+    async def done() -> Job | None:
+        found = await _job(client, job_id)
+        return found if found.state == "completed" else None
+
+    result: Job = await _until(done, supervisor, timeout=timeout, message=f"job {job_id} done")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_two_processes_run_two_nodes_that_share_the_jobs_and_stop_cleanly(
+    make_oban: Callable[..., Oban],
+    sql: Callable[..., Any],
+    supervise_pg: Supervise,
+    project: Path,
+) -> None:
+    client = make_oban(name="procs_client")
+    log = project / "runs.log"
+    supervisor = await supervise_pg("--queues", "default:2", "--node", "sup", "--processes", "2")
+
+    await _both_up(sql, supervisor)
+    children = _children(supervisor)
+    assert [(index, node) for index, node, _pid in children] == [(1, "sup-1"), (2, "sup-2")]
+    pids = {pid for _index, _node, pid in children}
+    assert supervisor.pid not in pids
+
+    jobs = await client.enqueue_many(
+        [Job(WORKER, args={"log": str(log), "sleep": 0.2}) for _ in range(20)]
+    )
+
+    async def all_completed() -> bool:
+        ids = [job.id for job in jobs]
+        rows = await sql("SELECT state::text FROM oban_jobs WHERE id = ANY(%s)", (ids,))
+        return len(rows) == 20 and all(row[0] == "completed" for row in rows)
+
+    await _until(all_completed, supervisor, timeout=20, message="every job completed")
+    for job in jobs:  # each exactly once
+        assert len(_log_lines(log, "start", job.id)) == 1, log.read_text()
+        assert len(_log_lines(log, "done", job.id)) == 1, log.read_text()
+    ran_in = {int(line[2]) for job in jobs for line in _log_lines(log, "done", job.id)}
+    assert ran_in == pids, "both nodes run jobs"
+    nodes = await sql("SELECT DISTINCT attempted_by[1] FROM oban_jobs ORDER BY 1")
+    assert nodes == [("sup-1",), ("sup-2",)]
+
+    supervisor.signal(signal.SIGTERM)
+    assert await supervisor.exit_code(timeout=10) == 0, supervisor.tail()
+    assert not [pid for pid in pids if _alive(pid)]
+    assert supervisor.text().count("exited with status 0") == 2, supervisor.tail()
+    assert await _producers(sql) == []
+    assert "Traceback" not in supervisor.text(), supervisor.tail(200)
+
+
+async def test_a_killed_child_is_restarted_and_its_job_rescued_and_run_once(
+    make_oban: Callable[..., Oban],
+    sql: Callable[..., Any],
+    supervise_pg: Supervise,
+    project: Path,
+) -> None:
+    client = make_oban(name="procs_client")
+    log = project / "runs.log"
+    supervisor = await supervise_pg("--queues", "default:1", "--node", "sup", "--processes", "2")
+    before = await _both_up(sql, supervisor)
+
+    jobs = await client.enqueue_many(
+        [Job(WORKER, args={"log": str(log), "sleep": 3}) for _ in range(2)]
+    )
+
+    def both_running() -> bool:
+        pids = {line[2] for job in jobs for line in _log_lines(log, "start", job.id)}
+        return len(pids) == 2
+
+    await _until(both_running, supervisor, timeout=10, message="one job running in each child")
+    victim, survivor = jobs
+    killed = int(_log_lines(log, "start", victim.id)[0][2])
+    (index, node) = next((i, n) for i, n, pid in _children(supervisor) if pid == killed)
+    os.kill(killed, signal.SIGKILL)
+
+    def restarted() -> int | None:
+        again = [pid for i, _n, pid in _children(supervisor)[2:] if i == index]
+        return again[0] if again else None
+
+    new_pid = await _until(restarted, supervisor, timeout=10, message="the child restarted")
+    assert new_pid != killed
+    assert f"pid {killed}) was killed by SIGKILL" in supervisor.text(), supervisor.tail()
+
+    async def new_producer_row() -> bool:
+        return any(n == node and (n, u) not in before for n, u in await _producers(sql))
+
+    await _until(new_producer_row, supervisor, timeout=10, message="a new producer row")
+
+    # Producer stale after 2 s, lifeline every 0.5 s, then a 3 s run.
+    rescued = await _completed(client, victim.id, supervisor, timeout=25)
+    assert rescued.attempt == 2
+    assert rescued.meta.get("rescued") == 1
+    starts = _log_lines(log, "start", victim.id)
+    finishes = _log_lines(log, "done", victim.id)
+    assert (starts[0][2], starts[0][3]) == (str(killed), "1"), starts
+    assert len(finishes) == 1, finishes  # the killed attempt never finished; the rescue did
+    assert finishes[0][2] != str(killed) and finishes[0][3] == "2", finishes
+    await _completed(client, survivor.id, supervisor, timeout=5)
+    assert len(_log_lines(log, "start", survivor.id)) == 1
+    assert len(_log_lines(log, "done", survivor.id)) == 1
+
+    supervisor.signal(signal.SIGTERM)
+    assert await supervisor.exit_code(timeout=10) == 0, supervisor.tail()
+
+
+async def test_a_second_signal_kills_every_child_at_once(
+    make_oban: Callable[..., Oban],
+    sql: Callable[..., Any],
+    supervise_pg: Supervise,
+    project: Path,
+) -> None:
+    client = make_oban(name="procs_client")
+    log = project / "runs.log"
+    supervisor = await supervise_pg("--queues", "default:1", "--node", "sup", "--processes", "2")
+    await _both_up(sql, supervisor)
+    pids = [pid for _index, _node, pid in _children(supervisor)]
+    # A sync job longer than the grace period: the graceful stop would wait 2 x 10 s.
+    job = await client.enqueue(Job(WORKER, args={"log": str(log), "sleep": 30}))
+    await _until(
+        lambda: _log_lines(log, "start", job.id), supervisor, timeout=10, message="job started"
+    )
+
+    supervisor.signal(signal.SIGTERM)
+    await _until(
+        lambda: supervisor.text().count("shutting down gracefully") == 2,
+        supervisor,
+        timeout=5,
+        message="both children stopping",
+    )
+    supervisor.signal(signal.SIGINT)
+
+    assert await supervisor.exit_code(timeout=3) == 1, supervisor.tail()
+    assert "second SIGINT: killing every node process" in supervisor.text()
+    assert [pid for pid in pids if _alive(pid)] == []
+    assert _log_lines(log, "done", job.id) == []
+
+
+async def test_children_stop_when_the_supervisor_is_killed(
+    sql: Callable[..., Any], supervise_pg: Supervise
+) -> None:
+    supervisor = await supervise_pg("--queues", "default:1", "--node", "sup", "--processes", "2")
+    await _both_up(sql, supervisor)
+    pids = [pid for _index, _node, pid in _children(supervisor)]
+
+    await supervisor.kill()  # SIGKILL: no chance to stop its children
+
+    await _until(
+        lambda: not any(_alive(pid) for pid in pids),
+        supervisor,
+        timeout=10,
+        message="the orphaned children stopped",
+    )
+    assert supervisor.text().count("the supervisor (pid") == 2, supervisor.tail()
+    assert await _producers(sql) == []  # they stopped gracefully
+
+
+# ---------------------------------------------------------------------------------------------
+# SQLite
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_two_processes_on_one_sqlite_file(project: Path, supervise: Supervise) -> None:
+    db = project / "jobs.db"
+    dsn = f"sqlite:///{db}"
+    log = project / "runs.log"
+    supervisor = await supervise(
+        "--dsn", dsn, "--queues", "default:2", "--node", "sup", "--processes", "2"
+    )
+
+    def nodes() -> list[str]:
+        try:
+            with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+                rows = conn.execute("SELECT node FROM oban_producers ORDER BY node").fetchall()
+        except sqlite3.OperationalError:
+            return []  # not created yet
+        return [row[0] for row in rows]
+
+    await _until(lambda: nodes() == ["sup-1", "sup-2"], supervisor, timeout=20, message="up")
+    pids = {pid for _index, _node, pid in _children(supervisor)}
+
+    client = Oban(dsn=dsn, name="procs_sqlite_client")
+    try:
+        jobs = await client.enqueue_many(
+            [Job(WORKER, args={"log": str(log), "sleep": 0.2}) for _ in range(16)]
+        )
+        for job in jobs:
+            await _completed(client, job.id, supervisor, timeout=20)
+    finally:
+        await client.stop()
+        _instances.pop(client.name, None)
+    for job in jobs:
+        assert len(_log_lines(log, "start", job.id)) == 1, log.read_text()
+        assert len(_log_lines(log, "done", job.id)) == 1, log.read_text()
+    assert {int(line[2]) for job in jobs for line in _log_lines(log, "done", job.id)} == pids
+
+    supervisor.signal(signal.SIGTERM)
+    assert await supervisor.exit_code(timeout=10) == 0, supervisor.tail()
+    assert nodes() == []
+    assert "database is locked" not in supervisor.text().lower(), supervisor.tail(200)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad values
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_bad_process_counts_are_clear_errors(project: Path) -> None:
+    dsn = f"sqlite:///{project / 'jobs.db'}"
+
+    async def start(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+        return await run_command(*OBAN, "start", "--dsn", dsn, *args, cwd=project, env=_env(env))
+
+    code, out = await start("--processes", "0", "--dry-run")
+    assert code == 2, out
+    assert "Invalid value for '--processes': 0 is not in the range x>=1" in out
+
+    code, out = await start("--dry-run", env={"OBAN_PROCESSES": "x"})
+    assert code == 2, out
+    assert "OBAN_PROCESSES: 'x' is not valid: expected an integer" in out
+
+    (project / "oban.toml").write_text('processes = "2"\n')
+    code, out = await start("--dry-run")
+    assert code == 2, out
+    assert "processes must be a positive integer, got '2'" in out
+
+    (project / "oban.toml").write_text("processes = 2\n")
+    code, out = await start("--queues", "default:1", "--dry-run")
+    assert code == 0, out
+    assert "| queues default:1 | 2 processes" in out
+    assert "configuration is valid (dry run)" in out
+    assert "started" not in out  # a dry run starts no process
+
+    with pytest.raises(UnknownOptionError, match="processes is an `oban start` setting"):
+        Oban(processes=2)  # type: ignore[arg-type]
