@@ -29,7 +29,7 @@ from typing import Any, cast
 
 import pytest
 
-from oban import Cancel, Job, Oban, telemetry, worker
+from oban import Job, Oban, telemetry, worker
 from oban.decorators import cron_entries
 from tests.helpers import eventually, spy
 
@@ -79,17 +79,17 @@ class ConfBGateWorker:
 
 @worker(queue="confb_q")
 class ConfBCancelWorker:
-    """Cooperates with cancellation: returns ``Cancel`` once ``job.cancelled()`` turns true."""
+    """Sleeps 10 s unless stopped; notes in ``CANCEL_SEEN`` the node whose cancel stopped it
+    (a task cancelled while ``job.cancelled()`` is true)."""
 
-    async def process(self, job: Job) -> Any:
+    async def process(self, job: Job) -> None:
         STARTED[job.id] = _node(job)
-        for _ in range(1000):
-            if job.cancelled():
-                CANCEL_SEEN[job.id] = _node(job)
-                return Cancel("confb stopped on request")
-            await asyncio.sleep(0.01)
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            CANCEL_SEEN[job.id] = _node(job) if job.cancelled() else "not by a cancel"
+            raise
         RAN.setdefault(job.id, []).append(_node(job))
-        return None
 
 
 @worker(queue="confb_rescue_q", max_attempts=3)
@@ -1478,7 +1478,7 @@ async def test_job_of_an_unknown_worker_logs_an_error_naming_it_and_is_retried(
     assert len(errors) == 1, caplog.text
 
 
-async def test_cancel_job_of_a_running_job_on_the_same_instance_is_seen_by_its_worker(
+async def test_cancel_job_of_a_running_job_on_the_same_instance_cancels_it_and_stops_its_task(
     make_oban: Callable[..., Oban],
 ) -> None:
     oban = await _local(make_oban, confb_q=1)
@@ -1488,9 +1488,11 @@ async def test_cancel_job_of_a_running_job_on_the_same_instance_is_seen_by_its_w
 
     assert await oban.cancel_job(job) == 1
 
-    done = await _wait_state(oban, job.id, "cancelled", timeout=3)
+    _assert_cancelled_while_executing(await _job(oban, job.id))  # written at once
+    await eventually(lambda: job.id in CANCEL_SEEN, timeout=2, message="task stopped")
     assert CANCEL_SEEN == {job.id: "local"}
-    _assert_cancelled_on_request(done)
+    await eventually(lambda: _running(oban, "confb_q") == [], timeout=2, message="slot freed")
+    _assert_cancelled_while_executing(await _job(oban, job.id))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1503,13 +1505,20 @@ async def test_cancel_job_of_a_running_job_on_the_same_instance_is_seen_by_its_w
 FAST_POLL = {"poll_interval": 0.2}
 
 
-def _assert_cancelled_on_request(done: Job) -> None:
-    """``done`` was cancelled while running: its worker returned ``Cancel`` when asked."""
+def _assert_cancelled_while_executing(done: Job) -> None:
+    """``done`` was cancelled while it ran its first attempt, which never finished."""
     assert done.id not in RAN
+    assert done.state == "cancelled"
     assert done.cancelled_at is not None
     assert done.completed_at is None
     assert done.attempt == 1
-    assert "confb stopped on request" in str(done.errors[-1])
+    assert [(e["attempt"], e["error"]) for e in done.errors] == [(1, "cancelled while executing")]
+
+
+def _running(oban: Oban, queue: str) -> list[int]:
+    info = oban.check_queue(queue)
+    assert info is not None, f"{oban.node} does not run {queue}"
+    return info.running
 
 
 async def _two_nodes(
@@ -1676,7 +1685,7 @@ async def test_start_queue_on_one_node_only(make_oban: Callable[..., Oban]) -> N
     assert b.check_queue("confb_solo") is None
 
 
-async def test_cancel_job_running_on_another_instance_is_cancelled_by_its_worker(
+async def test_cancel_job_running_on_another_instance_cancels_it_and_that_instance_stops_it(
     make_oban: Callable[..., Oban],
 ) -> None:
     runner = make_oban(
@@ -1691,9 +1700,11 @@ async def test_cancel_job_running_on_another_instance_is_cancelled_by_its_worker
 
     assert await client.cancel_job(job) == 1
 
-    done = await _wait_state(client, job.id, "cancelled", timeout=3)
+    _assert_cancelled_while_executing(await _job(client, job.id))  # written at once
+    await eventually(lambda: job.id in CANCEL_SEEN, timeout=2, message="node b stopped it")
     assert CANCEL_SEEN == {job.id: "node-b"}
-    _assert_cancelled_on_request(done)
+    await eventually(lambda: _running(runner, "confb_q") == [], timeout=2, message="slot freed")
+    _assert_cancelled_while_executing(await _job(client, job.id))
 
 
 async def test_stop_waits_for_a_short_job_and_removes_the_node_producers(
@@ -1732,7 +1743,7 @@ async def test_stop_waits_for_a_short_job_and_removes_the_node_producers(
 
 
 @pytest.mark.parametrize("engine", ["postgres"])
-async def test_postgres_queue_signals_and_cancel_reach_other_instances(
+async def test_postgres_queue_signals_reach_other_instances_and_cancel_stops_a_job_there(
     make_oban: Callable[..., Oban], engine: str
 ) -> None:
     assert engine == "postgres"
@@ -1761,12 +1772,14 @@ async def test_postgres_queue_signals_and_cancel_reach_other_instances(
     await other.stop_queue("confb_new")
     await eventually(lambda: runner.check_queue("confb_new") is None, message="queue stopped")
 
-    # cancel a job running on the runner
+    # cancel a job running on the runner: cancelled at once, stopped there
     job = await other.enqueue(ConfBCancelWorker.new({}))
     await eventually(lambda: job.id in STARTED, message="job running on the runner")
     assert await other.cancel_job(job) == 1
-    await _wait_state(other, job.id, "cancelled", timeout=3)
+    _assert_cancelled_while_executing(await _job(other, job.id))
+    await eventually(lambda: job.id in CANCEL_SEEN, timeout=2, message="the runner stopped it")
     assert CANCEL_SEEN == {job.id: "runner"}
+    await eventually(lambda: _running(runner, "confb_q") == [], timeout=2, message="slot freed")
 
 
 async def test_after_a_database_outage_heartbeats_are_not_trusted_until_nodes_could_beat(
@@ -1779,6 +1792,8 @@ async def test_after_a_database_outage_heartbeats_are_not_trusted_until_nodes_co
     await node.start()
     lifeline = _plugin(node, "lifeline")
     await eventually(lambda: node.is_leader, message="the node leads")
+    await lifeline.stop()  # no tick of its own from here on (a database up all along makes
+    # heartbeats trusted at once: its first tick would rescue the job below)
 
     # An old heartbeat: the job would be an orphan if the database had been up all along.
     quiet = str(uuid.uuid4())

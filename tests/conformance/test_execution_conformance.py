@@ -155,14 +155,21 @@ class ConfAExecFastAsync:
 
 @worker(queue="default")
 class ConfAExecCooperative:
+    """Polls ``job.cancelled()`` (10 s at most) and would return ``Cancel``; notes in EVENTS
+    whether it got that far and whether its ``finally`` ran."""
+
     async def process(self, job: Job) -> Any:
         EVENTS["coop_started"].set()
-        deadline = time.monotonic() + 10
-        while not job.cancelled():
-            if time.monotonic() > deadline:
-                return None  # would complete the job: the test then fails on the state
-            await asyncio.sleep(0.01)
-        return Cancel("confa-cancelled-by-signal")
+        try:
+            deadline = time.monotonic() + 10
+            while not job.cancelled():
+                if time.monotonic() > deadline:
+                    return None  # would complete the job: the test then fails on the state
+                await asyncio.sleep(0.01)
+            EVENTS["coop_returned_cancel"] = True
+            return Cancel("confa-cancelled-by-signal")
+        finally:
+            EVENTS["coop_finally"] = job.cancelled()
 
 
 @worker(queue="default")
@@ -477,21 +484,32 @@ async def test_sync_worker_does_not_stall_async_queue(
     assert sync_still_running, "async jobs only completed after the sync job finished sleeping"
 
 
-async def test_pkill_signal_sets_job_cancelled(make_oban: Callable[..., Oban]) -> None:
+async def test_pkill_signal_alone_stops_the_job_and_its_ack_records_the_cancel(
+    make_oban: Callable[..., Oban],
+) -> None:
+    # A bare pkill, with no canceller that wrote the row first: the node stops the task at
+    # once, and the job's own ack then records it cancelled.
     EVENTS["coop_started"] = asyncio.Event()
     oban = make_oban(queues={"default": 5})
     async with oban:
         job = await ConfAExecCooperative.enqueue({})
         await asyncio.wait_for(EVENTS["coop_started"].wait(), timeout=5)
+        assert (await _job(oban, job.id)).state == "executing"
         await oban._engine.notify(
             "signal", [encode_payload({"action": "pkill", "job_id": job.id, "ident": "any"})]
         )
         cancelled = await eventually(
             lambda: _state_is(oban, job.id, "cancelled"), message="job cancelled via pkill"
         )
+        assert _queue(oban, "default").running == []
 
+    assert EVENTS["coop_finally"] is True  # its task was cancelled with job.cancelled() true
+    assert "coop_returned_cancel" not in EVENTS  # stopped before it could return Cancel
     assert cancelled.cancelled_at is not None
-    assert "confa-cancelled-by-signal" in cancelled.errors[0]["error"]
+    assert cancelled.completed_at is None
+    assert [(e["attempt"], e["error"]) for e in cancelled.errors] == [
+        (1, "cancelled while executing")
+    ]
 
 
 async def test_two_instances_execute_every_job_exactly_once(

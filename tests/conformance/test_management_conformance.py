@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,24 +24,28 @@ from tests.helpers import eventually
 
 RUNS: dict[str, int] = {}
 GATES: dict[str, asyncio.Event] = {}
-STEPS: dict[str, dict[str, asyncio.Event]] = {}
+STEPS: dict[str, dict[str, threading.Event]] = {}
 
 
 @pytest.fixture(autouse=True)
-def _clean_state() -> None:
+def _clean_state() -> Iterator[None]:
     RUNS.clear()
     GATES.clear()
     STEPS.clear()
+    yield
+    for steps in STEPS.values():
+        steps["release"].set()  # a failed test must not leave a worker thread waiting
 
 
-def _steps(key: str) -> dict[str, asyncio.Event]:
-    """Events a cancellable worker uses: ``started``, ``noticed`` (cancellation), ``release``."""
-    STEPS[key] = {
-        "started": asyncio.Event(),
-        "noticed": asyncio.Event(),
-        "release": asyncio.Event(),
-    }
+def _steps(key: str) -> dict[str, threading.Event]:
+    """Events a cancellable (sync) worker uses: ``started``, ``noticed`` (cancellation),
+    ``release`` (set by the test) and ``returned``."""
+    STEPS[key] = {name: threading.Event() for name in ("started", "noticed", "release", "returned")}
     return STEPS[key]
+
+
+async def _wait_for(event: threading.Event, what: str) -> None:
+    await eventually(event.is_set, message=what)
 
 
 @worker(queue="confb_mgmt")
@@ -51,29 +57,35 @@ class ConfBMgmtCountingWorker:
 
 @worker(queue="confb_mgmt")
 class ConfBMgmtBlockingWorker:
-    """Runs until ``GATES[key]`` is set; ignores cancellation."""
+    """Waits for ``GATES[key]`` (10 s at most), then counts a run; notes its ``finally``."""
 
     async def process(self, job: Job) -> Any:
         key = job.args["key"]
         RUNS[f"{key}-started"] = 1
-        await asyncio.wait_for(GATES[key].wait(), 10)
-        RUNS[key] = RUNS.get(key, 0) + 1
+        try:
+            await asyncio.wait_for(GATES[key].wait(), 10)
+            RUNS[key] = RUNS.get(key, 0) + 1
+        finally:
+            RUNS[f"{key}-finally"] = 1
 
 
 @worker(queue="confb_mgmt")
 class ConfBMgmtCancellableWorker:
-    """Waits for ``job.cancelled()``, then (once released) returns ``Cancel``."""
+    """A sync worker: waits for ``job.cancelled()``, then (once released) returns ``Cancel``.
 
-    async def process(self, job: Job) -> Any:
+    Its thread cannot be interrupted, so it runs on after the cancel until released."""
+
+    def process(self, job: Job) -> Any:
         steps = STEPS[job.args["key"]]
         steps["started"].set()
-        deadline = asyncio.get_running_loop().time() + 10
+        deadline = time.monotonic() + 10
         while not job.cancelled():
-            if asyncio.get_running_loop().time() > deadline:
+            if time.monotonic() > deadline:
                 return None  # completing would make the test fail on the final state
-            await asyncio.sleep(0.01)
+            time.sleep(0.005)
         steps["noticed"].set()
-        await asyncio.wait_for(steps["release"].wait(), 10)
+        steps["release"].wait(10)
+        steps["returned"].set()
         return Cancel("confb-mgmt-stopped-on-request")
 
 
@@ -149,6 +161,19 @@ async def _count(oban: Oban, sql: Callable[..., Any]) -> int:
 
 def _near_now(value: datetime | None, offset: timedelta = timedelta(0)) -> bool:
     return value is not None and abs(value - (datetime.now(UTC) + offset)) < NOW_TOLERANCE
+
+
+def _running(server: Oban) -> list[int]:
+    info = server.check_queue("confb_mgmt")
+    assert info is not None, "confb_mgmt does not run on the server"
+    return info.running
+
+
+async def _flushed(server: Oban) -> None:
+    """Wait until every ack of ``server`` was written (or found to change nothing)."""
+    acker = server._acker
+    assert acker is not None
+    await eventually(lambda: acker.pending == 0, message="acks written")
 
 
 async def _running_server(make_oban: Callable[..., Oban]) -> Oban:
@@ -256,80 +281,101 @@ async def test_cancel_job_accepts_a_job_or_an_id_and_skips_finished_or_missing_j
         assert after.meta == {"keep": 1}
 
 
-async def test_cancel_of_an_executing_job_counts_it_but_leaves_its_row_executing(
+REASON = "cancelled while executing"
+
+
+def _assert_cancelled_while_executing(job: Job, attempt: int = 1) -> None:
+    """The row was cancelled while executing: state, timestamps, stamp and error."""
+    assert job.state == "cancelled"
+    assert _near_now(job.cancelled_at)
+    assert job.completed_at is None
+    assert "cancel_attempted_at" in job.meta
+    assert job.attempt == attempt
+    assert [(e["attempt"], e["error"]) for e in job.errors] == [(attempt, REASON)]
+    assert _near_now(datetime.fromisoformat(job.errors[0]["at"]))
+
+
+async def test_cancel_of_an_executing_row_counts_it_and_cancels_it_with_an_error(
     oban: Oban, sql: Callable[..., Any]
 ) -> None:
-    executing = await _make(oban, sql, "executing")
+    # No node runs it (the row was just put in executing): the database write alone counts.
+    executing = await _make(oban, sql, "executing", meta={"keep": 1})
 
     assert await oban.cancel_job(executing) == 1
 
     after = await _get(oban, executing.id)
-    assert after.state == "executing"
-    assert after.cancelled_at is None
-    assert "cancel_attempted_at" not in after.meta
+    _assert_cancelled_while_executing(after)
+    assert after.meta["keep"] == 1
+    stamp = datetime.fromisoformat(after.meta["cancel_attempted_at"])
+    assert after.cancelled_at is not None
+    assert abs(stamp - after.cancelled_at) < timedelta(seconds=1)
+    assert await oban.cancel_job(executing) == 0  # now finished: not cancelled twice
+    assert (await _get(oban, executing.id)).errors == after.errors
 
 
-async def test_cancel_of_a_running_job_whose_worker_completes_leaves_it_completed(
+async def test_cancel_of_a_running_async_job_stops_it_before_it_can_complete(
     make_oban: Callable[..., Oban],
 ) -> None:
     server = await _running_server(make_oban)
-    GATES["ignored"] = asyncio.Event()
-    job = await ConfBMgmtBlockingWorker.enqueue({"key": "ignored"})
+    GATES["stopped"] = asyncio.Event()
+    job = await ConfBMgmtBlockingWorker.enqueue({"key": "stopped"})
     await eventually(lambda: _state_is(server, job.id, "executing"), message="job running")
+    await eventually(lambda: RUNS.get("stopped-started"), message="worker started")
 
     assert await server.cancel_job(job) == 1
-    GATES["ignored"].set()
 
-    after = await eventually(
-        lambda: _state_is(server, job.id, "completed"), message="job completed after all"
-    )
-    assert after.cancelled_at is None
-    assert "cancel_attempted_at" not in after.meta
-    assert RUNS["ignored"] == 1
+    _assert_cancelled_while_executing(await _get(server, job.id))  # written at once
+    await eventually(lambda: RUNS.get("stopped-finally"), timeout=2, message="task cancelled")
+    await eventually(lambda: _running(server) == [], timeout=2, message="slot freed")
+    GATES["stopped"].set()  # too late: the task is gone
+    assert "stopped" not in RUNS
+    _assert_cancelled_while_executing(await _get(server, job.id))
 
 
-async def test_cancel_executing_job_signals_worker_which_records_the_cancel(
+async def test_cancel_of_a_running_sync_job_writes_the_row_at_once_and_its_cancel_adds_nothing(
     make_oban: Callable[..., Oban],
 ) -> None:
     server = await _running_server(make_oban)
     steps = _steps("cancel-exec")
     job = await ConfBMgmtCancellableWorker.enqueue({"key": "cancel-exec"})
-    await asyncio.wait_for(steps["started"].wait(), 5)
+    await _wait_for(steps["started"], "worker started")
 
-    count = await server.cancel_job(job)
+    assert await server.cancel_job(job) == 1
 
-    assert count == 1
-    await asyncio.wait_for(steps["noticed"].wait(), 5)
-    # The worker saw the signal but has not returned: the row still says executing.
+    await _wait_for(steps["noticed"], "worker saw job.cancelled()")
+    # The worker's thread still runs, and the row already says cancelled.
     during = await _get(server, job.id)
-    assert during.state == "executing"
-    assert during.cancelled_at is None
+    _assert_cancelled_while_executing(during)
+    assert _running(server) == [job.id]
 
     steps["release"].set()
-    after = await eventually(
-        lambda: _state_is(server, job.id, "cancelled"), message="job cancelled by its worker"
-    )
-    assert after.cancelled_at is not None
-    assert any("confb-mgmt-stopped-on-request" in str(e.get("error")) for e in after.errors)
+    await _wait_for(steps["returned"], "worker returned Cancel")
+    await eventually(lambda: _running(server) == [], message="slot freed")
+    await _flushed(server)
+    after = await _get(server, job.id)
+    # Its Cancel("confb-mgmt-stopped-on-request") changes nothing: the canceller's row stands.
+    _assert_cancelled_while_executing(after)
+    assert after.cancelled_at == during.cancelled_at
 
 
-async def test_cancel_from_a_client_instance_reaches_the_instance_running_the_job(
+async def test_cancel_from_a_client_instance_stops_the_job_on_the_instance_running_it(
     make_oban: Callable[..., Oban],
 ) -> None:
     # Two instances of one process: docs/engines.md promises this on both engines.
     server = await _running_server(make_oban)
     client = make_oban(name="ConfBMgmtClient")
-    steps = _steps("cancel-remote")
-    job = await ConfBMgmtCancellableWorker.enqueue({"key": "cancel-remote"})
-    await asyncio.wait_for(steps["started"].wait(), 5)
+    GATES["remote"] = asyncio.Event()
+    job = await ConfBMgmtBlockingWorker.enqueue({"key": "remote"})
+    await eventually(lambda: RUNS.get("remote-started"), message="worker started")
 
     assert await client.cancel_job(_id(job)) == 1
 
-    await asyncio.wait_for(steps["noticed"].wait(), 5)
-    steps["release"].set()
-    await eventually(
-        lambda: _state_is(server, job.id, "cancelled"), message="remote cancel recorded"
-    )
+    _assert_cancelled_while_executing(await _get(client, job.id))  # written at once
+    await eventually(lambda: RUNS.get("remote-finally"), timeout=2, message="server stopped it")
+    await eventually(lambda: _running(server) == [], timeout=2, message="slot freed")
+    await _flushed(server)
+    assert "remote" not in RUNS
+    _assert_cancelled_while_executing(await _get(client, job.id))
 
 
 async def test_cancel_of_a_job_that_already_completed_leaves_it_completed(

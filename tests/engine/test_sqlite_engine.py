@@ -891,7 +891,7 @@ async def test_cron_inserts_from_several_engines_at_once_insert_once(
 # Management
 
 
-async def test_cancel_jobs_cancels_waiting_jobs_and_reports_running_ones(
+async def test_cancel_jobs_cancels_waiting_and_executing_jobs_and_reports_the_executing_ones(
     engine: SQLiteEngine, sql: Query
 ) -> None:
     jobs = await engine.insert_jobs([job() for _ in range(6)])
@@ -899,23 +899,35 @@ async def test_cancel_jobs_cancels_waiting_jobs_and_reports_running_ones(
     sql("UPDATE oban_jobs SET state = 'scheduled' WHERE id = ?", (ids[1],))
     sql("UPDATE oban_jobs SET state = 'retryable' WHERE id = ?", (ids[2],))
     sql("UPDATE oban_jobs SET state = 'completed' WHERE id = ?", (ids[3],))
+    earlier = {"attempt": 1, "at": "2024-01-01T00:00:00.000000Z", "error": "boom"}
     sql(
-        "UPDATE oban_jobs SET state = 'executing', attempt = 1, attempted_at = ? WHERE id = ?",
-        (OLD, ids[4]),
+        "UPDATE oban_jobs SET state = 'executing', attempt = 2, attempted_at = ?, "
+        "errors = json_array(json(?)) WHERE id = ?",
+        (OLD, orjson.dumps(earlier).decode(), ids[4]),
     )
     cancelled, executing = await engine.cancel_jobs([*ids[:5], 999])
     assert cancelled == ids[:3]
     assert executing == [ids[4]]
     loaded = {j.id: j for j in await engine.get_jobs(ids)}
-    for id_ in ids[:3]:
+    for id_ in [*ids[:3], ids[4]]:
         assert loaded[id_].state is JobState.CANCELLED
         assert close_to_now(loaded[id_].cancelled_at)
         assert loaded[id_].meta["cancel_attempted_at"].endswith("Z")
+    for id_ in ids[:3]:
+        assert loaded[id_].errors == []  # not running: no error recorded
     assert loaded[ids[3]].state is JobState.COMPLETED
+    assert loaded[ids[3]].cancelled_at is None and loaded[ids[3]].meta == {}
+    # The running job keeps its attempt and gains the error after its earlier ones.
     running = loaded[ids[4]]
-    assert running.state is JobState.EXECUTING
-    assert running.cancelled_at is None and running.meta == {}
+    assert running.attempt == 2
+    assert running.errors[0] == earlier
+    assert [(e["attempt"], e["error"]) for e in running.errors] == [
+        (1, "boom"),
+        (2, "cancelled while executing"),
+    ]
+    assert close_to_now(datetime.fromisoformat(running.errors[1]["at"]))
     assert loaded[ids[5]].state is JobState.AVAILABLE
+    assert await engine.cancel_jobs(ids) == ([ids[5]], [])  # the rest are finished now
 
 
 async def test_retry_jobs_makes_finished_and_waiting_jobs_available(
