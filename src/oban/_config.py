@@ -37,6 +37,7 @@ import orjson
 from ._engines._dsn import is_postgres, sqlite_path
 from ._options import unknown_option as _unknown_option
 from .errors import OptionNotImplementedError, UnknownOptionError
+from .worker import refused_module
 
 __all__ = [
     "CONFIG_FILE_NAME",
@@ -190,6 +191,25 @@ def _check_timezone(label: str, value: Any) -> None:
         raise ValueError(f"{label}: unknown timezone {value!r}") from None
 
 
+def _normalise_worker_modules(label: str, value: Any) -> list[str] | None:
+    """``None`` (import any worker on demand) or a list of module prefixes such as
+    ``["myapp", "billing.jobs"]``; each a dotted module name that a worker may come from."""
+    if value is None:
+        return None
+    typed = isinstance(value, list | tuple) and all(isinstance(item, str) for item in value)
+    _require(label, "a list of module names (strings) or None", value, typed=typed)
+    prefixes: list[str] = []
+    for item in value:
+        prefix = item.strip()
+        if not prefix or not all(part.isidentifier() for part in prefix.split(".")):
+            raise ValueError(f"{label}: {item!r} is not a module name like 'myapp.workers'")
+        refusal = refused_module(prefix)
+        if refusal is not None:
+            raise ValueError(f"{label}: {item!r} cannot hold workers: {refusal}")
+        prefixes.append(prefix)
+    return prefixes
+
+
 _SCALAR_CHECKS: dict[str, _Check] = {
     "dsn": _check_dsn,
     "name": _check_non_empty_str,
@@ -214,6 +234,7 @@ _TABLE_OPTIONS: dict[str, dict[str, _Check]] = {
         "connect_timeout": _check_positive_number,
         "notify_timeout": _check_positive_number,
         "poll_interval": _check_positive_number,
+        "secret": _check_non_empty_str,
     },
     "leader": {
         "interval": _check_positive_number,
@@ -320,10 +341,21 @@ def _check_queue_meta(label: str, value: Any) -> None:
         raise TypeError(f"{label} must be JSON-serialisable: {error}") from None
 
 
+#: The highest concurrency limit a queue takes (per node): far above what one process runs
+#: well, low enough that a mistyped or hostile value cannot make a node start without bound.
+MAX_QUEUE_LIMIT = 10_000
+
+
+def _check_queue_limit(label: str, value: Any) -> None:
+    _check_positive_int(label, value)
+    if value > MAX_QUEUE_LIMIT:
+        raise ValueError(f"{label} must be at most {MAX_QUEUE_LIMIT:,}, got {value!r}")
+
+
 #: The settings a queue accepts, each with its check. Free-form data goes under ``meta``.
 _QUEUE_CHECKS: dict[str, _Check] = {
     "debounce_interval": _check_non_negative_number,
-    "limit": _check_positive_int,
+    "limit": _check_queue_limit,
     "meta": _check_queue_meta,
     "paused": _check_bool,
 }
@@ -415,7 +447,7 @@ def _parse_queue_pairs(text: str) -> dict[str, dict[str, Any]]:
         if name in result:
             raise ValueError(f"queue {name!r} is given more than once")
         limit = int(raw_limit)
-        _check_positive_int(f"queues.{name}.limit", limit)
+        _check_queue_limit(f"queues.{name}.limit", limit)
         result[name] = {"limit": limit}
     return result
 
@@ -441,6 +473,8 @@ def _normalise_option(option: str, value: Any) -> Any:
         return _normalise_queues(value)
     if option == "metrics":
         return _normalise_metrics(value)
+    if option == "worker_modules":
+        return _normalise_worker_modules(option, value)
     if option in _TABLE_OPTIONS:
         return _check_table(option, value)
     _SCALAR_CHECKS[option](option, value)
@@ -492,6 +526,10 @@ def _parse_str(raw: str) -> str:
     return raw
 
 
+def _parse_names(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
 #: Environment variable -> (option name, parser).  Parsers raise ValueError with a detail.
 _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "OBAN_DSN": ("dsn", _parse_str),
@@ -509,6 +547,7 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "OBAN_POOL_MAX_IDLE": ("pool_max_idle", _parse_float),
     "OBAN_POOL_CHECK": ("pool_check", _parse_bool),
     "OBAN_PROCESSES": ("processes", _parse_int),
+    "OBAN_WORKER_MODULES": ("worker_modules", _parse_names),
 }
 
 
@@ -522,7 +561,9 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
         try:
             layer[option] = _normalise_option(option, parse(raw.strip()))
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{var}: {raw!r} is not valid: {exc}") from None
+            # A DSN may hold a password: its own error shows it masked, never the raw value.
+            shown = "the value" if option == "dsn" else repr(raw)
+            raise ValueError(f"{var}: {shown} is not valid: {exc}") from None
     return layer
 
 
@@ -636,8 +677,9 @@ class Config:
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Queue name to settings: ``limit`` (default 10), ``paused``, ``debounce_interval`` and
     ``meta`` (free-form data shown in ``QueueInfo.meta`` and the producer row)."""
-    notifier: dict[str, Any] = field(default_factory=dict)
-    """Notifier settings: ``type`` and optional timing options."""
+    notifier: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Notifier settings: ``type``, optional timing options and ``secret`` (signs control
+    signals; hidden from ``repr``)."""
     shutdown_grace_period: float | None = 15.0
     """Seconds to wait for running jobs on shutdown; ``None`` waits indefinitely."""
     leader: dict[str, Any] = field(default_factory=dict)
@@ -673,6 +715,11 @@ class Config:
     """How many node processes ``oban start`` runs under one supervisor (each a full node
     with its own producers and pool). An ``oban start`` setting only: ``Oban(...)`` refuses
     it, and an instance built from a config that has it runs one node."""
+    worker_modules: list[str] | None = None
+    """The modules a job's worker may be imported from, as prefixes (``["myapp"]`` allows
+    ``myapp.jobs.Mailer``). ``None`` (the default) imports any worker a job names, except
+    from the standard library, ``__main__`` modules and oban itself; registered workers (from
+    modules already imported) always resolve. See docs/security.md."""
 
     def __post_init__(self) -> None:
         self.validate()

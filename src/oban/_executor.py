@@ -8,11 +8,14 @@ import inspect
 import logging
 import time
 import traceback
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import telemetry
 from ._backoff import jittery_clamped
+from ._engines import _payloads
+from ._engines._payloads import UnreadableJob, UnreadableJobError, storable_text
 from ._engines.base import CANCELLED_WHILE_EXECUTING, Ack
 from ._isolation import JobError, run_isolated
 from .errors import JobTimeoutError, WorkerResolutionError
@@ -39,6 +42,18 @@ def _format_error(error: BaseException) -> str:
     return "".join(traceback.format_exception(error)).rstrip()
 
 
+def _snooze_seconds(seconds: float) -> float:
+    """A snooze's delay as the engines take it: at most ``_payloads.MAX_SECONDS`` (about 317
+    years), so that ``Snooze(10**400)``, which no float holds, is a bounded snooze."""
+    try:
+        value = float(seconds)
+    except OverflowError:
+        value = _payloads.MAX_SECONDS
+    if value != value:  # NaN (Snooze refuses it; a subclass might not)
+        raise ValueError(f"cannot snooze for {seconds!r} seconds")
+    return _payloads.clamp_seconds(value)
+
+
 def _log_unresolved(job: Job, error: WorkerResolutionError) -> None:
     # Not the worker's own failure: a deploy or a row names code this node does not have.
     logger.error(
@@ -59,9 +74,18 @@ def _backoff(instance: Any, job: Job) -> float:
 class Executor:
     """Executes jobs: async workers on the loop, sync workers in a thread pool."""
 
-    def __init__(self, *, threads: ThreadPoolExecutor, safe: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        threads: ThreadPoolExecutor,
+        safe: bool = True,
+        worker_modules: Sequence[str] | None = None,
+    ) -> None:
         self._threads = threads
         self._safe = safe
+        # The instance's worker_modules: None imports any worker on demand (but the standard
+        # library, __main__ modules and oban), a list only those under its prefixes.
+        self._worker_modules = None if worker_modules is None else tuple(worker_modules)
         # Ids of jobs whose process() runs in a thread right now: a thread cannot be
         # interrupted, so cancel and shutdown wait for these instead of cancelling their task.
         self._in_threads: set[int] = set()
@@ -85,7 +109,9 @@ class Executor:
         result: Any = None
         error: BaseException | None = None
         try:
-            cls = resolve_worker(job.worker)
+            if type(job) is UnreadableJob:  # its row could not be read: never run it
+                raise UnreadableJobError(job.unreadable)
+            cls = resolve_worker(job.worker, modules=self._worker_modules)
             instance = cls()
             timeout = instance.timeout(job) if hasattr(instance, "timeout") else None
             result = await self._call(cls, instance, job, timeout)
@@ -171,37 +197,67 @@ class Executor:
         return result
 
     def _outcome(self, job: Job, instance: Any, result: Any, error: BaseException | None) -> Ack:
+        """The ack of ``job``'s execution. Whatever ``process`` returned or raised, this gives
+        an ack (a result that cannot be read becomes the job's error), and every value in it
+        can be stored (see ``_payloads.storable_text``)."""
         if error is None and result is None:  # the common case, first
             return Ack(job.id, job.attempted_at, JobState.COMPLETED, queue=job.queue)  # type: ignore[arg-type]
+        try:
+            return self._result_ack(job, instance, result, error)
+        except Exception as failure:
+            # str() of a Cancel reason raised, a recorded value too large to store, ...
+            return self._error_ack(job, instance, failure)
+
+    def _result_ack(self, job: Job, instance: Any, result: Any, error: BaseException | None) -> Ack:
         base = {"id": job.id, "attempted_at": job.attempted_at, "queue": job.queue}
         if error is not None:
-            text = _format_error(error)
-            if job.attempt >= job.max_attempts:
+            if isinstance(error, UnreadableJobError):
+                # Reading the row again would fail the same way: no retry can help.
+                logger.error("job %s is discarded without running: %s", job.id, error)
+                text = storable_text(
+                    f"{error}; the job is discarded without running, since reading its row "
+                    "again would fail the same way"
+                )
                 return Ack(**base, state=JobState.DISCARDED, error=text)  # type: ignore[arg-type]
-            return Ack(
-                **base,  # type: ignore[arg-type]
-                state=JobState.RETRYABLE,
-                error=text,
-                schedule_in=_backoff(instance, job),
-            )
+            return self._error_ack(job, instance, error)
         if isinstance(result, Snooze):
             return Ack(
                 **base,  # type: ignore[arg-type]
                 state=JobState.SCHEDULED,
-                schedule_in=float(result.seconds),
+                schedule_in=_snooze_seconds(result.seconds),
                 attempt_change=-1,
                 meta=result.meta,
                 snooze=True,
             )
         if isinstance(result, Cancel):
-            return Ack(**base, state=JobState.CANCELLED, error=str(result.reason))  # type: ignore[arg-type]
+            reason = storable_text(str(result.reason))
+            return Ack(**base, state=JobState.CANCELLED, error=reason)  # type: ignore[arg-type]
         if isinstance(result, Record):
+            encoded = result.encoded
+            if len(encoded) > _payloads.MAX_RECORDED_CHARS:
+                raise ValueError(
+                    f"the recorded value is {len(encoded)} characters once encoded, over the "
+                    f"{_payloads.MAX_RECORDED_CHARS} a job can store"
+                )
             return Ack(
                 **base,  # type: ignore[arg-type]
                 state=JobState.COMPLETED,
-                meta={"recorded": True, "return": result.encoded},
+                meta={"recorded": True, "return": encoded},
             )
         return Ack(**base, state=JobState.COMPLETED)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _error_ack(job: Job, instance: Any, error: BaseException) -> Ack:
+        text = storable_text(_format_error(error))
+        base = {"id": job.id, "attempted_at": job.attempted_at, "queue": job.queue}
+        if job.attempt >= job.max_attempts:
+            return Ack(**base, state=JobState.DISCARDED, error=text)  # type: ignore[arg-type]
+        return Ack(
+            **base,  # type: ignore[arg-type]
+            state=JobState.RETRYABLE,
+            error=text,
+            schedule_in=_backoff(instance, job),
+        )
 
     def _emit(self, job: Job, ack: Ack, error: BaseException | None, started: int) -> None:
         event = "oban.job.exception" if error is not None else "oban.job.stop"

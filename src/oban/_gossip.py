@@ -9,8 +9,8 @@ from typing import Any
 
 from ._engines.base import Engine
 from ._looper import Looper
-from ._notifier import MAX_PAYLOAD_BYTES, encode_payload
 from ._producer import QueueInfo
+from ._wire import MAX_PAYLOAD_BYTES, encode_payload
 
 
 def _timestamp(moment: datetime) -> str:

@@ -51,10 +51,14 @@ class _Child:
 
     @classmethod
     async def start(cls) -> _Child:
-        # The child imports workers as this process does: from the same sys.path.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
+        # The child imports workers as this process does: from the same sys.path, in the same
+        # order. -P keeps Python from putting the working directory first (a planted
+        # pickle.py there would run); an empty entry (the working directory) goes last.
+        paths = [p for p in sys.path if p] + ([os.getcwd()] if "" in sys.path else [])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",
             "-m",
             "oban._isolation_child",
             stdin=asyncio.subprocess.PIPE,

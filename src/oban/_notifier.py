@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import gzip
 import inspect
 import logging
 import random
 import time
-import zlib
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg import sql
 
 from . import telemetry
 from ._tasks import cancel_and_wait
+from ._wire import MAX_PAYLOAD_BYTES, decode_payload
 
 logger = logging.getLogger("oban.notifier")
 
@@ -39,81 +36,10 @@ def reconnect_delay(failures: int, down_for: float) -> float:
     return min(cap, 0.25 * 2.0 ** min(failures, 16)) * (0.75 + random.random() / 2)  # noqa: S311
 
 
-#: JSON longer than this is sent compressed, as Elixir Oban 2.23 does (notifier.ex encode/1).
-COMPRESS_THRESHOLD = 512
-#: PostgreSQL refuses a NOTIFY payload of 8000 bytes or more, so a longer one is not a
-#: notification any node sent: it is dropped unread.
-MAX_PAYLOAD_BYTES = 8000
-#: A compressed payload may not inflate beyond this (a gzip bomb fits in 8000 bytes).
-MAX_DECODED_BYTES = 1 << 20
 #: Decoded messages waiting for their subscribers; beyond this, new ones are dropped.
 MAX_PENDING = 10_000
-
-
-class PayloadError(ValueError):
-    """A notification payload that is too large or not a JSON object; it is dropped."""
-
-
-def encode_payload(message: dict[str, Any]) -> str:
-    """A payload as Elixir Oban 2.23 sends it: JSON up to 512 bytes, else ``Z:`` + base64 of
-    the gzipped JSON.
-
-    >>> encode_payload({"action": "pause", "queue": "a"})
-    '{"action":"pause","queue":"a"}'
-    """
-    data = orjson.dumps(message)
-    if len(data) <= COMPRESS_THRESHOLD:
-        return data.decode()
-    return "Z:" + base64.b64encode(gzip.compress(data)).decode()
-
-
-def decode_payload(payload: str) -> dict[str, Any]:
-    """The JSON object in ``payload``: plain JSON, ``Z:`` + base64 gzip (Oban 2.23), or bare
-    base64 gzip (older Oban nodes and older oban-py, recognised by ``H4sI``, the base64 of
-    gzip's magic bytes).
-
-    Raises:
-        PayloadError: the payload is above :data:`MAX_PAYLOAD_BYTES`, inflates beyond
-            :data:`MAX_DECODED_BYTES`, is not valid base64, gzip or JSON, or is not an object.
-
-    >>> decode_payload('{"action": "resume", "queue": "a"}')
-    {'action': 'resume', 'queue': 'a'}
-    """
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"payload longer than {MAX_PAYLOAD_BYTES} bytes")
-    try:
-        raw = payload.encode()
-    except UnicodeEncodeError as error:
-        raise PayloadError(f"payload is not UTF-8: {error}") from None
-    if len(raw) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"payload longer than {MAX_PAYLOAD_BYTES} bytes")
-    if payload.startswith("Z:"):
-        data = _gunzip(payload[2:])
-    elif payload.startswith("H4sI"):
-        data = _gunzip(payload)
-    else:
-        data = raw
-    try:
-        message = orjson.loads(data)
-    except orjson.JSONDecodeError as error:
-        raise PayloadError(f"payload is not JSON: {error}") from None
-    if not isinstance(message, dict):
-        raise PayloadError(f"payload is not a JSON object: {payload[:100]!r}")
-    return message
-
-
-def _gunzip(text: str) -> bytes:
-    try:
-        compressed = base64.b64decode(text, validate=True)
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
-        data = inflater.decompress(compressed, MAX_DECODED_BYTES + 1)
-    except (ValueError, zlib.error) as error:
-        raise PayloadError(f"payload is not base64 gzip: {error}") from None
-    if len(data) > MAX_DECODED_BYTES:
-        raise PayloadError(f"payload inflates beyond {MAX_DECODED_BYTES} bytes")
-    if not inflater.eof or inflater.unused_data:
-        raise PayloadError("payload is not one complete gzip stream")
-    return data
+#: At most one warning per this many seconds about dropped notifications (with a count).
+DROP_LOG_INTERVAL = 5.0
 
 
 class PostgresNotifier:
@@ -145,6 +71,8 @@ class PostgresNotifier:
         self._pending: asyncio.Queue[tuple[str, str]] = asyncio.Queue(MAX_PENDING)
         self._delivery: asyncio.Task[None] | None = None
         self._listening: set[str] = set()
+        self._drops: dict[str, int] = {}
+        self._drops_logged_at = -DROP_LOG_INTERVAL
         self._connected = asyncio.Event()
         #: "listening" while LISTEN works, "polling" while it does not (producers poll).
         self.status = "starting"
@@ -274,18 +202,32 @@ class PostgresNotifier:
         if not self._subscribers.get(channel):
             return
         if len(payload) > MAX_PAYLOAD_BYTES:  # no NOTIFY sends this: not even queued
-            logger.warning(
-                "dropping a notification on %s: longer than %d bytes",
-                full_channel,
-                MAX_PAYLOAD_BYTES,
-            )
+            self.dropped(channel, "too long", payload)
             return
         try:
             self._pending.put_nowait((channel, payload))
         except asyncio.QueueFull:
-            logger.warning(
-                "dropping a notification on %s: %d are waiting already", full_channel, MAX_PENDING
-            )
+            self.dropped(channel, "backlog full", payload)
+
+    def dropped(self, channel: str, reason: str, payload: str | dict[str, Any]) -> None:
+        """Count a notification that was not acted on: the ``oban.notifier.dropped`` event
+        for each, and a warning at most every DROP_LOG_INTERVAL seconds (a flood of hostile
+        notifications must not become a flood of log lines)."""
+        telemetry.execute("oban.notifier.dropped", {"channel": channel, "reason": reason})
+        key = f"{channel}: {reason}"
+        self._drops[key] = self._drops.get(key, 0) + 1
+        now = time.monotonic()
+        if now - self._drops_logged_at < DROP_LOG_INTERVAL:
+            return
+        self._drops_logged_at = now
+        counts = ", ".join(f"{count} ({what})" for what, count in sorted(self._drops.items()))
+        self._drops.clear()
+        logger.warning(
+            "dropped notifications on %s.oban_*: %s; the last: %.200r",
+            self._prefix,
+            counts,
+            payload,
+        )
 
     async def _deliver(self) -> None:
         while True:
@@ -301,12 +243,7 @@ class PostgresNotifier:
             # Inflating (up to MAX_DECODED_BYTES) happens in a thread, off the event loop.
             return await asyncio.to_thread(decode_payload, payload)
         except Exception as error:
-            logger.warning(
-                "dropping an undecodable notification on %s: %s (%r)",
-                self.full_channel(channel),
-                error,
-                payload[:200],
-            )
+            self.dropped(channel, f"undecodable: {str(error)[:80]}", payload)
             return None
 
     def _dispatch(self, channel: str, message: dict[str, Any]) -> None:

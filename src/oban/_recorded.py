@@ -27,6 +27,17 @@ Decoding is the inverse, with these caveats: binaries decode to ``str`` when the
 UTF-8 and to ``bytes`` otherwise (so ``b"abc"`` comes back as ``"abc"``), Erlang charlists
 stored as ``STRING_EXT`` decode to a ``list[int]`` as they are in Erlang, and atoms other
 than ``nil``/``true``/``false`` decode to :class:`Atom`.
+
+Decoding is bounded, since anyone who can write a job's ``meta`` chooses the text: a term may
+not take more than ``max_bytes`` (default :data:`MAX_TERM_BYTES`, 64 MB, uncompressed) nor
+hold more than ``max_elements`` terms in all (default :data:`MAX_TERM_ELEMENTS`, one million,
+counting every element of every list, tuple, map and charlist). A compressed term's declared
+size is checked against that cap and against what its compressed bytes could possibly inflate
+to before anything is inflated, and inflation stops at the declared size; a container's
+declared length is charged against the element budget when it is read, before its elements
+are built. What exceeds a limit raises :class:`TermTooLargeError` (a ``ValueError``), never
+``MemoryError``. Pass larger limits to :func:`decode_recorded` or :func:`decode_term`, or set
+the module's defaults, to read larger values.
 """
 
 from __future__ import annotations
@@ -40,7 +51,10 @@ import zlib
 from typing import Any, NoReturn
 
 __all__ = [
+    "MAX_TERM_BYTES",
+    "MAX_TERM_ELEMENTS",
     "Atom",
+    "TermTooLargeError",
     "decode_recorded",
     "decode_term",
     "encode_recorded",
@@ -74,6 +88,18 @@ MAX_DEPTH = 256
 
 # Erlang refuses atoms longer than this many characters (a system_limit error).
 MAX_ATOM_CHARACTERS = 255
+
+#: The default cap on a term's uncompressed size, in bytes: 64 MB. ``Record``'s default limit
+#: (64,000,000 characters of base64, i.e. 48 MB of term) always fits, with room for values
+#: an Elixir worker recorded compressed. Read at each call, so it may be raised.
+MAX_TERM_BYTES = 64_000_000
+#: The default cap on the number of terms in a decoded value: every element of every list,
+#: tuple and charlist, two per map entry, plus one. A one-byte ``[]`` becomes a 64-byte Python
+#: list, so this bounds the objects built (about 70 MB at worst) where bytes cannot.
+MAX_TERM_ELEMENTS = 1_000_000
+# Deflate encodes at most 258 bytes in two bits (1032:1); zlib adds a few bytes of framing.
+_MAX_DEFLATE_RATIO = 1032
+_DEFLATE_SLACK = 1024
 
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
@@ -322,12 +348,20 @@ def encode_recorded(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
+class TermTooLargeError(ValueError):
+    """A term exceeds a decoding limit (``max_bytes`` or ``max_elements``): it was refused
+    before the memory it asks for was spent."""
 
-    def __init__(self, data: bytes) -> None:
+
+class _Reader:
+    __slots__ = ("budget", "data", "max_elements", "pos")
+
+    def __init__(self, data: bytes, max_elements: int) -> None:
         self.data = data
         self.pos = 0
+        self.max_elements = max_elements
+        # The top-level term counts too.
+        self.budget = max_elements - 1
 
     def fail(self, message: str) -> NoReturn:
         raise ValueError(f"malformed term at byte {self.pos}: {message}")
@@ -355,11 +389,21 @@ class _Reader:
         value: int = _U32.unpack(self.take(4))[0]
         return value
 
-    def count(self, size: int, min_item_bytes: int) -> int:
-        """Check that ``size`` items could fit in the remaining data before looping."""
+    def count(self, size: int, min_item_bytes: int, elements: int | None = None) -> int:
+        """Check that ``size`` items could fit in the remaining data, and charge them (or
+        ``elements``) to the element budget, before looping."""
         if size * min_item_bytes > len(self.data) - self.pos:
             self.fail(f"declares {size} elements but only {len(self.data) - self.pos} bytes remain")
+        self.charge(size if elements is None else elements)
         return size
+
+    def charge(self, elements: int) -> None:
+        self.budget -= elements
+        if self.budget < 0:
+            raise TermTooLargeError(
+                f"recorded value is too large to decode: it holds more than "
+                f"{self.max_elements:,} terms (max_elements={self.max_elements})"
+            )
 
 
 def _atom(reader: _Reader, raw: bytes, encoding: str) -> Any:
@@ -421,7 +465,9 @@ def _decode(reader: _Reader, depth: int) -> Any:
     if tag == NIL_EXT:
         return []
     if tag == STRING_EXT:
-        return list(reader.take(reader.u16()))
+        size = reader.u16()
+        reader.count(size, 1)
+        return list(reader.take(size))
 
     # Containers from here on.
     if depth >= MAX_DEPTH:
@@ -439,7 +485,8 @@ def _decode(reader: _Reader, depth: int) -> Any:
         reader.count(arity, 1)
         return tuple(_decode(reader, depth + 1) for _ in range(arity))
     if tag == MAP_EXT:
-        size = reader.count(reader.u32(), 2)
+        size = reader.u32()
+        reader.count(size, 2, elements=2 * size)
         result: dict[Any, Any] = {}
         for _ in range(size):
             key_pos = reader.pos
@@ -459,15 +506,28 @@ def _decode(reader: _Reader, depth: int) -> Any:
     reader.fail(f"unsupported term tag {tag}")
 
 
-def _decompress(data: bytes) -> bytes:
+def _decompress(data: memoryview, max_bytes: int) -> bytes:
     # data is everything after the COMPRESSED tag: a 4-byte size then a zlib stream.
     if len(data) < 4:
         raise ValueError("malformed term: truncated compressed term header")
     (size,) = _U32.unpack(data[:4])
+    # The header is checked before a byte is inflated: against the cap, and against what
+    # the compressed bytes could hold at deflate's best ratio.
+    if size > max_bytes:
+        raise TermTooLargeError(
+            f"recorded value is too large to decode: its compressed term declares {size} "
+            f"bytes, over the limit of {max_bytes} (max_bytes)"
+        )
+    stream = data[4:]
+    if size > len(stream) * _MAX_DEFLATE_RATIO + _DEFLATE_SLACK:
+        raise ValueError(
+            f"malformed term: {len(stream)} compressed bytes cannot inflate to the {size} "
+            "bytes its header declares"
+        )
     inflater = zlib.decompressobj()
     try:
         # Never inflate more than was declared (+1 to detect a lying header).
-        raw = inflater.decompress(data[4:], size + 1)
+        raw = inflater.decompress(stream, size + 1)
     except zlib.error as error:
         raise ValueError(f"malformed term: invalid compressed data ({error})") from None
     if len(raw) != size or not inflater.eof or inflater.unused_data:
@@ -475,7 +535,20 @@ def _decompress(data: bytes) -> bytes:
     return raw
 
 
-def decode_term(data: bytes | bytearray | memoryview) -> Any:
+def _limit(name: str, value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def decode_term(
+    data: bytes | bytearray | memoryview,
+    *,
+    max_bytes: int | None = None,
+    max_elements: int | None = None,
+) -> Any:
     """Decode Erlang External Term Format bytes (the inverse of :func:`encode_term`).
 
     Besides what :func:`encode_term` produces this accepts the other common encodings
@@ -486,34 +559,66 @@ def decode_term(data: bytes | bytearray | memoryview) -> Any:
     Atoms ``nil``, ``true`` and ``false`` decode to ``None``, ``True`` and ``False``, other
     atoms to :class:`Atom`. Binaries decode to ``str`` when valid UTF-8, else ``bytes``.
 
+    ``max_bytes`` (default :data:`MAX_TERM_BYTES`) caps the term's size, uncompressed;
+    ``max_elements`` (default :data:`MAX_TERM_ELEMENTS`) the number of terms in it.
+
     Raises:
+        TermTooLargeError: the term exceeds ``max_bytes`` or ``max_elements`` (a
+            ``ValueError``; raised before the memory is spent).
         ValueError: if the data is malformed (missing version byte, truncated, unknown or
-            unsupported tag, improper list, trailing bytes) or cannot be represented in
-            Python (unhashable or colliding map keys, such as ``1`` and ``1.0``).
+            unsupported tag, improper list, trailing bytes, a compressed size that does not
+            match the data) or cannot be represented in Python (unhashable or colliding map
+            keys, such as ``1`` and ``1.0``).
     """
-    raw = bytes(data)
+    limit = _limit("max_bytes", max_bytes, MAX_TERM_BYTES)
+    elements = _limit("max_elements", max_elements, MAX_TERM_ELEMENTS)
+    raw = data if isinstance(data, bytes) else bytes(data)
     if not raw or raw[0] != VERSION:
         raise ValueError(f"malformed term: expected version byte {VERSION}")
-    if len(raw) > 1 and raw[1] == COMPRESSED:
-        reader = _Reader(_decompress(raw[2:]))
-    else:
-        reader = _Reader(raw)
-        reader.pos = 1
-    value = _decode(reader, 0)
+    try:
+        if len(raw) > 1 and raw[1] == COMPRESSED:
+            reader = _Reader(_decompress(memoryview(raw)[2:], limit), elements)
+        else:
+            if len(raw) > limit:
+                raise TermTooLargeError(
+                    f"recorded value is too large to decode: its term is {len(raw)} bytes, "
+                    f"over the limit of {limit} (max_bytes)"
+                )
+            reader = _Reader(raw, elements)
+            reader.pos = 1
+        value = _decode(reader, 0)
+    except (MemoryError, RecursionError) as error:
+        # Within the limits there is no reason for either; a clear error all the same.
+        raise TermTooLargeError(
+            f"recorded value is too large to decode ({type(error).__name__})"
+        ) from None
     if reader.pos != len(reader.data):
         reader.fail(f"{len(reader.data) - reader.pos} unexpected trailing bytes")
     return value
 
 
-def decode_recorded(text: str) -> Any:
+def decode_recorded(
+    text: str, *, max_bytes: int | None = None, max_elements: int | None = None
+) -> Any:
     """Decode a job's ``meta["return"]`` text written by :func:`encode_recorded` or Oban.
 
     The base64 padding may be present or stripped. Raises ``ValueError`` if the text is not
-    valid base64 or does not hold a valid term.
+    valid base64 or does not hold a valid term, :class:`TermTooLargeError` (a ``ValueError``)
+    if the term exceeds ``max_bytes`` or ``max_elements`` (see :func:`decode_term`).
     """
-    padded = text + "=" * (-len(text) % 4)
+    limit = _limit("max_bytes", max_bytes, MAX_TERM_BYTES)
+    # Text longer than the base64 of any term within the cap is refused before it is
+    # decoded (zlib may grow incompressible data a little, hence the allowance).
+    if len(text) > (limit + limit // 1000 + 64) * 4 // 3 + 4:
+        raise TermTooLargeError(
+            f"recorded value is too large to decode: its text is {len(text)} characters, "
+            f"over what a term of {limit} bytes takes (max_bytes)"
+        )
+    if len(text) % 4:
+        text += "=" * (-len(text) % 4)
     try:
-        raw = base64.b64decode(padded, validate=True)
+        # binascii reads an ASCII str in place (base64.b64decode would copy it to bytes).
+        raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError) as error:
         raise ValueError(f"recorded value is not valid base64: {error}") from None
-    return decode_term(raw)
+    return decode_term(raw, max_bytes=limit, max_elements=max_elements)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._looper import Looper
-from ._notifier import decode_payload
+from ._wire import decode_payload
 
 logger = logging.getLogger("oban.signals")
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import functools
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -80,13 +83,27 @@ async def _with_pool(config: Config, action: Any) -> None:
         await pool.close()
 
 
+#: uvloop (or None when it is not installed), once looked up; see _uvloop.
+_uvloop_found: list[Any] = []
+
+
+def _uvloop() -> Any:
+    """The uvloop module, or ``None`` when it is not installed. Looked up once, before
+    ``start`` adds the working directory to ``sys.path``: a ``uvloop.py`` there is never
+    taken for it."""
+    if not _uvloop_found:
+        try:
+            module: Any = importlib.import_module("uvloop")
+        except ImportError:
+            module = None
+        _uvloop_found.append(module)
+    return _uvloop_found[0]
+
+
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop  # type: ignore[import-not-found]
-    except ImportError:
-        uvloop = None
-    # Run outside the except block: every traceback would read "during handling of
+    # Looked up in a function of its own: every traceback would read "during handling of
     # ModuleNotFoundError: uvloop" otherwise.
+    uvloop = _uvloop()
     try:
         if uvloop is None:
             return asyncio.run(coro)
@@ -100,6 +117,31 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 @click.version_option(__version__, prog_name="oban")
 def main() -> None:
     """oban: background jobs on PostgreSQL."""
+    _working_directory_off_the_front()
+
+
+def _working_directory_off_the_front() -> None:
+    """``python -m oban`` starts with the working directory first on ``sys.path`` (Python
+    puts it there for ``-m``), ahead of the installed packages: take it off, so that nothing
+    oban imports from here on (uvloop, the engines' dependencies) comes from a file planted
+    there; ``start`` appends it for the application's own modules. The ``oban`` script and
+    ``python -P -m oban`` never put it there and are the ones to deploy: with plain ``-m``,
+    oban and its dependencies were imported before this runs (docs/security.md)."""
+    if sys.flags.safe_path or not sys.path:
+        return
+    first = sys.path[0]
+    if first == "" or os.path.abspath(first) == os.getcwd():
+        del sys.path[0]
+
+
+def _working_directory_last() -> None:
+    """Let jobs and cron discovery import the application's modules from the working
+    directory, searched after the installed packages: a module there cannot stand in for one
+    of them (a planted ``uvloop.py`` ran when the directory came first)."""
+    _uvloop()  # oban's own optional import, decided before the directory is searched
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
 
 
 @main.command()
@@ -133,25 +175,54 @@ def install(config_path: str | None, dsn: str | None, prefix: str | None) -> Non
 @_prefix_option
 @click.option("--yes", is_flag=True, help="Drop without asking (required without a terminal).")
 def uninstall(config_path: str | None, dsn: str | None, prefix: str | None, yes: bool) -> None:
-    """Drop the oban tables (and every job in them)."""
+    """Drop the oban tables (and every job in them).
+
+    On PostgreSQL: oban_jobs, oban_peers, oban_leaders and oban_producers (with the
+    oban_job_state type and oban_count_estimate function). oban_jobs and oban_peers (leader
+    election) are Elixir Oban's tables too: Elixir Oban nodes and Oban Web using the schema
+    stop working. On SQLite: the prefix's oban_* tables.
+    """
     config = _load(config_path=config_path, dsn=dsn, prefix=prefix)
+    tables, note = _uninstall_tables(config)
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError(
-                f"not dropping the oban tables in {_database(config)}: there is no terminal "
+                f"not dropping {tables} in {_database(config)}{note}: there is no terminal "
                 "to confirm on; pass --yes to drop them"
             )
-        click.confirm(f"Drop every oban table and all jobs in {_database(config)}?", abort=True)
+        click.confirm(f"Drop {tables} and all jobs in {_database(config)}{note}?", abort=True)
     if not is_postgres(config.dsn):
         _run(_sqlite(config, "uninstall"))
-        click.echo(f"oban schema removed from {_database(config)}")
+        click.echo(f"oban schema removed from {_database(config)}: dropped {tables}")
         return
 
     async def act(pool: Any) -> None:
         await schema.uninstall(pool, config.prefix)
 
     _run(_with_pool(config, act))
-    click.echo(f"oban schema removed from {_database(config)}")
+    click.echo(f"oban schema removed from {_database(config)}: dropped {tables}{note}")
+
+
+def _uninstall_tables(config: Config) -> tuple[str, str]:
+    """The tables ``uninstall`` drops, for its prompt and output, and a note on Elixir's."""
+    try:
+        if is_postgres(config.dsn):
+            names = schema.dropped_tables(config.prefix)
+        else:
+            from ._engines.sqlite import _load as sqlite_sql
+
+            names = re.findall(
+                r"DROP TABLE IF EXISTS (\w+)", sqlite_sql("uninstall", config.prefix)
+            )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
+    note = (
+        " (oban_jobs and oban_peers, its leader election, are Elixir Oban's tables too: "
+        "Elixir Oban nodes and Oban Web using this schema stop working)"
+        if "oban_peers" in names
+        else ""
+    )
+    return ", ".join(names), note
 
 
 def _import_modules(modules: list[str]) -> None:
@@ -162,7 +233,9 @@ def _import_modules(modules: list[str]) -> None:
             raise click.UsageError(f"cannot import worker module {module!r}: {error}") from error
 
 
-def _import_paths(paths: list[str]) -> None:
+def _path_modules(paths: list[str]) -> Iterator[tuple[str, Path]]:
+    """The module name and file of every ``.py`` file under ``paths`` (files or directories
+    under the working directory)."""
     for raw in paths:
         path = Path(raw).resolve()
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
@@ -170,27 +243,169 @@ def _import_paths(paths: list[str]) -> None:
             relative = file.relative_to(Path.cwd()) if file.is_relative_to(Path.cwd()) else None
             if relative is None:
                 raise click.UsageError(f"{file} is outside the working directory")
-            module = ".".join(relative.with_suffix("").parts)
-            _import_modules([module.removesuffix(".__init__")])
+            yield ".".join(relative.with_suffix("").parts).removesuffix(".__init__"), file
+
+
+def _import_paths(paths: list[str]) -> None:
+    for module, _file in _path_modules(paths):
+        _import_modules([module])
 
 
 _SKIPPED_DIRS = frozenset({".venv", "venv", ".tox", "node_modules", "__pycache__", "site-packages"})
+#: Decorators that declare a worker: ``@worker(...)``, ``@job(...)`` and the same through
+#: the package, ``@oban.worker(...)``.
+_WORKER_DECORATORS = frozenset({"worker", "job"})
+
+CronDeclaration = tuple[str, str]
+"""A cron worker read from source: its expression (as written) and its worker name."""
 
 
-def _discover_cron_modules(root: Path) -> list[str]:
-    """Modules under ``root`` that declare cron workers (``@worker``/``@job`` with ``cron=``)."""
-    found: list[str] = []
+def _cron_call(decorator: ast.expr) -> ast.Call | None:
+    """``decorator`` if it is ``worker(..., cron=...)``, ``job(..., cron=...)`` or the same
+    as ``oban.worker``/``oban.job``."""
+    if not isinstance(decorator, ast.Call):
+        return None
+    func = decorator.func
+    named = (isinstance(func, ast.Name) and func.id in _WORKER_DECORATORS) or (
+        isinstance(func, ast.Attribute)
+        and func.attr in _WORKER_DECORATORS
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "oban"
+    )
+    if named and any(keyword.arg == "cron" for keyword in decorator.keywords):
+        return decorator
+    return None
+
+
+def _keyword(call: ast.Call, name: str) -> ast.expr | None:
+    return next((kw.value for kw in call.keywords if kw.arg == name), None)
+
+
+class _CronFinder(ast.NodeVisitor):
+    """Collects the cron workers a module declares, with their qualified names."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+        self.scope: list[str] = []
+        self.found: list[CronDeclaration] = []
+
+    def _declaration(self, node: ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        qualname = ".".join([*self.scope, node.name])
+        for decorator in node.decorator_list:
+            call = _cron_call(decorator)
+            if call is not None:
+                self.found.append((_cron_text(call), _worker_text(call, self.module, qualname)))
+        self.scope.append(node.name if isinstance(node, ast.ClassDef) else f"{node.name}.<locals>")
+        self.generic_visit(node)
+        self.scope.pop()
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self._declaration(node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self._declaration(node)
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
+        self._declaration(node)
+
+
+def _cron_text(call: ast.Call) -> str:
+    value = _keyword(call, "cron")
+    assert value is not None
+    if isinstance(value, ast.Dict):  # {"expr": ..., "timezone": ...}
+        for key, item in zip(value.keys, value.values, strict=True):
+            if isinstance(key, ast.Constant) and key.value == "expr":
+                value = item
+                break
+    if isinstance(value, ast.Constant) and isinstance(value.value, str):
+        return value.value
+    return ast.unparse(value)
+
+
+def _worker_text(call: ast.Call, module: str, qualname: str) -> str:
+    name = _keyword(call, "name")
+    if isinstance(name, ast.Constant) and isinstance(name.value, str):
+        return name.value
+    return f"{module}.{qualname}"
+
+
+def _cron_declarations(file: Path, module: str) -> list[CronDeclaration] | None:
+    """The cron workers ``file`` declares, read from its source without running any of it
+    (``[]`` when there are none), or ``None`` when it cannot be read or parsed."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if "cron" not in text:  # no parse needed: no cron= keyword anywhere
+        return []
+    finder = _CronFinder(module)
+    try:
+        finder.visit(ast.parse(text, str(file)))
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    return finder.found
+
+
+def _discover(root: Path) -> Iterator[tuple[str, list[CronDeclaration]]]:
+    """Each module under ``root`` whose code declares cron workers, with its declarations.
+    Files are parsed, never imported: a mention of ``@worker`` and ``cron=`` in a comment or a
+    string, or a ``cron=`` on another call, does not count."""
     for file in sorted(root.rglob("*.py")):
         relative = file.relative_to(root)
         if any(part in _SKIPPED_DIRS or part.startswith(".") for part in relative.parts[:-1]):
             continue
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        if "cron=" in text and ("@worker" in text or "@job" in text):
-            found.append(".".join(relative.with_suffix("").parts).removesuffix(".__init__"))
-    return found
+        module = ".".join(relative.with_suffix("").parts).removesuffix(".__init__")
+        found = _cron_declarations(file, module)
+        if found is None:
+            logger.warning("skipping %s in cron discovery: it cannot be read or parsed", file)
+        elif found:
+            yield module, found
+
+
+def _discover_cron_modules(root: Path) -> list[str]:
+    """Modules under ``root`` that declare cron workers (``@worker``/``@job`` with ``cron=``)."""
+    return [module for module, _found in _discover(root)]
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of ``module``, found on ``sys.path`` without importing it or its
+    packages (``None``: not found, or not a Python source file)."""
+    search: list[str] | None = None
+    parts = module.split(".")
+    for depth in range(len(parts)):
+        spec = PathFinder.find_spec(".".join(parts[: depth + 1]), search)
+        if spec is None:
+            return None
+        if depth < len(parts) - 1:
+            if spec.submodule_search_locations is None:
+                return None
+            search = list(spec.submodule_search_locations)
+        elif spec.origin is not None and spec.origin.endswith(".py"):
+            return Path(spec.origin)
+    return None
+
+
+def _declared_cron(modules: list[str], paths: list[str]) -> list[CronDeclaration]:
+    """For ``--dry-run``: the cron workers the modules that ``start`` would import declare,
+    read from their source; nothing is imported."""
+    if not modules and not paths:
+        return [entry for _module, found in _discover(Path.cwd()) for entry in found]
+    sources: list[tuple[str, Path]] = []
+    for module in modules:
+        file = _module_file(module)
+        if file is None:
+            raise click.UsageError(
+                f"cannot find worker module {module!r} (a dry run imports nothing)"
+            )
+        sources.append((module, file))
+    sources += _path_modules(paths)
+    declared: list[CronDeclaration] = []
+    for module, file in sources:
+        found = _cron_declarations(file, module)
+        if found is None:
+            raise click.UsageError(f"cannot read worker module {module!r} from {file}")
+        declared += found
+    return declared
 
 
 def _split(value: str | None) -> list[str]:
@@ -275,24 +490,17 @@ def start(
     supervisor = supervisor_pid()
     os.environ.pop(SUPERVISOR_ENV, None)
     supervised = supervisor is not None
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _working_directory_last()
     modules = _split(cron_modules or os.environ.get("OBAN_CRON_MODULES"))
     paths = _split(cron_paths or os.environ.get("OBAN_CRON_PATHS"))
-    if modules or paths:
-        _import_modules(modules)
-        _import_paths(paths)
+    if dry_run:  # imports nothing: the cron workers are read from the source
+        declared = _declared_cron(modules, paths)
     else:
-        for module in _discover_cron_modules(Path.cwd()):
-            try:
-                importlib.import_module(module)
-            except Exception as error:
-                logger.warning("skipping cron module %s: cannot import it: %s", module, error)
-    from .decorators import cron_entries
+        declared = _import_cron_modules(modules, paths)
 
     if not supervised:  # the supervisor said it all
-        for entry in cron_entries:
-            click.echo(f"cron {entry.expression.source} -> {worker_name(entry.worker)}")
+        for expression, name in declared:
+            click.echo(f"cron {expression} -> {name}")
         queue_list = ", ".join(f"{q}:{o['limit']}" for q, o in config.queues.items()) or "(none)"
         processes_note = f" | {config.processes} processes" if config.processes > 1 else ""
         click.echo(
@@ -310,6 +518,22 @@ def start(
     if config.processes > 1:
         _supervise(config)
     _run(_serve(config, supervisor=supervisor))
+
+
+def _import_cron_modules(modules: list[str], paths: list[str]) -> list[CronDeclaration]:
+    """Import the named modules, or the discovered ones; the cron entries they declared."""
+    if modules or paths:
+        _import_modules(modules)
+        _import_paths(paths)
+    else:
+        for module in _discover_cron_modules(Path.cwd()):
+            try:
+                importlib.import_module(module)
+            except Exception as error:
+                logger.warning("skipping cron module %s: cannot import it: %s", module, error)
+    from .decorators import cron_entries
+
+    return [(entry.expression.source, worker_name(entry.worker)) for entry in cron_entries]
 
 
 #: ``start`` options a supervisor does not hand down as they were given.
@@ -333,12 +557,21 @@ def _supervise(config: Config) -> NoReturn:
             flags += [param.opts[0]] if value else []
         elif value is not None:
             flags += [param.opts[0], str(value)]
-    base = [sys.executable, "-m", "oban", "start", *flags, "--processes", "1"]
+    base = [sys.executable, *_safe_path(), "-m", "oban", "start", *flags, "--processes", "1"]
     commands = []
     for index in range(1, config.processes + 1):
         node = f"{config.node}-{index}" if config.node else None
         commands.append((base + (["--node", node] if node else []), node))
     sys.exit(Supervisor(commands, env=os.environ).run())
+
+
+def _safe_path() -> list[str]:
+    """``-P`` for a ``python -m oban`` child: without it Python puts the working directory
+    ahead of the installed packages before oban runs (the child's ``start`` appends it); but
+    not when oban itself is imported from the working directory (a checkout run in place)."""
+    if Path(__file__).resolve().parent.parent == Path.cwd().resolve():
+        return []
+    return ["-P"]
 
 
 def _preflight(config: Config) -> None:
@@ -392,9 +625,16 @@ async def _serve(config: Config, *, supervisor: int | None = None) -> None:
 
     # The instance opens (and closes) its own pool, sized by the pool_* settings.
     oban = Oban.from_config(config)
+    from ._engines._dsn import guard_pool_logs
     from .telemetry import logger as telemetry_logger
 
-    telemetry_logger.attach()
+    # Every value bounded; job args left out unless OBAN_LOG_ARGS is true. psycopg_pool's
+    # warnings may quote the DSN: its password is masked there too.
+    try:
+        telemetry_logger.attach(**telemetry_logger.options_from_env())
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
+    guard_pool_logs(config.dsn)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     interrupts = 0

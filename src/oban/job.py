@@ -56,7 +56,8 @@ class Snooze:
     """Return from ``process`` to run the job again after ``seconds``.
 
     The attempt is not counted; ``meta["snoozed"]`` is incremented and ``meta`` (if given)
-    is merged into the job's meta.
+    is merged into the job's meta. A delay longer than about 317 years (``Snooze(10**400)``
+    included) is snoozed for that long.
 
     >>> Snooze(60)
     Snooze(seconds=60, meta=None)
@@ -68,8 +69,8 @@ class Snooze:
     def __post_init__(self) -> None:
         if isinstance(self.seconds, bool) or not isinstance(self.seconds, int | float):
             raise TypeError(f"Snooze seconds must be a number, got {self.seconds!r}")
-        if self.seconds < 0:
-            raise ValueError(f"Snooze seconds must not be negative, got {self.seconds!r}")
+        if self.seconds != self.seconds or self.seconds < 0:
+            raise ValueError(f"Snooze seconds must not be negative or NaN, got {self.seconds!r}")
         if self.meta is not None:
             object.__setattr__(self, "meta", check_object("Snooze meta", self.meta))
 

@@ -19,7 +19,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from . import telemetry
 from ._acker import Acker
-from ._config import UNSET, Config, Unset, _unknown_option, producer_options, resolve
+from ._config import (
+    MAX_QUEUE_LIMIT,
+    UNSET,
+    Config,
+    Unset,
+    _unknown_option,
+    producer_options,
+    resolve,
+)
 from ._cron import CronEntry
 from ._engines._dsn import is_postgres, sqlite_path
 from ._engines.base import Engine
@@ -32,7 +40,7 @@ from ._leader import Leader
 from ._lifeline import Lifeline
 from ._looper import Looper
 from ._modes import is_inline, run_inline
-from ._notifier import PostgresNotifier, encode_payload
+from ._notifier import PostgresNotifier
 from ._producer import Producer, QueueInfo
 from ._pruner import Pruner
 from ._refresher import Refresher
@@ -40,6 +48,7 @@ from ._scheduler import Scheduler
 from ._signal_poller import SignalPoller
 from ._stager import Stager
 from ._tasks import cancel_and_wait
+from ._wire import SIGNATURE, SIGNED_AT, encode_payload, sign, verify
 from .decorators import cron_entries
 from .errors import OptionNotImplementedError, UnknownOptionError
 from .job import MAX_NAME_LENGTH, Job
@@ -98,6 +107,9 @@ class Oban:
             seconds, gossip this node's queue checks for Oban Met / Oban Web.
         pool_min_size, pool_max_size, pool_timeout, pool_max_lifetime, pool_max_idle,
             pool_check: the pool an instance opens for a ``postgresql://`` DSN.
+        worker_modules: module prefixes (``["myapp"]``) that a job's worker may be imported
+            from; default: any module but the standard library, ``__main__`` modules and
+            oban itself. Registered workers always resolve (docs/security.md).
 
     Raises:
         TypeError: an unknown keyword argument (naming the near match), or an option of the
@@ -141,6 +153,7 @@ class Oban:
         scheduler: dict[str, Any] | None = None,
         shutdown_grace_period: float | Unset | None = UNSET,
         stager: dict[str, Any] | None = None,
+        worker_modules: list[str] | None = None,
         **unknown: Never,
     ) -> None:
         for key in unknown:
@@ -210,6 +223,7 @@ class Oban:
             )
         self._leadership = bool(config.queues) if config.leadership is None else config.leadership
         self._producers: dict[str, Producer] = {}
+        self._refused_logged_at = -math.inf
         self._notifier: PostgresNotifier | None = None
         self._acker: Acker | None = None
         self._stager: Stager | None = None
@@ -270,6 +284,38 @@ class Oban:
         if self.pool is None:
             return f"SQLite {self.sqlite_path}"
         return f"PostgreSQL {shown(await resolve_conninfo(self.pool))}, schema {self.prefix}"
+
+    def _on_remote_message(self, channel: str, message: dict[str, Any]) -> None:
+        # What other processes wrote to the SQLite file's oban_signals table.
+        if channel == "signal":
+            self._on_remote_signal(message)
+        else:
+            self._on_local_message(channel, message)
+
+    def _on_remote_signal(self, message: dict[str, Any]) -> None:
+        """A signal from another process (NOTIFY, or the SQLite signals table): with
+        ``notifier.secret`` set, only one signed with it (and recent) is acted on."""
+        secret = self.config.notifier.get("secret")
+        if secret is not None:
+            problem = verify(message, secret)
+            if problem is not None:
+                self._refuse_signal(problem, message)
+                return
+        self._on_signal(message)
+
+    def _refuse_signal(self, reason: str, message: dict[str, Any]) -> None:
+        if self._notifier is not None:
+            self._notifier.dropped("signal", reason, message)
+            return
+        telemetry.execute("oban.notifier.dropped", {"channel": "signal", "reason": reason})
+        now = asyncio.get_running_loop().time()
+        if now - self._refused_logged_at >= 5.0:
+            self._refused_logged_at = now
+            logger.warning("ignoring a signal (%s): %.200r", reason, message)
+
+    def _signed(self, message: dict[str, Any]) -> dict[str, Any]:
+        secret = self.config.notifier.get("secret")
+        return message if secret is None else sign(message, secret)
 
     def _on_local_message(self, channel: str, message: dict[str, Any]) -> None:
         # The SQLite engine's in-process notifications.
@@ -383,14 +429,14 @@ class Oban:
         )
         self._acker = Acker(self._engine)
         self._acker.start()
-        self._executor = Executor(threads=self._threads)
+        self._executor = Executor(threads=self._threads, worker_modules=self.config.worker_modules)
         await self._start_notifier(bool(queues))
         poller = None
         if self.sqlite_path is not None:
             # Other processes on the file signal through its oban_signals table. Primed before
             # any producer row exists: once other processes see the rows, they may signal.
             poller = SignalPoller(
-                engine=self._engine, deliver=self._on_local_message, interval=self._poll_interval()
+                engine=self._engine, deliver=self._on_remote_message, interval=self._poll_interval()
             )
             await poller.prime()
         for queue, opts in queues.items():
@@ -424,7 +470,7 @@ class Oban:
                 prefix=self.prefix,
             )
             self._notifier.listen("insert", self._on_insert)
-            self._notifier.listen("signal", self._on_signal)
+            self._notifier.listen("signal", self._on_remote_signal)
             if self._leadership:
                 self._notifier.listen("leader", self._on_leader)
             await self._notifier.start()
@@ -610,6 +656,8 @@ class Oban:
         task.add_done_callback(self._background.discard)
 
     def _on_signal(self, message: dict[str, Any]) -> None:
+        if SIGNATURE in message or SIGNED_AT in message:  # checked (or not required) already
+            message = {k: v for k, v in message.items() if k not in (SIGNATURE, SIGNED_AT)}
         ident = message.get("ident", "any")
         if ident not in ("any", f"{self.name}.{self.node}"):
             return
@@ -642,7 +690,11 @@ class Oban:
             elif action == "resume":
                 producer.paused = False
                 producer.notify()
-            elif action == "scale" and _is_limit(message.get("limit")):
+            elif (
+                action == "scale"
+                and _is_limit(message.get("limit"))
+                and message["limit"] <= MAX_QUEUE_LIMIT
+            ):
                 producer.limit = message["limit"]
                 producer.notify()
         if action == "scale":
@@ -758,10 +810,16 @@ class Oban:
     # Jobs
 
     async def get_job(self, job_id: int | Job) -> Job | None:
-        """The job with ``job_id`` as it is now in the database, or ``None``."""
-        key = job_id.id if isinstance(job_id, Job) else job_id
-        if key is None:
+        """The job with ``job_id`` as it is now in the database, or ``None`` (also for a
+        ``Job`` never inserted).
+
+        Raises:
+            TypeError: ``job_id`` is neither a ``Job`` nor an ``int`` (``1.5``, ``True``, ``"1"``).
+            ValueError: ``job_id`` is outside the 64-bit range of job ids.
+        """
+        if isinstance(job_id, Job) and job_id.id is None:
             return None
+        [key] = _ids([job_id])
         found = await (await self._ready()).get_jobs([key])
         return found[0] if found else None
 
@@ -837,7 +895,7 @@ class Oban:
 
     async def _signal(self, message: dict[str, Any], node: str | None) -> None:
         message["ident"] = "any" if node is None else f"{self.name}.{node}"
-        await (await self._ready()).notify("signal", [encode_payload(message)])
+        await (await self._ready()).notify("signal", [encode_payload(self._signed(message))])
 
     async def pause_queue(self, queue: str, *, node: str | None = None) -> None:
         """Stop fetching from ``queue`` (running jobs finish), here and on other nodes."""
@@ -964,7 +1022,7 @@ class Oban:
             for message in messages:
                 self._on_signal({**message, "ident": "any"})
             await (await self._ready()).notify(
-                "signal", [encode_payload({**m, "ident": "any"}) for m in messages]
+                "signal", [encode_payload(self._signed({**m, "ident": "any"})) for m in messages]
             )
         telemetry.execute(
             "oban.job.cancel",
@@ -1034,12 +1092,24 @@ class Oban:
         return await (await self._ready()).update_jobs(list(current.values()))
 
 
+_ID_MIN = -(2**63)
+_ID_MAX = 2**63 - 1
+
+
 def _ids(jobs: Iterable[Job | int]) -> list[int]:
+    """The ids of ``jobs`` (Jobs or ints), checked: each an ``int`` (not a ``bool``, a float or
+    a string) within the 64-bit range both engines store ids in."""
+    if isinstance(jobs, Job | int | str | bytes | bytearray) or not isinstance(jobs, Iterable):
+        raise TypeError(
+            f"expected an iterable of Jobs or integer ids, got {type(jobs).__name__} {jobs!r}"
+        )
     ids: list[int] = []
     for job in jobs:
         key = job.id if isinstance(job, Job) else job
         if isinstance(key, bool) or not isinstance(key, int):
             raise TypeError(f"expected a Job with an id or an integer id, got {job!r}")
+        if not _ID_MIN <= key <= _ID_MAX:
+            raise ValueError(f"job ids are 64-bit integers, got {key}")
         ids.append(key)
     return ids
 
@@ -1129,6 +1199,8 @@ def _check_limit(limit: object) -> int:
         raise TypeError(f"limit must be an int, got {type(limit).__name__}: {limit!r}")
     if limit < 1:
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    if limit > MAX_QUEUE_LIMIT:
+        raise ValueError(f"limit must be at most {MAX_QUEUE_LIMIT:,}, got {limit!r}")
     return limit
 
 

@@ -6,6 +6,7 @@ Use ``oban install`` on the command line, :func:`install` from code, or put
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from psycopg import AsyncRawCursor
@@ -13,7 +14,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from ._engines import _sql
 
-__all__ = ["SCHEMA_VERSION", "install", "install_sql", "uninstall", "uninstall_sql", "version"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "dropped_tables",
+    "install",
+    "install_sql",
+    "uninstall",
+    "uninstall_sql",
+    "version",
+]
 
 #: The Elixir Oban migration version the installed schema matches.
 SCHEMA_VERSION = 14
@@ -35,8 +44,20 @@ def install_sql(prefix: str = "public") -> str:
 
 
 def uninstall_sql(prefix: str = "public") -> str:
-    """The SQL that drops every oban object from ``prefix`` (the schema itself stays)."""
+    """The SQL that drops every oban object from ``prefix`` (the schema itself stays): the
+    tables of :func:`dropped_tables`, among them Elixir Oban's ``oban_jobs`` and ``oban_peers``
+    (its leader election), so Elixir Oban nodes and Oban Web using ``prefix`` stop working;
+    and the ``oban_job_state`` type and ``oban_count_estimate`` function."""
     return _sql.load("postgres", "uninstall", _sql.validate_prefix(prefix))
+
+
+def dropped_tables(prefix: str = "public") -> list[str]:
+    """The tables :func:`uninstall` drops, in order.
+
+    >>> dropped_tables()
+    ['oban_jobs', 'oban_peers', 'oban_leaders', 'oban_producers']
+    """
+    return re.findall(r"DROP TABLE IF EXISTS \"[^\"]+\"\.(\w+)", uninstall_sql(prefix))
 
 
 async def _run_script(pool: AsyncConnectionPool[Any], script: str) -> None:
@@ -52,7 +73,8 @@ async def install(pool: AsyncConnectionPool[Any], prefix: str = "public") -> Non
 
 
 async def uninstall(pool: AsyncConnectionPool[Any], prefix: str = "public") -> None:
-    """Drop every oban object from ``prefix``."""
+    """Drop every oban object from ``prefix``, Elixir Oban's ``oban_jobs`` and ``oban_peers``
+    included (see :func:`uninstall_sql`)."""
     await _run_script(pool, uninstall_sql(prefix))
 
 

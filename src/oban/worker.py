@@ -6,7 +6,8 @@ import importlib
 import os
 import sys
 import warnings
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
+from types import ModuleType
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .errors import JobTimeoutError, UnimportableWorkerWarning, WorkerResolutionError
@@ -17,6 +18,7 @@ __all__ = [
     "UnimportableWorkerWarning",
     "Worker",
     "WorkerResolutionError",
+    "refused_module",
     "register_worker",
     "resolve_worker",
     "warn_if_unimportable",
@@ -106,23 +108,85 @@ def _qualified(cls: type[Any]) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def resolve_worker(name: str) -> type[Any]:
+#: Top-level packages a job's worker name never imports: the standard library (``venv``,
+#: ``unittest``, ``this``, ... run programs or print when imported) and oban itself.
+_NEVER_IMPORTED: frozenset[str] = frozenset(sys.stdlib_module_names) | {"oban"}
+#: Classes found by import (not registered), by worker name.
+_imported: dict[str, type[Any]] = {}
+
+
+def refused_module(name: str) -> str | None:
+    """Why the module path ``name`` (a worker name or a module) is never imported to run a
+    job, or ``None`` if it may be.
+
+    >>> refused_module("unittest.__main__.Worker")
+    'it names a __main__ module, which is never imported to run a job (it runs a program)'
+    >>> refused_module("myapp.workers.Mailer") is None
+    True
+    """
+    parts = name.split(".")
+    if "__main__" in parts:
+        return (
+            "it names a __main__ module, which is never imported to run a job (it runs a program)"
+        )
+    if parts[0] == "oban":
+        return "modules of oban itself are never imported to run a job"
+    if parts[0] in _NEVER_IMPORTED:
+        return (
+            f"{parts[0]!r} is in the standard library, whose modules are never imported to run "
+            "a job"
+        )
+    return None
+
+
+def _under(module: str, prefixes: Sequence[str]) -> bool:
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
+
+
+def resolve_worker(name: str, *, modules: Sequence[str] | None = None) -> type[Any]:
     """Find the worker class for ``name``: the registry first, then by import.
 
+    A name that is not registered is imported on demand, except from the standard library,
+    from a ``__main__`` module at any depth and from oban itself; with ``modules`` (the
+    ``worker_modules`` setting), only from modules under those prefixes. Whatever an import
+    raises, ``SystemExit`` and ``KeyboardInterrupt`` included, becomes the error raised here:
+    a job's worker name comes from a database row, which must not stop the node.
+
     Raises:
-        WorkerResolutionError: no module, no attribute, or not a worker class.
+        WorkerResolutionError: a refused name, no module, no attribute, an import that
+            raised, or not a worker class.
     """
+    if not isinstance(name, str) or "." not in name:
+        raise WorkerResolutionError(f"cannot resolve worker {name!r}: expected 'module.Name'")
     cls = _registry.get(name)
     if cls is not None:
         return cls
-    if not isinstance(name, str) or "." not in name:
-        raise WorkerResolutionError(f"cannot resolve worker {name!r}: expected 'module.Name'")
-
     parts = name.split(".")
+    if not all(part.isidentifier() for part in parts):
+        raise WorkerResolutionError(
+            f"cannot resolve worker {name!r}: expected a dotted path of Python identifiers"
+        )
+    if parts[0] == "__main__" and modules is None:
+        # The running program's own module: looked up, never imported.
+        return _checked(name, sys.modules.get("__main__"), parts[1:])
+    refusal = refused_module(name)
+    if refusal is None and modules is not None and not _under(name, modules):
+        refusal = (
+            f"it is outside worker_modules ({', '.join(modules) or 'none'}), the only modules "
+            "imported to run jobs"
+        )
+    if refusal is not None:
+        raise WorkerResolutionError(f"cannot resolve worker {name!r}: {refusal}")
+    cls = _imported.get(name)
+    if cls is not None:
+        return cls
+
     module: Any = None
     # The longest importable prefix is the module; the rest is a (possibly nested) qualname.
     for cut in range(len(parts) - 1, 0, -1):
         module_name = ".".join(parts[:cut])
+        if modules is not None and not _under(module_name, modules):
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -131,7 +195,7 @@ def resolve_worker(name: str) -> type[Any]:
                     f"cannot resolve worker {name!r}: importing {module_name!r} failed: {error}"
                 ) from error
             continue
-        except Exception as error:
+        except BaseException as error:  # a module body may raise SystemExit: contain it
             raise WorkerResolutionError(
                 f"cannot resolve worker {name!r}: importing {module_name!r} raised {error!r}"
             ) from error
@@ -144,7 +208,15 @@ def resolve_worker(name: str) -> type[Any]:
     cls = _registry.get(name)
     if cls is not None:
         return cls
+    cls = _checked(name, module, attrs)
+    _imported[name] = cls
+    return cls
 
+
+def _checked(name: str, module: Any, attrs: list[str]) -> type[Any]:
+    """The worker class at ``module.<attrs>``."""
+    if module is None:
+        raise WorkerResolutionError(f"cannot resolve worker {name!r}: no module '__main__'")
     target: Any = module
     for attr in attrs:
         try:
@@ -154,6 +226,11 @@ def resolve_worker(name: str) -> type[Any]:
                 f"cannot resolve worker {name!r}: {module.__name__!r} has no attribute "
                 f"{'.'.join(attrs)!r}"
             ) from None
+        if isinstance(target, ModuleType):
+            # A module another module imported (`myapp.os.X`): the name would reach into it.
+            raise WorkerResolutionError(
+                f"cannot resolve worker {name!r}: {attr!r} of {module.__name__!r} is a module"
+            )
     target = getattr(target, "__oban_worker__", target)
     if not isinstance(target, type):
         raise WorkerResolutionError(
@@ -163,5 +240,4 @@ def resolve_worker(name: str) -> type[Any]:
         raise WorkerResolutionError(
             f"cannot resolve worker {name!r}: the class has no process(job) method"
         )
-    _registry[name] = target
     return target

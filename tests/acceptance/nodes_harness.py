@@ -12,15 +12,11 @@ lines to a ledger file, so an execution leaves evidence even when its process is
   ``finally <id> <pid> <attempt> <unix time>`` from its ``finally`` block in any case.
 
 Import the fixtures (``project``, ``launch_node``, ``nodes``, ``private``) into a test module
-to use them.
+to use them. The nodes are ``tests.processes.Node`` objects.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import sys
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -32,10 +28,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban import Job, Oban, schema
 from oban.oban import _instances
-from tests.helpers import eventually
 from tests.pgserver import PrivateServer
-
-OBAN = [sys.executable, "-m", "oban"]
+from tests.processes import Launcher, Node, until
 
 WORKERS = textwrap.dedent(
     """
@@ -127,43 +121,6 @@ class LaunchNode(Protocol):
 StartNode = Callable[..., Awaitable["Node"]]
 
 
-class Node:
-    """One ``oban start`` process; its output goes to a file (a full pipe would block it)."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, name: str, output: Path) -> None:
-        self.proc = proc
-        self.name = name
-        self.output = output
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace") if self.output.exists() else ""
-
-    def tail(self, lines: int = 40) -> str:
-        return f"--- {self.name} output ---\n" + "\n".join(self.text().splitlines()[-lines:])
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    async def exit_code(self, timeout: float) -> int:
-        """Wait up to ``timeout`` seconds for the process to exit; fail with its output."""
-        try:
-            return await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            raise AssertionError(
-                f"{self.name} still runs {timeout}s later\n{self.tail()}"
-            ) from None
-
-    async def kill(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            await self.proc.wait()
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """The nodes' working directory: the worker module and oban.toml."""
@@ -176,7 +133,7 @@ def project(tmp_path: Path) -> Path:
 async def launch_node(project: Path) -> AsyncIterator[LaunchNode]:
     """``await launch_node("node-1", dsn=..., prefix=...)`` starts a node on any server; all
     are killed at the end."""
-    started: list[Node] = []
+    launcher = Launcher(project)
 
     async def start(
         name: str,
@@ -186,34 +143,13 @@ async def launch_node(project: Path) -> AsyncIterator[LaunchNode]:
         queues: str = "default:1",
         env: Mapping[str, str] | None = None,
     ) -> Node:
-        output = project / f"{name}.out"
-        environ = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
-        with output.open("wb") as sink:
-            proc = await asyncio.create_subprocess_exec(
-                *OBAN,
-                "start",
-                "--dsn",
-                dsn,
-                "--prefix",
-                prefix,
-                "--queues",
-                queues,
-                "--node",
-                name,
-                cwd=project,
-                env=environ,
-                stdout=sink,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        node = Node(proc, name, output)
-        started.append(node)
-        return node
+        args = ["--dsn", dsn, "--prefix", prefix, "--queues", queues, "--node", name]
+        return await launcher.start(name, *args, env=env)
 
     try:
         yield start
     finally:
-        for node in started:
-            await node.kill()
+        await launcher.kill_all()
 
 
 @pytest.fixture
@@ -268,12 +204,8 @@ async def private(private_pg: PrivateServer) -> AsyncIterator[Private]:
         await pool.close()
 
 
-async def _until(check: Any, *nodes: Node, timeout: float = 5.0, message: str) -> Any:
-    """``eventually``, with the nodes' latest output in the failure message."""
-    try:
-        return await eventually(check, timeout=timeout, message=message)
-    except AssertionError as error:
-        raise AssertionError("\n".join([str(error), *(node.tail() for node in nodes)])) from None
+#: ``eventually``, with the nodes' latest output in the failure message.
+_until = until
 
 
 async def _job(client: Oban, job_id: int | None) -> Job:

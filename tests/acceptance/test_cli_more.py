@@ -212,7 +212,7 @@ async def test_start_logs_job_events_as_json_lines(
         "--queues",
         "default:2",
         cwd=tmp_path,
-        env=_env(PYTHONPATH=os.pathsep.join(sys.path)),
+        env=_env(PYTHONPATH=os.pathsep.join(sys.path), OBAN_LOG_ARGS="1"),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -29,13 +29,13 @@ from tests.acceptance import nodes_harness
 from tests.acceptance.nodes_harness import (
     ASYNC_WORKER,
     SYNC_WORKER,
-    Node,
     StartNode,
     _job,
     _log_lines,
     _producer_registered,
     _until,
 )
+from tests.processes import Node
 
 # The harness's fixtures, by assignment (an import would read as unused, then redefined).
 project = nodes_harness.project
@@ -130,6 +130,33 @@ def _explain(*nodes: Node, log: Path | None = None) -> str:
     return "\n".join([*(node.tail() for node in nodes), f"--- ledger ---\n{ledger}"])
 
 
+async def _exit_after_sigterm(node: Node, *, timeout: float) -> tuple[int, float]:
+    """SIGTERM ``node``; its exit code and the seconds it took to exit (at most ``timeout``)."""
+    stop = time.monotonic()
+    node.signal(signal.SIGTERM)
+    code = await node.exit_code(timeout=timeout)
+    return code, time.monotonic() - stop
+
+
+async def _assert_left_executing(client: Oban, job: Job, log: Path, why: str) -> None:
+    """``job``'s process died mid-run: its row is still ``executing`` (attempt 1), left for
+    rescue, and its run never finished."""
+    left = await _job(client, job.id)
+    assert (left.state, left.attempt) == ("executing", 1), (left.state, why)
+    assert _log_lines(log, "done", job.id) == [], why  # the process is gone, its run too
+
+
+def _assert_rescued(done: Job, job: Job, first: Node, second: Node, log: Path) -> None:
+    """``job`` (its row ``done``) started in ``first``, which died, and was rescued and run
+    to its end by ``second`` on attempt 2."""
+    why = _explain(first, second, log=log)
+    assert done.attempt == 2, (job.id, done.attempt, why)
+    assert done.attempted_by[0] == second.name, (job.id, done.attempted_by, why)
+    assert done.meta.get("rescued") == 1, (job.id, done.meta, why)
+    assert _pids(log, "start", job) == [str(first.pid), str(second.pid)], why
+    assert _pids(log, "done", job) == [str(second.pid)], why
+
+
 # ---------------------------------------------------------------------------------------------
 # Shutdown records what finished
 # ---------------------------------------------------------------------------------------------
@@ -148,10 +175,7 @@ async def test_sigterm_waits_past_the_grace_period_for_a_sync_job_and_records_it
 
     job = await client.enqueue(Job(SYNC_WORKER, args={"log": str(log), "sleeps": [sleep]}))
     await _started(log, job, first)
-    stop = time.monotonic()
-    first.signal(signal.SIGTERM)
-    code = await first.exit_code(timeout=2 * grace + 3)
-    elapsed = time.monotonic() - stop
+    code, elapsed = await _exit_after_sigterm(first, timeout=2 * grace + 3)
     print(f"\nsync job past the grace period: exit {code} {elapsed:.2f}s after SIGTERM")
 
     why = _explain(first, log=log)
@@ -195,19 +219,14 @@ async def test_sync_job_past_the_hard_deadline_is_handed_back_and_the_process_ex
     # 6 s on its first attempt (longer than 2 x grace), 0.3 s once rescued.
     job = await client.enqueue(Job(SYNC_WORKER, args={"log": str(log), "sleeps": [6, 0.3]}))
     await _started(log, job, first)
-    stop = time.monotonic()
-    first.signal(signal.SIGTERM)
-    code = await first.exit_code(timeout=2 * grace + 2)
-    elapsed = time.monotonic() - stop
+    code, elapsed = await _exit_after_sigterm(first, timeout=2 * grace + 2)
     print(f"\nsync job past the hard deadline: exit {code} {elapsed:.2f}s after SIGTERM")
 
     why = _explain(first, log=log)
     assert code == 1, why
     # The grace period, then a second one for the thread, then out: well before the job's 6 s.
     assert 2 * grace - 0.1 < elapsed < 2 * grace + 1.5, (elapsed, why)
-    left = await _job(client, job.id)
-    assert (left.state, left.attempt) == ("executing", 1), (left.state, why)
-    assert _log_lines(log, "done", job.id) == [], why  # the process is gone, its run too
+    await _assert_left_executing(client, job, log, why)
     producers = await _producer(sql, "node-1")
     assert len(producers) == 1, (producers, why)
     [(expired, meta)] = producers
@@ -216,12 +235,7 @@ async def test_sync_job_past_the_hard_deadline_is_handed_back_and_the_process_ex
 
     second = await nodes("node-2")
     done = await _completed(client, job, first, second, timeout=15)
-    why = _explain(first, second, log=log)
-    assert done.attempt == 2, why
-    assert done.attempted_by[0] == "node-2", why
-    assert done.meta.get("rescued") == 1, (done.meta, why)
-    assert _pids(log, "start", job) == [str(first.pid), str(second.pid)], why
-    assert _pids(log, "done", job) == [str(second.pid)], why
+    _assert_rescued(done, job, first, second, log)
 
 
 async def test_second_sigterm_exits_at_once_leaving_the_job_for_rescue(
@@ -252,19 +266,12 @@ async def test_second_sigterm_exits_at_once_leaving_the_job_for_rescue(
     assert code == 1, why
     assert elapsed < 2.0, (elapsed, why)  # the grace period is 8 s
     assert "second SIGTERM" in first.text(), why
-    left = await _job(client, job.id)
-    assert (left.state, left.attempt) == ("executing", 1), (left.state, why)
-    assert _log_lines(log, "done", job.id) == [], why
+    await _assert_left_executing(client, job, log, why)
 
     # Its producer row stops heartbeating; after max_age (2 s) the other node rescues the job.
     second = await nodes("node-2")
     done = await _completed(client, job, first, second, timeout=15)
-    why = _explain(first, second, log=log)
-    assert done.attempt == 2, why
-    assert done.attempted_by[0] == "node-2", why
-    assert done.meta.get("rescued") == 1, (done.meta, why)
-    assert _pids(log, "start", job) == [str(first.pid), str(second.pid)], why
-    assert _pids(log, "done", job) == [str(second.pid)], why
+    _assert_rescued(done, job, first, second, log)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,12 +344,7 @@ async def test_replacement_node_rescues_a_killed_nodes_jobs_within_max_age_of_th
     assert rescued_after < bound, (rescued_after, why)
     assert len(reruns) == len(jobs) and reruns[-1] < bound, (reruns, why)
     for job in jobs:
-        done = await _job(client, job.id)
-        assert done.attempt == 2, (job.id, done.attempt, why)
-        assert done.attempted_by[0] == "node-b", (job.id, done.attempted_by, why)
-        assert done.meta.get("rescued") == 1, (job.id, done.meta, why)
-        assert _pids(log, "start", job) == [str(first.pid), str(second.pid)], why
-        assert _pids(log, "done", job) == [str(second.pid)], why
+        _assert_rescued(await _job(client, job.id), job, first, second, log)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,6 +354,25 @@ async def test_replacement_node_rescues_a_killed_nodes_jobs_within_max_age_of_th
 
 def _cancel_errors(found: Job) -> list[dict[str, Any]]:
     return [e for e in found.errors if "cancelled while executing" in json.dumps(e)]
+
+
+async def _cancel_running(client: Oban, job: Job, node: Node, log: Path) -> Job:
+    """Cancel ``job``, running on ``node``; assert its row is cancelled at once, with one
+    "cancelled while executing" error, and return that row."""
+    cancelled = await client.cancel_job(job)
+    assert cancelled == 1, (cancelled, _explain(node, log=log))
+    now = await _job(client, job.id)
+    why = _explain(node, log=log)
+    assert now.state == "cancelled", (now.state, why)
+    assert now.cancelled_at is not None, why
+    assert len(_cancel_errors(now)) == 1, (now.errors, why)
+    return now
+
+
+def _assert_still_cancelled(later: Job, now: Job, why: str) -> None:
+    """``later`` (the row read again) is as cancelling left it (``now``)."""
+    assert later.state == "cancelled", (later.state, why)
+    assert later.errors == now.errors, (later.errors, why)
 
 
 async def test_cancel_from_another_process_stops_running_sync_and_async_jobs(
@@ -366,13 +387,8 @@ async def test_cancel_from_another_process_stops_running_sync_and_async_jobs(
     # A sync job: its thread runs on, the row is cancelled at once and stays cancelled.
     sync_job = await client.enqueue(Job(SYNC_WORKER, args={"log": str(log), "sleeps": [2]}))
     await _started(log, sync_job, node)
-    cancelled = await client.cancel_job(sync_job)
-    assert cancelled == 1, (cancelled, _explain(node, log=log))
-    now = await _job(client, sync_job.id)
+    now = await _cancel_running(client, sync_job, node, log)
     why = _explain(node, log=log)
-    assert now.state == "cancelled", (now.state, why)
-    assert now.cancelled_at is not None, why
-    assert len(_cancel_errors(now)) == 1, (now.errors, why)
     assert _log_lines(log, "done", sync_job.id) == [], why  # cancelled while it ran
 
     returned = await _until(
@@ -384,10 +400,8 @@ async def test_cancel_from_another_process_stops_running_sync_and_async_jobs(
     assert returned[0][-1] == "cancelled=True", _explain(node, log=log)  # it saw job.cancelled()
     # Its ack (a killed one) changes nothing: the row never completes, no second error.
     for _ in range(10):
-        later = await _job(client, sync_job.id)
         why = _explain(node, log=log)
-        assert later.state == "cancelled", (later.state, why)
-        assert later.errors == now.errors, (later.errors, why)
+        _assert_still_cancelled(await _job(client, sync_job.id), now, why)
         await asyncio.sleep(0.1)
     assert _pids(log, "start", sync_job) == [str(node.pid)], why
 
@@ -395,13 +409,7 @@ async def test_cancel_from_another_process_stops_running_sync_and_async_jobs(
     async_job = await client.enqueue(Job(ASYNC_WORKER, args={"log": str(log), "sleeps": [30]}))
     await _started(log, async_job, node)
     stop = time.monotonic()
-    cancelled = await client.cancel_job(async_job)
-    assert cancelled == 1, (cancelled, _explain(node, log=log))
-    now = await _job(client, async_job.id)
-    why = _explain(node, log=log)
-    assert now.state == "cancelled", (now.state, why)
-    assert now.cancelled_at is not None, why
-    assert len(_cancel_errors(now)) == 1, (now.errors, why)
+    now = await _cancel_running(client, async_job, node, log)
     await _until(
         lambda: _log_lines(log, "finally", async_job.id),
         node,
@@ -415,10 +423,8 @@ async def test_cancel_from_another_process_stops_running_sync_and_async_jobs(
     # Its slot (the queue's only one) is free: the next job runs and completes.
     quick = await client.enqueue(Job(SYNC_WORKER, args={"log": str(log), "sleeps": [0]}))
     await _completed(client, quick, node, timeout=5)
-    after = await _job(client, async_job.id)
     why = _explain(node, log=log)
-    assert after.state == "cancelled", (after.state, why)
-    assert after.errors == now.errors, (after.errors, why)
+    _assert_still_cancelled(await _job(client, async_job.id), now, why)
     assert _log_lines(log, "done", async_job.id) == [], why
     assert _pids(log, "start", async_job) == [str(node.pid)], why
 

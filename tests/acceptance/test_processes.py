@@ -10,13 +10,11 @@ execution leaves evidence even when its process is killed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
 import signal
 import sqlite3
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,18 +25,15 @@ from oban import Job, Oban
 from oban.errors import UnknownOptionError
 from oban.oban import _instances
 from tests.acceptance import nodes_harness
-from tests.acceptance.nodes_harness import OBAN, WORKER, Node, _job, _log_lines, _until
+from tests.acceptance.nodes_harness import WORKER, _job, _log_lines, _until
 from tests.helpers import run_command
+from tests.processes import OBAN, Launcher, Node, subprocess_env
 
 project = nodes_harness.project
 
 _STARTED = re.compile(r"process (\d+) \(node (\S+), pid (\d+)\) started")
 
 Supervise = Callable[..., Awaitable[Node]]
-
-
-def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(extra or {})}
 
 
 def _children(supervisor: Node) -> list[tuple[int, str, int]]:
@@ -66,28 +61,18 @@ def _kill(pid: int) -> None:
 async def supervise(project: Path) -> AsyncIterator[Supervise]:
     """``await supervise("--dsn", ..., "--processes", "2")`` starts ``oban start`` with these
     arguments; every supervisor and every child it started is killed at the end."""
-    started: list[Node] = []
+    launcher = Launcher(project)
 
     async def start(*args: str, env: Mapping[str, str] | None = None) -> Node:
-        output = project / f"supervisor-{len(started)}.out"
-        with output.open("wb") as sink:
-            proc = await asyncio.create_subprocess_exec(
-                *OBAN,
-                "start",
-                *args,
-                cwd=project,
-                env=_env(env),
-                stdout=sink,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        node = Node(proc, f"supervisor {len(started)}", output)
-        started.append(node)
-        return node
+        index = len(launcher.nodes)
+        return await launcher.start(
+            f"supervisor {index}", *args, output=f"supervisor-{index}.out", env=env
+        )
 
     try:
         yield start
     finally:
-        for node in started:
+        for node in launcher.nodes:
             await node.kill()
             for _index, _name, pid in _children(node):
                 if _alive(pid):
@@ -120,6 +105,15 @@ async def _both_up(sql: Callable[..., Any], supervisor: Node) -> list[tuple[str,
     return result
 
 
+async def _two_processes(
+    supervise_pg: Supervise, sql: Callable[..., Any], queues: str
+) -> tuple[Node, list[tuple[str, str]]]:
+    """Start ``oban start --queues QUEUES --node sup --processes 2`` on the test's schema; wait
+    until both nodes registered and return the supervisor and their producer rows."""
+    supervisor = await supervise_pg("--queues", queues, "--node", "sup", "--processes", "2")
+    return supervisor, await _both_up(sql, supervisor)
+
+
 async def _completed(client: Oban, job_id: int | None, supervisor: Node, timeout: float) -> Job:
     async def done() -> Job | None:
         found = await _job(client, job_id)
@@ -127,6 +121,15 @@ async def _completed(client: Oban, job_id: int | None, supervisor: Node, timeout
 
     result: Job = await _until(done, supervisor, timeout=timeout, message=f"job {job_id} done")
     return result
+
+
+def _ran_each_once(log: Path, jobs: list[Job]) -> set[int]:
+    """Assert that the ledger shows every job started and done exactly once; return the pids
+    of the processes that ran them."""
+    for job in jobs:
+        assert len(_log_lines(log, "start", job.id)) == 1, log.read_text()
+        assert len(_log_lines(log, "done", job.id)) == 1, log.read_text()
+    return {int(line[2]) for job in jobs for line in _log_lines(log, "done", job.id)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,9 +145,7 @@ async def test_two_processes_run_two_nodes_that_share_the_jobs_and_stop_cleanly(
 ) -> None:
     client = make_oban(name="procs_client")
     log = project / "runs.log"
-    supervisor = await supervise_pg("--queues", "default:2", "--node", "sup", "--processes", "2")
-
-    await _both_up(sql, supervisor)
+    supervisor, _ = await _two_processes(supervise_pg, sql, "default:2")
     children = _children(supervisor)
     assert [(index, node) for index, node, _pid in children] == [(1, "sup-1"), (2, "sup-2")]
     pids = {pid for _index, _node, pid in children}
@@ -160,10 +161,7 @@ async def test_two_processes_run_two_nodes_that_share_the_jobs_and_stop_cleanly(
         return len(rows) == 20 and all(row[0] == "completed" for row in rows)
 
     await _until(all_completed, supervisor, timeout=20, message="every job completed")
-    for job in jobs:  # each exactly once
-        assert len(_log_lines(log, "start", job.id)) == 1, log.read_text()
-        assert len(_log_lines(log, "done", job.id)) == 1, log.read_text()
-    ran_in = {int(line[2]) for job in jobs for line in _log_lines(log, "done", job.id)}
+    ran_in = _ran_each_once(log, jobs)
     assert ran_in == pids, "both nodes run jobs"
     nodes = await sql("SELECT DISTINCT attempted_by[1] FROM oban_jobs ORDER BY 1")
     assert nodes == [("sup-1",), ("sup-2",)]
@@ -184,8 +182,7 @@ async def test_a_killed_child_is_restarted_and_its_job_rescued_and_run_once(
 ) -> None:
     client = make_oban(name="procs_client")
     log = project / "runs.log"
-    supervisor = await supervise_pg("--queues", "default:1", "--node", "sup", "--processes", "2")
-    before = await _both_up(sql, supervisor)
+    supervisor, before = await _two_processes(supervise_pg, sql, "default:1")
 
     jobs = await client.enqueue_many(
         [Job(WORKER, args={"log": str(log), "sleep": 3}) for _ in range(2)]
@@ -239,8 +236,7 @@ async def test_a_second_signal_kills_every_child_at_once(
 ) -> None:
     client = make_oban(name="procs_client")
     log = project / "runs.log"
-    supervisor = await supervise_pg("--queues", "default:1", "--node", "sup", "--processes", "2")
-    await _both_up(sql, supervisor)
+    supervisor, _ = await _two_processes(supervise_pg, sql, "default:1")
     pids = [pid for _index, _node, pid in _children(supervisor)]
     # A sync job longer than the grace period: the graceful stop would wait 2 x 10 s.
     job = await client.enqueue(Job(WORKER, args={"log": str(log), "sleep": 30}))
@@ -266,8 +262,7 @@ async def test_a_second_signal_kills_every_child_at_once(
 async def test_children_stop_when_the_supervisor_is_killed(
     sql: Callable[..., Any], supervise_pg: Supervise
 ) -> None:
-    supervisor = await supervise_pg("--queues", "default:1", "--node", "sup", "--processes", "2")
-    await _both_up(sql, supervisor)
+    supervisor, _ = await _two_processes(supervise_pg, sql, "default:1")
     pids = [pid for _index, _node, pid in _children(supervisor)]
 
     await supervisor.kill()  # SIGKILL: no chance to stop its children
@@ -316,10 +311,7 @@ async def test_two_processes_on_one_sqlite_file(project: Path, supervise: Superv
     finally:
         await client.stop()
         _instances.pop(client.name, None)
-    for job in jobs:
-        assert len(_log_lines(log, "start", job.id)) == 1, log.read_text()
-        assert len(_log_lines(log, "done", job.id)) == 1, log.read_text()
-    assert {int(line[2]) for job in jobs for line in _log_lines(log, "done", job.id)} == pids
+    assert _ran_each_once(log, jobs) == pids
 
     supervisor.signal(signal.SIGTERM)
     assert await supervisor.exit_code(timeout=10) == 0, supervisor.tail()
@@ -336,7 +328,9 @@ async def test_bad_process_counts_are_clear_errors(project: Path) -> None:
     dsn = f"sqlite:///{project / 'jobs.db'}"
 
     async def start(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:
-        return await run_command(*OBAN, "start", "--dsn", dsn, *args, cwd=project, env=_env(env))
+        return await run_command(
+            *OBAN, "start", "--dsn", dsn, *args, cwd=project, env=subprocess_env(env)
+        )
 
     code, out = await start("--processes", "0", "--dry-run")
     assert code == 2, out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
 import sys
@@ -22,9 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import eventually, reap
-
-OBAN = [sys.executable, "-m", "oban"]
+from tests.helpers import reap
+from tests.processes import Launcher, Node, subprocess_env, until
 
 WORKERS = textwrap.dedent(
     """
@@ -83,25 +81,6 @@ ENQUEUER = textwrap.dedent(
 )
 
 
-class Node:
-    """One ``oban start`` process; its output goes to a file (a full pipe would block it)."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, name: str, output: Path) -> None:
-        self.proc = proc
-        self.name = name
-        self.output = output
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace") if self.output.exists() else ""
-
-    def tail(self, lines: int = 40) -> str:
-        return f"--- {self.name} output ---\n" + "\n".join(self.text().splitlines()[-lines:])
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "confb_sqlite_workers.py").write_text(WORKERS)
@@ -109,43 +88,18 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-
-
 @pytest.fixture
 async def nodes(project: Path) -> AsyncIterator[Callable[..., Any]]:
     """``await nodes("node-1", dsn)`` starts an ``oban start`` process; all are killed after."""
-    started: list[Node] = []
+    launcher = Launcher(project)
 
     async def start(name: str, dsn: str) -> Node:
-        output = project / f"{name}.out"
-        with output.open("wb") as sink:
-            proc = await asyncio.create_subprocess_exec(
-                *OBAN,
-                "start",
-                "--dsn",
-                dsn,
-                "--queues",
-                "default:5",
-                "--node",
-                name,
-                cwd=project,
-                env=_env(),
-                stdout=sink,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        node = Node(proc, name, output)
-        started.append(node)
-        return node
+        return await launcher.start(name, "--dsn", dsn, "--queues", "default:5", "--node", name)
 
     try:
         yield start
     finally:
-        for node in started:
-            if node.proc.returncode is None:
-                node.proc.kill()
-                await node.proc.wait()
+        await launcher.kill_all()
 
 
 def _query(db: Path, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
@@ -167,11 +121,8 @@ async def _read(db: Path, query: str, params: tuple[Any, ...] = ()) -> list[Any]
 
 
 async def _until(check: Any, *nodes: Node, timeout: float = 5.0, message: str) -> Any:
-    """``eventually``, with the nodes' latest output in the failure message."""
-    try:
-        return await eventually(check, timeout=timeout, interval=0.05, message=message)
-    except AssertionError as error:
-        raise AssertionError("\n".join([str(error), *(node.tail() for node in nodes)])) from None
+    """``until``, polling every 50 ms."""
+    return await until(check, *nodes, timeout=timeout, interval=0.05, message=message)
 
 
 async def _enqueue(project: Path, dsn: str, log: Path, mode: str) -> list[int]:
@@ -182,7 +133,7 @@ async def _enqueue(project: Path, dsn: str, log: Path, mode: str) -> list[int]:
         str(log),
         mode,
         cwd=project,
-        env=_env(),
+        env=subprocess_env(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

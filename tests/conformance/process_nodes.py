@@ -25,9 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import sqlite3
-import sys
 import textwrap
 import time
 import uuid
@@ -45,8 +43,7 @@ from oban import Job, Oban, schema
 from oban._producer import QueueInfo
 from oban.oban import _instances
 from tests.helpers import eventually, stop_all
-
-OBAN = [sys.executable, "-m", "oban"]
+from tests.processes import Node, kill_all
 
 MODULE = "xproc_workers"
 ASYNC_WORKER = f"{MODULE}.XprocSleep"
@@ -175,31 +172,15 @@ def with_node_output(
     return run
 
 
-class Node:
-    """One ``oban start`` process; its output goes to a file (a full pipe would block it)."""
+class XprocNode(Node):
+    """A node of :class:`Cluster`: its output, in a failure message, with its pid and status."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, name: str, output: Path) -> None:
-        self.proc = proc
-        self.name = name
-        self.output = output
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace") if self.output.exists() else ""
+    kill_timeout = 10.0
 
     def tail(self, lines: int = 60) -> str:
         status = "running" if self.proc.returncode is None else f"exited {self.proc.returncode}"
         shown = "\n".join(self.text().splitlines()[-lines:])
         return f"--- {self.name} (pid {self.pid}, {status}) {OUTPUT_MARK} ---\n{shown}"
-
-    async def kill(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            await asyncio.wait_for(self.proc.wait(), 10)
 
 
 @dataclass
@@ -223,7 +204,7 @@ class Cluster:
     project: Path
     client: Oban
     pool: AsyncConnectionPool[Any] | None
-    nodes: list[Node] = field(default_factory=list)
+    nodes: list[XprocNode] = field(default_factory=list)
 
     @property
     def ledger(self) -> Path:
@@ -237,34 +218,29 @@ class Cluster:
 
     async def launch(
         self, name: str, queues: str, *, ready: bool = True, slow_election: bool = False
-    ) -> Node:
+    ) -> XprocNode:
         """Start ``oban start --node name --queues queues`` and wait until every one of its
         queues has a producer row and, with ``ready``, until its start finished (it logged
         "running queues"). ``slow_election``: its first leader election takes 1 s longer, as
         on a busy database, which widens the time between its producer rows appearing and
         the end of its start."""
-        output = self.project / f"{name}.out"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        args = [*OBAN, "start", "--dsn", self.dsn, "--queues", queues, "--node", name]
+        args = ["--dsn", self.dsn, "--queues", queues, "--node", name]
         if self.prefix is not None:
             args += ["--prefix", self.prefix]
         if slow_election:
             args += ["--cron-modules", SLOW_ELECTION_MODULE]
-        with output.open("wb") as sink:
-            proc = await asyncio.create_subprocess_exec(
-                *args,
-                cwd=self.project,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=sink,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        node = Node(proc, name, output)
+        node = await XprocNode.start(
+            name,
+            *args,
+            cwd=self.project,
+            output=self.project / f"{name}.out",
+            stdin=asyncio.subprocess.DEVNULL,
+        )
         self.nodes.append(node)
         wanted = sorted(part.split(":")[0].strip() for part in queues.split(","))
 
         async def registered() -> bool:
-            if proc.returncode is not None:
+            if node.proc.returncode is not None:
                 raise AssertionError(f"{name} exited early\n{self.tails()}")
             return await self.producer_queues(name) == wanted
 
@@ -425,15 +401,10 @@ async def cluster(
         stack.callback(_instances.pop, client.name, None)
         stack.push_async_callback(stop_all, [client], timeout=15)
         cluster = Cluster(engine, dsn, prefix, tmp_path, client, pool)
-        stack.push_async_callback(_kill_all, cluster.nodes)
+        stack.push_async_callback(kill_all, cluster.nodes)
         # The client installs the SQLite schema before any node opens the file.
         await client.queues()
         yield cluster
-
-
-async def _kill_all(nodes: list[Node]) -> None:
-    for node in nodes:
-        await node.kill()
 
 
 async def _drop_schema(pool: AsyncConnectionPool[Any], prefix: str) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -147,6 +147,12 @@ def _job_events(events: Events, name: str, job_id: int | None) -> list[dict[str,
     return [e for e in events(name) if e["job"].id == job_id]
 
 
+def _assert_stopped_as_cancelled(events: Events, job_id: int | None) -> None:
+    """The job's one ``oban.job.stop`` event reports it ``cancelled``; no exception event."""
+    assert [e["state"] for e in _job_events(events, "oban.job.stop", job_id)] == ["cancelled"]
+    assert _job_events(events, "oban.job.exception", job_id) == []
+
+
 async def _runner(make_oban: Callable[..., Oban], **options: Any) -> Oban:
     options.setdefault("queues", {"confc": 3, "confc_one": 1})
     options.setdefault("notifier", {"poll_interval": 0.1})
@@ -160,6 +166,28 @@ async def _paused_runner(make_oban: Callable[..., Oban]) -> Oban:
     test wraps ``fetch_jobs``; the test resumes it."""
     queues = {"confc": 3, "confc_one": {"limit": 1, "paused": True}}
     return await _runner(make_oban, queues=queues, shutdown_grace_period=0.2)
+
+
+async def _sleeper_claimed_with(
+    oban: Oban, on_claim: Callable[[list[Job]], Awaitable[None]]
+) -> Job:
+    """Enqueue a ``ConfCAsyncSleeper`` in ``oban``'s paused ``confc_one`` queue and resume it,
+    with ``oban``'s fetch wrapped: once a fetch has claimed ``ConfCAsyncSleeper`` jobs,
+    ``on_claim(claimed)`` runs before the fetch returns them. Returns the enqueued job."""
+    engine = oban._engine
+    real_fetch = engine.fetch_jobs
+
+    async def fetch_then(*args: Any, **kwargs: Any) -> Any:
+        jobs = await real_fetch(*args, **kwargs)
+        claimed = [job for job in jobs if job.worker.endswith("ConfCAsyncSleeper")]
+        if claimed:
+            await on_claim(claimed)
+        return jobs
+
+    engine.fetch_jobs = fetch_then  # type: ignore[method-assign]
+    job = await oban.enqueue(ConfCAsyncSleeper.new({}, queue="confc_one"))
+    await oban.resume_queue("confc_one")
+    return job
 
 
 async def _job(oban: Oban, job_id: int | None) -> Job:
@@ -243,8 +271,7 @@ async def test_cancel_stops_a_running_async_job_at_once_running_its_finally(
     await _settled(oban, "confc")
     assert not _seen("completed", job.id)
     _assert_cancelled_while_executing(await _job(oban, job.id))
-    assert [e["state"] for e in _job_events(events, "oban.job.stop", job.id)] == ["cancelled"]
-    assert _job_events(events, "oban.job.exception", job.id) == []
+    _assert_stopped_as_cancelled(events, job.id)
     _no_stale_ack_warning(caplog)
 
 
@@ -309,8 +336,7 @@ async def test_sync_job_ignoring_the_cancel_ends_cancelled_and_holds_its_slot_un
     assert _when("ran", second.id) > _when("returned cancelled=True", first.id)
     await _settled(oban, "confc_one")
     _assert_cancelled_while_executing(await _job(oban, first.id))
-    assert [e["state"] for e in _job_events(events, "oban.job.stop", first.id)] == ["cancelled"]
-    assert _job_events(events, "oban.job.exception", first.id) == []
+    _assert_stopped_as_cancelled(events, first.id)
     _no_stale_ack_warning(caplog)
 
 
@@ -333,8 +359,7 @@ async def test_sync_job_polling_cancelled_returns_early_and_ends_cancelled_whate
     # Whatever it returned (a Cancel reason included), the canceller's record stands.
     _assert_cancelled_while_executing(await _job(oban, job.id))
     assert not _seen("gave up waiting", job.id)
-    assert [e["state"] for e in _job_events(events, "oban.job.stop", job.id)] == ["cancelled"]
-    assert _job_events(events, "oban.job.exception", job.id) == []
+    _assert_stopped_as_cancelled(events, job.id)
     _no_stale_ack_warning(caplog)
 
 
@@ -451,28 +476,21 @@ async def test_pkill_handled_before_the_job_task_first_runs_still_frees_its_queu
 ) -> None:
     oban = await _paused_runner(make_oban)
     loop = asyncio.get_running_loop()
-    engine = oban._engine
-    real_fetch = engine.fetch_jobs
 
-    async def fetch_then_cancel(*args: Any, **kwargs: Any) -> Any:
-        jobs = await real_fetch(*args, **kwargs)
-        for job in jobs:
-            if job.worker.endswith("ConfCAsyncSleeper"):
-                # What Elixir's cancel_job does (row cancelled, then pkill), landing just as
-                # this node claimed the job: the pkill is handled before the job's task first
-                # runs (it is already queued when the producer creates that task).
-                await sql(
-                    oban,
-                    "UPDATE oban_jobs SET state = 'cancelled', cancelled_at = %s WHERE id = %s",
-                    (datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], job.id),
-                )
-                message = {"action": "pkill", "job_id": job.id, "ident": "any"}
-                loop.call_soon(oban._on_signal, message)
-        return jobs
+    async def cancel(claimed: list[Job]) -> None:
+        for job in claimed:
+            # What Elixir's cancel_job does (row cancelled, then pkill), landing just as this
+            # node claimed the job: the pkill is handled before the job's task first runs (it
+            # is already queued when the producer creates that task).
+            await sql(
+                oban,
+                "UPDATE oban_jobs SET state = 'cancelled', cancelled_at = %s WHERE id = %s",
+                (datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], job.id),
+            )
+            message = {"action": "pkill", "job_id": job.id, "ident": "any"}
+            loop.call_soon(oban._on_signal, message)
 
-    engine.fetch_jobs = fetch_then_cancel  # type: ignore[method-assign]
-    job = await oban.enqueue(ConfCAsyncSleeper.new({}, queue="confc_one"))
-    await oban.resume_queue("confc_one")
+    job = await _sleeper_claimed_with(oban, cancel)
     await eventually(lambda: _state_is(oban, job.id, "cancelled"), message="job cancelled")
 
     await eventually(
@@ -491,20 +509,13 @@ async def test_bare_pkill_handled_before_the_job_task_first_runs_still_records_t
     # does for a bare pkill to a job already running (test_execution_conformance).
     oban = await _paused_runner(make_oban)
     loop = asyncio.get_running_loop()
-    engine = oban._engine
-    real_fetch = engine.fetch_jobs
 
-    async def fetch_then_pkill(*args: Any, **kwargs: Any) -> Any:
-        jobs = await real_fetch(*args, **kwargs)
-        for job in jobs:
-            if job.worker.endswith("ConfCAsyncSleeper"):
-                message = {"action": "pkill", "job_id": job.id, "ident": "any"}
-                loop.call_soon(oban._on_signal, message)
-        return jobs
+    async def pkill(claimed: list[Job]) -> None:
+        for job in claimed:
+            message = {"action": "pkill", "job_id": job.id, "ident": "any"}
+            loop.call_soon(oban._on_signal, message)
 
-    engine.fetch_jobs = fetch_then_pkill  # type: ignore[method-assign]
-    job = await oban.enqueue(ConfCAsyncSleeper.new({}, queue="confc_one"))
-    await oban.resume_queue("confc_one")
+    job = await _sleeper_claimed_with(oban, pkill)
 
     done = await eventually(
         lambda: _state_is(oban, job.id, "cancelled"), timeout=2, message="the cancel recorded"
@@ -524,20 +535,12 @@ async def test_cancel_landing_while_the_claiming_fetch_returns_still_stops_the_j
     # of that fetch and finds no running job here. The job must not run on regardless.
     caplog.set_level(logging.INFO)
     oban = await _paused_runner(make_oban)
-    engine = oban._engine
-    real_fetch = engine.fetch_jobs
 
-    async def fetch_then_cancel(*args: Any, **kwargs: Any) -> Any:
-        jobs = await real_fetch(*args, **kwargs)
-        claimed = [job for job in jobs if job.worker.endswith("ConfCAsyncSleeper")]
-        if claimed:
-            assert await oban.cancel_many_jobs(claimed) == len(claimed)
-            await asyncio.sleep(0.1)  # the fetch result is slower than the pkill (NOTIFY)
-        return jobs
+    async def cancel(claimed: list[Job]) -> None:
+        assert await oban.cancel_many_jobs(claimed) == len(claimed)
+        await asyncio.sleep(0.1)  # the fetch result is slower than the pkill (NOTIFY)
 
-    engine.fetch_jobs = fetch_then_cancel  # type: ignore[method-assign]
-    job = await oban.enqueue(ConfCAsyncSleeper.new({}, queue="confc_one"))
-    await oban.resume_queue("confc_one")
+    job = await _sleeper_claimed_with(oban, cancel)
     await eventually(lambda: _state_is(oban, job.id, "cancelled"), message="job cancelled")
 
     # Stopped, or never started: it does not sleep on for 5 s holding its slot.

@@ -17,10 +17,12 @@ from __future__ import annotations
 import base64
 import gzip
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from oban import Job
+from oban._producer import QueueInfo
 from tests.conformance import process_nodes
 from tests.conformance.process_nodes import (
     ASYNC_WORKER,
@@ -30,6 +32,7 @@ from tests.conformance.process_nodes import (
     SYNC_WORKER,
     Cluster,
     Entry,
+    XprocNode,
     with_node_output,
 )
 
@@ -51,6 +54,73 @@ def _max_overlap(entries: list[Entry]) -> int:
     return peak
 
 
+def _reports(
+    cluster: Cluster, test: Callable[[QueueInfo], bool], queue: str = "default"
+) -> Callable[[], Awaitable[bool]]:
+    """A check for :meth:`Cluster.until` and :meth:`Cluster.timed`: whether ``queues()``
+    lists node-1's ``queue`` and ``test`` holds for what it reports."""
+
+    async def check() -> bool:
+        info = await cluster.remote("node-1", queue)
+        return info is not None and test(info)
+
+    return check
+
+
+async def _completed(cluster: Cluster, job_id: int | None) -> bool:
+    return await cluster.state(job_id) == "completed"
+
+
+async def _pause_and_wait(cluster: Cluster, message: str) -> None:
+    """Pause ``default`` through the client; wait until ``queues()`` reports node-1's paused
+    (timed: see :meth:`Cluster.timed`)."""
+    since = time.monotonic()
+    await cluster.client.pause_queue("default")
+    await cluster.timed(_reports(cluster, lambda info: info.paused), since=since, message=message)
+
+
+async def _resume_and_wait(cluster: Cluster, job: Job, message: str) -> None:
+    """Resume ``default`` through the client; wait until ``job`` completed (timed)."""
+    since = time.monotonic()
+    await cluster.client.resume_queue("default")
+    await cluster.timed(lambda: _completed(cluster, job.id), since=since, message=message)
+
+
+async def _untouched(cluster: Cluster, job_id: int | None) -> bool:
+    """The job is still available and no node started it."""
+    return await cluster.state(job_id) == "available" and not cluster.entries(job_id=job_id)
+
+
+async def _running_on_node_1(
+    cluster: Cluster, worker: str, *, sleep: float
+) -> tuple[XprocNode, Job]:
+    """Start node-1 (``default:1``) and a ``worker`` job that sleeps ``sleep`` seconds there;
+    return both once the job started."""
+    node = await cluster.launch("node-1", "default:1")
+    job = await cluster.client.enqueue(Job(worker, args=cluster.job_args(sleep=sleep)))
+    await cluster.until(
+        lambda: cluster.entries("start", job.id), timeout=5, message="the job started on node-1"
+    )
+    return node, job
+
+
+async def _cancel(cluster: Cluster, job: Job) -> Job:
+    """Cancel ``job`` through the client; assert its row is cancelled at once and return it."""
+    assert await cluster.client.cancel_job(job) == 1
+    row = await cluster.job(job.id)
+    assert row.state == "cancelled" and row.cancelled_at is not None, row
+    return row
+
+
+async def _next_job_runs(cluster: Cluster) -> Job:
+    """Enqueue a quick job and wait until node-1 completed it (its slot is free)."""
+    after = await cluster.client.enqueue(Job(ASYNC_WORKER, args=cluster.job_args()))
+    await cluster.until(
+        lambda: _completed(cluster, after.id), timeout=5, message="node-1 ran the next job"
+    )
+    return after
+
+
 # ---------------------------------------------------------------------------------------------
 # Queue control
 # ---------------------------------------------------------------------------------------------
@@ -63,37 +133,23 @@ async def test_pause_queue_stops_the_other_process_fetching_and_resume_runs_its_
     node = await cluster.launch("node-1", "default:2")
     client = cluster.client
 
-    since = time.monotonic()
-    await client.pause_queue("default")
-
-    async def paused() -> bool:
-        info = await cluster.remote("node-1", "default")
-        return info is not None and info.paused
-
-    await cluster.timed(paused, since=since, message="pause: queues() reports node-1 paused")
+    await _pause_and_wait(cluster, "pause: queues() reports node-1 paused")
 
     # Enqueued after the node reported the pause: it must not be fetched.
     job = await client.enqueue(Job(ASYNC_WORKER, args=cluster.job_args()))
 
-    async def untouched() -> bool:
-        return await cluster.state(job.id) == "available" and not cluster.entries(job_id=job.id)
+    await cluster.holds(
+        lambda: _untouched(cluster, job.id),
+        seconds=2.5,
+        message=f"job {job.id} waits on the paused queue",
+    )
 
-    await cluster.holds(untouched, seconds=2.5, message=f"job {job.id} waits on the paused queue")
-
-    since = time.monotonic()
-    await client.resume_queue("default")
-
-    async def completed() -> bool:
-        return await cluster.state(job.id) == "completed"
-
-    await cluster.timed(completed, since=since, message="resume: node-1 ran the waiting job")
+    await _resume_and_wait(cluster, job, "resume: node-1 ran the waiting job")
     assert [entry.pid for entry in cluster.entries("start", job.id)] == [node.pid]
 
-    async def resumed() -> bool:
-        info = await cluster.remote("node-1", "default")
-        return info is not None and not info.paused
-
-    await cluster.until(resumed, message="queues() reports node-1 resumed")
+    await cluster.until(
+        _reports(cluster, lambda info: not info.paused), message="queues() reports node-1 resumed"
+    )
 
 
 @with_node_output
@@ -112,12 +168,8 @@ async def test_a_signal_sent_once_the_other_process_lists_its_queues_is_obeyed(
     # The premise: the signal went out while the node was still starting.
     assert f"node {node.name} running queues" not in node.text(), node.tail()
 
-    async def scaled() -> bool:
-        info = await cluster.remote("node-1", "default")
-        return info is not None and info.limit == 3
-
     await cluster.timed(
-        scaled,
+        _reports(cluster, lambda info: info.limit == 3),
         since=since,
         timeout=BOUND + 1.0,
         message="scale sent as node-1 came up: queues() reports limit 3",
@@ -136,22 +188,22 @@ async def test_scale_queue_reaches_the_other_process_and_it_runs_that_many_jobs_
     since = time.monotonic()
     await client.scale_queue(queue="default", limit=3)
 
-    async def scaled() -> bool:
-        info = await cluster.remote("node-1", "default")
-        return info is not None and info.limit == 3
-
-    await cluster.timed(scaled, since=since, message="scale: queues() reports node-1 limit 3")
+    await cluster.timed(
+        _reports(cluster, lambda info: info.limit == 3),
+        since=since,
+        message="scale: queues() reports node-1 limit 3",
+    )
 
     jobs = await client.enqueue_many(
         [Job(ASYNC_WORKER, args=cluster.job_args(sleep=1.5, n=n)) for n in range(4)]
     )
     ids = sorted(job.id for job in jobs if job.id is not None)
 
-    async def three_running() -> bool:
-        info = await cluster.remote("node-1", "default")
-        return info is not None and len(info.running) == 3
-
-    await cluster.until(three_running, timeout=5, message="queues() shows 3 jobs running")
+    await cluster.until(
+        _reports(cluster, lambda info: len(info.running) == 3),
+        timeout=5,
+        message="queues() shows 3 jobs running",
+    )
 
     async def all_completed() -> bool:
         return all([await cluster.state(job_id) == "completed" for job_id in ids])
@@ -183,10 +235,11 @@ async def test_stop_queue_and_start_queue_for_a_node_in_another_process(cluster:
 
     job = await client.enqueue(Job(ASYNC_WORKER, args=cluster.job_args(), queue="extra"))
 
-    async def untouched() -> bool:
-        return await cluster.state(job.id) == "available" and not cluster.entries(job_id=job.id)
-
-    await cluster.holds(untouched, seconds=2.0, message=f"job {job.id} waits, extra is stopped")
+    await cluster.holds(
+        lambda: _untouched(cluster, job.id),
+        seconds=2.0,
+        message=f"job {job.id} waits, extra is stopped",
+    )
 
     since = time.monotonic()
     await client.start_queue(queue="extra", limit=2, node="node-1")
@@ -196,10 +249,9 @@ async def test_stop_queue_and_start_queue_for_a_node_in_another_process(cluster:
 
     await cluster.timed(started, since=since, message="start: node-1's extra producer row back")
 
-    async def completed() -> bool:
-        return await cluster.state(job.id) == "completed"
-
-    await cluster.timed(completed, since=since, message="start: node-1 ran the extra job")
+    await cluster.timed(
+        lambda: _completed(cluster, job.id), since=since, message="start: node-1 ran the extra job"
+    )
     assert [entry.pid for entry in cluster.entries("start", job.id)] == [node.pid]
     extra = await cluster.remote("node-1", "extra")
     assert extra is not None and extra.limit == 2 and not extra.paused, extra
@@ -214,17 +266,10 @@ async def test_stop_queue_and_start_queue_for_a_node_in_another_process(cluster:
 async def test_cancel_job_stops_an_async_job_running_in_the_other_process(
     cluster: Cluster,
 ) -> None:
-    node = await cluster.launch("node-1", "default:1")
-    client = cluster.client
-    job = await client.enqueue(Job(ASYNC_WORKER, args=cluster.job_args(sleep=30)))
-    await cluster.until(
-        lambda: cluster.entries("start", job.id), timeout=5, message="the job started on node-1"
-    )
+    node, job = await _running_on_node_1(cluster, ASYNC_WORKER, sleep=30)
 
     since = time.monotonic()
-    assert await client.cancel_job(job) == 1
-    row = await cluster.job(job.id)
-    assert row.state == "cancelled" and row.cancelled_at is not None, row
+    row = await _cancel(cluster, job)
     assert row.errors and row.errors[-1]["error"] == "cancelled while executing", row.errors
 
     await cluster.timed(
@@ -237,12 +282,7 @@ async def test_cancel_job_stops_an_async_job_running_in_the_other_process(
     assert "was cancelled while running: stopping it" in node.text(), node.tail()
 
     # Its slot is free there (limit 1), and the row stays cancelled.
-    after = await client.enqueue(Job(ASYNC_WORKER, args=cluster.job_args()))
-
-    async def next_completed() -> bool:
-        return await cluster.state(after.id) == "completed"
-
-    await cluster.until(next_completed, timeout=5, message="node-1 ran the next job")
+    await _next_job_runs(cluster)
     assert await cluster.state(job.id) == "cancelled"
     assert cluster.entries("done", job.id) == []
 
@@ -251,17 +291,10 @@ async def test_cancel_job_stops_an_async_job_running_in_the_other_process(
 async def test_cancel_job_of_a_sync_job_in_the_other_process_discards_its_result(
     cluster: Cluster,
 ) -> None:
-    node = await cluster.launch("node-1", "default:1")
-    client = cluster.client
-    job = await client.enqueue(Job(SYNC_WORKER, args=cluster.job_args(sleep=3.0)))
-    await cluster.until(
-        lambda: cluster.entries("start", job.id), timeout=5, message="the job started on node-1"
-    )
+    node, job = await _running_on_node_1(cluster, SYNC_WORKER, sleep=3.0)
 
     sent_at = time.time()
-    assert await client.cancel_job(job) == 1
-    row = await cluster.job(job.id)
-    assert row.state == "cancelled" and row.cancelled_at is not None, row
+    await _cancel(cluster, job)
 
     # The thread cannot be interrupted: it sees job.cancelled() turn true, keeps sleeping and
     # returns normally.
@@ -279,12 +312,7 @@ async def test_cancel_job_of_a_sync_job_in_the_other_process_discards_its_result
 
     # Once the slot is free again (limit 1: the next job runs after the thread's result was
     # handled), the row is still cancelled: the result was discarded.
-    after = await client.enqueue(Job(ASYNC_WORKER, args=cluster.job_args()))
-
-    async def next_completed() -> bool:
-        return await cluster.state(after.id) == "completed"
-
-    await cluster.until(next_completed, timeout=5, message="node-1 ran the next job")
+    after = await _next_job_runs(cluster)
     row = await cluster.job(job.id)
     assert row.state == "cancelled" and row.completed_at is None, row
     assert [entry.pid for entry in cluster.entries("start", after.id)] == [node.pid]
@@ -310,11 +338,11 @@ async def test_queues_lists_the_other_process_queues_and_drops_a_killed_node(
     )
     ids = sorted(job.id for job in jobs if job.id is not None)
 
-    async def both_running() -> bool:
-        info = await cluster.remote("node-1", "default")
-        return info is not None and sorted(info.running) == ids
-
-    await cluster.timed(both_running, since=since, message="queues() shows node-1 running both")
+    await cluster.timed(
+        _reports(cluster, lambda info: sorted(info.running) == ids),
+        since=since,
+        message="queues() shows node-1 running both",
+    )
     await cluster.until(
         lambda: len(cluster.entries("start")) == 2, message="both jobs started on node-1"
     )
@@ -418,26 +446,13 @@ async def test_hostile_signals_do_not_stop_the_other_process_from_obeying_the_ne
             "VALUES ('signal', X'FF00FE', 'evil')"
         )
 
-    since = time.monotonic()
-    await client.pause_queue("default")
-
-    async def paused() -> bool:
-        info = await cluster.remote("node-1", "default")
-        return info is not None and info.paused
-
-    await cluster.timed(paused, since=since, message="pause after hostile signals: node-1 paused")
+    await _pause_and_wait(cluster, "pause after hostile signals: node-1 paused")
     info = await cluster.remote("node-1", "default")
     assert info is not None and info.limit == 1, f"a hostile signal changed the queue: {info}"
     assert await cluster.producer_queues("node-1") == ["default"], "a hostile start/stop acted"
 
     job = await client.enqueue(Job(ASYNC_WORKER, args=cluster.job_args()))
-    since = time.monotonic()
-    await client.resume_queue("default")
-
-    async def completed() -> bool:
-        return await cluster.state(job.id) == "completed"
-
-    await cluster.timed(completed, since=since, message="resume after hostile signals: job ran")
+    await _resume_and_wait(cluster, job, "resume after hostile signals: job ran")
     assert node.proc.returncode is None, node.tail()
     output = node.text()
     assert "ignoring" in output, node.tail()
@@ -463,14 +478,7 @@ async def test_signals_with_wrongly_typed_fields_are_rejected_with_a_warning_not
     node = await cluster.launch("node-1", "default:1")
     await _send_raw(cluster, "signal", _WRONG_TYPES)
     # Delivered after them: once the node acted on it, it handled every one of them.
-    since = time.monotonic()
-    await cluster.client.pause_queue("default")
-
-    async def paused() -> bool:
-        info = await cluster.remote("node-1", "default")
-        return info is not None and info.paused
-
-    await cluster.timed(paused, since=since, message="pause after wrongly typed signals")
+    await _pause_and_wait(cluster, "pause after wrongly typed signals")
     info = await cluster.remote("node-1", "default")
     assert info is not None and info.limit == 1, info
     assert await cluster.producer_queues("node-1") == ["default"]

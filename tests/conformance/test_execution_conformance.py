@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from oban import Cancel, Job, Oban, Record, Snooze, current_job, worker
-from oban._notifier import encode_payload
 from oban._recorded import decode_recorded
+from oban._wire import encode_payload
 from oban.oban import QueueInfo
 from tests.helpers import eventually
 

@@ -23,7 +23,7 @@ from oban._engines.sqlite import (
     format_timestamp,
     parse_timestamp,
 )
-from oban._notifier import encode_payload
+from oban._wire import encode_payload
 from oban.errors import DatabaseUnavailableError, SchemaNotInstalledError
 from oban.job import Job, JobState
 from tests.helpers import eventually, reap

@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql as psql
 
 from oban import Job, Oban, worker
-from oban._notifier import decode_payload
+from oban._wire import decode_payload
 from tests.helpers import eventually
 
 RELEASE = asyncio.Event()

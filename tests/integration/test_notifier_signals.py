@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
-from oban import Cancel, Job, Oban, worker
-from oban._notifier import MAX_DECODED_BYTES, encode_payload
+from oban import Cancel, Job, Oban, telemetry, worker
+from oban._wire import MAX_DECODED_BYTES, encode_payload
 from tests.helpers import eventually
 
 STARTED: set[int] = set()
@@ -210,6 +210,10 @@ async def test_bad_signals_are_dropped_and_the_listener_goes_on(
 ) -> None:
     oban = await _node(make_oban)
     bomb = gzip.compress(b'{"a":"' + b"0" * (5 * MAX_DECODED_BYTES) + b'"}', compresslevel=9)
+    dropped: list[str] = []
+    telemetry.attach(
+        "test-dropped", ["oban.notifier.dropped"], lambda _e, meta: dropped.append(meta["reason"])
+    )
     with caplog.at_level(logging.WARNING):
         for payload in [
             "Z:" + base64.b64encode(bomb).decode(),
@@ -229,7 +233,10 @@ async def test_bad_signals_are_dropped_and_the_listener_goes_on(
         await eventually(lambda: _info(oban, "sig").limit == 5, timeout=2, message="scaled")
     assert oban.notifier_status == "listening"
     assert not _info(oban, "sig").paused
+    telemetry.detach("test-dropped")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert sum("undecodable notification" in w for w in warnings) == 4
+    # Each undecodable payload is counted; the warnings about them are rate-limited (one here).
+    assert len(dropped) == 4 and all(reason.startswith("undecodable") for reason in dropped)
+    assert any("inflates beyond" in reason for reason in dropped)
+    assert sum("dropped notifications" in w for w in warnings) == 1
     assert sum("ignoring a signal" in w for w in warnings) == 6
-    assert any("inflates beyond" in w for w in warnings)

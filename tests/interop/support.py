@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban import Oban
 from tests.helpers import eventually
-from tests.interop.elixir import ElixirNode
+from tests.interop.elixir import Database, ElixirNode, Kit
 
 FINAL_STATES = ("completed", "discarded", "cancelled")
 
@@ -201,6 +201,29 @@ def elixir_leader_spans(node: ElixirNode) -> list[tuple[datetime, datetime]]:
     if start is not None:
         spans.append((start, _FOREVER))
     return spans
+
+
+def peer_node(
+    kit: Kit,
+    queues: str,
+    *,
+    database: Database,
+    name: str,
+    log: Path,
+    stop_file: Path,
+    env: Mapping[str, str] | None = None,
+) -> contextlib.AbstractAsyncContextManager[ElixirNode]:
+    """A ``peer_node.exs`` Elixir node for the block (see :meth:`Kit.node`): it prints timed
+    lines (:func:`peer_lines`) and stops its Oban gracefully once ``stop_file`` exists
+    (:func:`stop_gracefully`); ``env`` adds environment variables."""
+    return kit.node(
+        queues,
+        database=database,
+        env={"STOP_FILE": str(stop_file), **(env or {})},
+        log=log,
+        name=name,
+        script="peer_node.exs",
+    )
 
 
 async def stop_gracefully(node: ElixirNode, stop_file: Path, *, timeout: float) -> None:

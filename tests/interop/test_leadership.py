@@ -31,6 +31,7 @@ from tests.interop.support import (
     elixir_leader_spans,
     overlapping,
     peer_events,
+    peer_node,
     query,
     stop_gracefully,
     utc_now,
@@ -71,13 +72,13 @@ def check_one_leader_at_a_time(sampler: LeaderSampler, *nodes: ElixirNode) -> No
 def elixir_node(
     kit: Kit, database: Database, node_log: Callable[[str], Path], tmp_path: Path
 ) -> contextlib.AbstractAsyncContextManager[ElixirNode]:
-    return kit.node(
+    return peer_node(
+        kit,
         "lead:2",
         database=database,
-        env={"STOP_FILE": str(tmp_path / f"{ELIXIR_NODE}.stop")},
-        log=node_log(ELIXIR_NODE),
         name=ELIXIR_NODE,
-        script="peer_node.exs",
+        log=node_log(ELIXIR_NODE),
+        stop_file=tmp_path / f"{ELIXIR_NODE}.stop",
     )
 
 

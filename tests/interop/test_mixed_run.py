@@ -43,6 +43,7 @@ from tests.interop.support import (
     elixir_leader_spans,
     overlapping,
     peer_events,
+    peer_node,
     query,
     read_ledger,
     stop_gracefully,
@@ -187,16 +188,14 @@ async def test_a_mixed_cluster_runs_every_job_once_across_two_handovers(
 
     async def elixir_node(stack: contextlib.AsyncExitStack, name: str) -> ElixirNode:
         node = await stack.enter_async_context(
-            elixir_kit.node(
+            peer_node(
+                elixir_kit,
                 ELIXIR_QUEUES,
                 database=database,
-                env={
-                    "STOP_FILE": str(tmp_path / f"{name}.stop"),
-                    "PLUGIN_INTERVAL_MS": str(int(PLUGIN_INTERVAL * 1000)),
-                },
-                log=node_log(name),
                 name=name,
-                script="peer_node.exs",
+                log=node_log(name),
+                stop_file=tmp_path / f"{name}.stop",
+                env={"PLUGIN_INTERVAL_MS": str(int(PLUGIN_INTERVAL * 1000))},
             )
         )
         nodes[name] = node

@@ -920,8 +920,10 @@ def test_unsupported_dsn_is_rejected_with_its_password_masked() -> None:
 
 
 def test_unsupported_dsn_from_the_environment_names_the_variable(in_tmp: Path) -> None:
-    with pytest.raises(ValueError, match="OBAN_DSN: 'redis://x' is not valid"):
-        Config.load(env={"OBAN_DSN": "redis://x"})
+    with pytest.raises(ValueError, match="OBAN_DSN: the value is not valid") as info:
+        Config.load(env={"OBAN_DSN": "redis://u:hunter2@x"})
+    assert "hunter2" not in str(info.value)
+    assert "redis://u:***@x" in str(info.value)
 
 
 # -- resolve --------------------------------------------------------------------------------
@@ -998,3 +1000,67 @@ def test_an_instance_reads_oban_processes_and_runs_one_node(
     monkeypatch.setenv("OBAN_PROCESSES", "4")
 
     assert Oban().config.processes == 4  # validated like every setting; an instance is one node
+
+
+# -- worker_modules (which modules a job's worker may be imported from) -----------------------
+
+
+def test_worker_modules_defaults_to_none_and_layers_as_every_option(in_tmp: Path) -> None:
+    assert Config().worker_modules is None
+    write_toml(in_tmp, 'worker_modules = ["from_file"]\n')
+
+    assert Config.load(env={}).worker_modules == ["from_file"]
+    env = {"OBAN_WORKER_MODULES": "from_env"}
+    assert Config.load(env=env).worker_modules == ["from_env"]
+    assert Config.load(env=env, worker_modules=["given"]).worker_modules == ["given"]
+
+
+def test_oban_worker_modules_is_a_comma_separated_list(in_tmp: Path) -> None:
+    env = {"OBAN_WORKER_MODULES": " myapp , billing.jobs,, "}
+
+    assert Config.load(env=env).worker_modules == ["myapp", "billing.jobs"]
+
+
+def test_worker_modules_accepts_a_tuple_and_an_empty_list() -> None:
+    assert Config(worker_modules=cast(Any, ("myapp", " other "))).worker_modules == [
+        "myapp",
+        "other",
+    ]
+    assert Config(worker_modules=[]).worker_modules == []  # registered workers only
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        ("myapp", TypeError, "worker_modules must be a list of module names"),
+        ([1], TypeError, "worker_modules must be a list of module names"),
+        ([""], ValueError, "'' is not a module name"),
+        (["my-app"], ValueError, "'my-app' is not a module name"),
+        (["myapp."], ValueError, "'myapp.' is not a module name"),
+        (["os"], ValueError, "'os' cannot hold workers: 'os' is in the standard library"),
+        (["unittest.mock"], ValueError, "in the standard library"),
+        (["oban.jobs"], ValueError, "modules of oban itself"),
+        (["myapp.__main__"], ValueError, "__main__ module"),
+    ],
+)
+def test_invalid_worker_modules(value: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        Config(worker_modules=value)
+
+
+def test_bad_oban_worker_modules_names_the_variable(in_tmp: Path) -> None:
+    with pytest.raises(ValueError, match=r"OBAN_WORKER_MODULES: 'myapp,venv' is not valid: .*venv"):
+        Config.load(env={"OBAN_WORKER_MODULES": "myapp,venv"})
+
+
+def test_worker_modules_of_the_wrong_type_in_oban_toml_names_the_file(in_tmp: Path) -> None:
+    path = write_toml(in_tmp, 'worker_modules = "myapp"\n')
+
+    with pytest.raises(TypeError, match=re.escape(f"{path}: worker_modules must be a list")):
+        Config.load(env={})
+
+
+def test_oban_takes_worker_modules(in_tmp: Path) -> None:
+    from oban import Oban
+
+    assert Oban(worker_modules=["myapp"]).config.worker_modules == ["myapp"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from oban._gossip import check_payload, gossip_payloads
-from oban._notifier import MAX_PAYLOAD_BYTES, decode_payload
 from oban._producer import QueueInfo
+from oban._wire import MAX_PAYLOAD_BYTES, decode_payload
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

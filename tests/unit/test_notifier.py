@@ -11,20 +11,23 @@ from typing import Any
 import orjson
 import pytest
 
+from oban import telemetry
 from oban._notifier import (
-    COMPRESS_THRESHOLD,
     FAST_RECONNECT_DELAY,
     FAST_RECONNECT_WINDOW,
-    MAX_DECODED_BYTES,
-    MAX_PAYLOAD_BYTES,
     MAX_RECONNECT_DELAY,
-    PayloadError,
     PostgresNotifier,
-    decode_payload,
-    encode_payload,
     reconnect_delay,
 )
 from oban._tasks import cancel_and_wait
+from oban._wire import (
+    COMPRESS_THRESHOLD,
+    MAX_DECODED_BYTES,
+    MAX_PAYLOAD_BYTES,
+    PayloadError,
+    decode_payload,
+    encode_payload,
+)
 from tests.helpers import eventually
 
 
@@ -163,6 +166,10 @@ async def test_bad_payloads_are_dropped_and_delivery_goes_on(
     notifier.listen("signal", received.append)
     delivery = asyncio.create_task(notifier._deliver())
     bomb = gzip.compress(b"{" + b" " * (2 * MAX_DECODED_BYTES) + b"}")
+    dropped: list[str] = []
+    telemetry.attach(
+        "test-dropped", ["oban.notifier.dropped"], lambda _e, meta: dropped.append(meta["reason"])
+    )
     try:
         with caplog.at_level(logging.WARNING, logger="oban.notifier"):
             for payload in [
@@ -178,11 +185,15 @@ async def test_bad_payloads_are_dropped_and_delivery_goes_on(
             await eventually(lambda: len(received) == 3, timeout=2)
     finally:
         await cancel_and_wait(delivery)
+        telemetry.detach("test-dropped")
     assert [m["action"] for m in received] == ["pause", "resume", "scale"]
+    assert len(dropped) == 3
+    assert "too long" in dropped
+    assert any("inflates beyond" in reason for reason in dropped)
+    assert any("not JSON" in reason for reason in dropped)
+    # One warning, with the counts, however many were dropped in a burst.
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("inflates beyond" in w for w in warnings)
-    assert any("not JSON" in w for w in warnings)
-    assert any("longer than 8000" in w for w in warnings)
+    assert len(warnings) == 1 and "dropped notifications" in warnings[0]
 
 
 async def test_a_failing_subscriber_does_not_stop_delivery() -> None:

@@ -1,20 +1,31 @@
 """Which engine a DSN means, where an SQLite DSN points, and how a DSN is shown.
 
 A DSN is shown (in logs, errors and CLI output) only through :func:`mask_dsn`, so a password
-never reaches a log line or a terminal.
+never reaches a log line or a terminal. Messages that quote a DSN we did not format (libpq's
+and psycopg_pool's) go through :func:`scrub`; the ``psycopg`` and ``psycopg.pool`` loggers
+carry a filter (:func:`guard_pool_logs`) that masks passwords in every record they log.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from urllib.parse import unquote
 
 DEFAULT_SQLITE_PATH = "oban.db"
 #: What stands in for a password wherever a DSN is shown.
 MASK = "***"
 
-# key=value conninfo ("host=db password=secret") and URL query parameters (?password=...).
-_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&#]*)", re.IGNORECASE)
+# key=value conninfo ("host=db password=secret"), URL query parameters (?password=...), also
+# percent-encoded (password%3Dsecret) and the client key's sslpassword.
+_KEYWORD_PASSWORD = re.compile(
+    r"((?<![A-Za-z_])(?:ssl)?password\s*(?:=|%3D)\s*)('(?:[^'\\]|\\.)*'|[^\s&#]*)", re.IGNORECASE
+)
+# A URL's scheme, for the "unsupported dsn" message.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}")
+# URLs inside a longer text: up to whitespace or a quote.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>]*")
 
 
 def is_postgres(dsn: str | None) -> bool:
@@ -37,8 +48,25 @@ def sqlite_path(dsn: str | None) -> str:
             raise ValueError(f"dsn {dsn!r} names no database file: use sqlite:///path/to/jobs.db")
         return path
     raise ValueError(
-        f"unsupported dsn {mask_dsn(dsn)!r}: use postgresql://... or sqlite:///path/to/jobs.db"
+        f"unsupported dsn {_shown_unsupported(dsn)}: use postgresql://... or "
+        "sqlite:///path/to/jobs.db"
     )
+
+
+def _shown_unsupported(dsn: str) -> str:
+    """As much of an unsupported DSN as can be shown without its password: the masked URL
+    when it is a URL whose user information is unambiguous, else only its scheme."""
+    scheme, separator, rest = dsn.partition("://")
+    if separator and _SCHEME.fullmatch(scheme):
+        slash = rest.find("/")
+        authority = rest if slash < 0 else rest[:slash]
+        # An "@" past the authority (a password holding "/") makes it unclear what to hide.
+        if rest.count("@") == authority.count("@") and not any(c.isspace() for c in rest):
+            return repr(mask_dsn(dsn))
+    match = _SCHEME.match(dsn)
+    if match and dsn[match.end() : match.end() + 1] == ":":
+        return f"with scheme {match.group()!r} (the rest is not shown: it may hold a password)"
+    return "(not shown: it may hold a password)"
 
 
 def _url_parts(rest: str) -> tuple[str, str, str]:
@@ -98,6 +126,87 @@ def scrub(text: str, dsn: str) -> str:
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the password of every URL in it, and every ``password=`` value, masked:
+    for messages that may quote a DSN oban was not told about.
+
+    >>> mask_secrets('invalid URI: "postgresql://app:s3cret@db/jobs"; password=x')
+    'invalid URI: "postgresql://app:***@db/jobs"; password=***'
+    """
+    text = _URL_IN_TEXT.sub(lambda match: mask_dsn(match.group()), text)
+    return _KEYWORD_PASSWORD.sub(rf"\g<1>{MASK}", text)
+
+
+class _PasswordFilter(logging.Filter):
+    """Masks passwords in the records of a third-party logger (see :func:`guard_pool_logs`):
+    those of the DSNs it was given, wherever they appear, and any that look like one."""
+
+    #: DSNs remembered at most (a process uses a handful; the oldest are forgotten).
+    LIMIT = 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dsns: list[str] = []
+        self.lock = threading.Lock()
+
+    def remember(self, dsn: str) -> None:
+        with self.lock:
+            if dsn in self.dsns:
+                return
+            self.dsns = [*self.dsns, dsn][-self.LIMIT :]
+
+    def clean(self, text: str) -> str:
+        for dsn in self.dsns:
+            text = scrub(text, dsn)
+        return mask_secrets(text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as it would
+            return True
+        cleaned = self.clean(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            # The traceback as text, masked; the exception itself is dropped so that no
+            # formatter renders it again unmasked.
+            record.exc_text = self.clean(record.exc_text)
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = self.clean(record.stack_info)
+        return True
+
+
+#: The loggers of psycopg and psycopg_pool (the pool's scheduler logs under its module name).
+GUARDED_LOGGERS = (
+    "psycopg",
+    "psycopg.pool",
+    "psycopg_pool.sched",
+    "psycopg_pool.sched_async",
+)
+_password_filter = _PasswordFilter()
+
+
+def guard_pool_logs(dsn: str | None = None) -> None:
+    """Mask passwords in what psycopg and psycopg_pool log (their warnings quote libpq's
+    errors, which may quote the DSN): ``dsn``'s wherever it appears (also the pieces libpq
+    splits off a malformed one), and any URL's or ``password=`` value. Idempotent; the
+    filter is installed when this module is imported, so calling it adds ``dsn`` only.
+    """
+    for name in GUARDED_LOGGERS:
+        target = logging.getLogger(name)
+        if _password_filter not in target.filters:
+            target.addFilter(_password_filter)
+    if dsn:
+        _password_filter.remember(dsn)
+
+
+guard_pool_logs()
 
 
 def describe(dsn: str | None) -> str:

@@ -12,8 +12,10 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor, AsyncRawCursor, OperationalError
+from psycopg.abc import Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import UndefinedTable
+from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
@@ -57,10 +59,53 @@ async def _execute_sql(
     await cur.execute(sql, params)
     # pgresult.nfields, not description: description builds a Column per field.
     result = cur.pgresult
-    return await cur.fetchall() if result is not None and result.nfields else []
+    if result is None or not result.nfields:
+        return []
+    try:
+        return await cur.fetchall()
+    except (psycopg.DataError, ValueError):
+        # A value psycopg cannot turn into a Python one (a timestamp of 'infinity' or past
+        # year 9999): read each value on its own, so that only its row fails (as an
+        # UnreadableJob, for job rows) instead of every row of the statement.
+        return _rows_value_by_value(cur)
+
+
+#: PostgreSQL's InvalidOid: psycopg's loader for values of a type it has no loader for.
+_UNKNOWN_OID = 0
+
+
+def _rows_value_by_value(cur: AsyncRawCursor[Any]) -> list[tuple[Any, ...]]:
+    """The rows of ``cur``'s result, each value loaded on its own; one that cannot be loaded
+    is a :class:`~._payloads.Unloadable` naming why."""
+    result = cur.pgresult
+    assert result is not None
+    adapters = cur.adapters
+    loaders: list[Loader] = []
+    for column in range(result.nfields):
+        oid, fmt = result.ftype(column), Format(result.fformat(column))
+        # A type without a loader of its own is read as text, as psycopg does.
+        factory = adapters.get_loader(oid, fmt) or adapters.get_loader(_UNKNOWN_OID, fmt)
+        assert factory is not None
+        loaders.append(factory(oid, cur))
+    rows: list[tuple[Any, ...]] = []
+    for index in range(result.ntuples):
+        row: list[Any] = []
+        for column, loader in enumerate(loaders):
+            raw = result.get_value(index, column)
+            if raw is None:
+                row.append(None)
+                continue
+            try:
+                row.append(loader.load(raw))
+            except Exception as error:
+                row.append(_payloads.Unloadable(_payloads.describe(error, 300)))
+        rows.append(tuple(row))
+    return rows
 
 
 def _row_to_job(row: Sequence[Any]) -> Job:
+    """A job from a row of a job query; an :class:`~._payloads.UnreadableJob` when a column
+    cannot be read."""
     return _payloads.row_to_job(row)
 
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiosqlite
 import orjson
 
-from .._notifier import decode_payload
+from .._wire import decode_payload
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
 from . import _payloads, _sql
@@ -107,12 +107,35 @@ def process_origin() -> str:
     return _origin[1]
 
 
-def _json_or_none(value: str | None) -> Any:
+def _json_or_none(value: str | bytes | None) -> Any:
     return None if value is None else orjson.loads(value)
 
 
+def _text(value: str | bytes) -> str:
+    # Job queries read text columns as BLOBs (see get_jobs.sql): a value that is not UTF-8
+    # fails its own row here, not the whole statement in the driver.
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _timestamp(value: str | bytes | None) -> datetime | None:
+    """:func:`parse_timestamp` of a value read as text or as a BLOB."""
+    if value is None:
+        return None
+    text = value.decode() if type(value) is bytes else value
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)  # type: ignore[arg-type]
+
+
 def _row_to_job(row: Sequence[Any]) -> Job:
-    return _payloads.row_to_job(row, array=_json_or_none, timestamp=parse_timestamp)
+    """A job from a row of a job query; an :class:`~._payloads.UnreadableJob` when a column
+    cannot be read."""
+    return _payloads.row_to_job(row, array=_json_or_none, timestamp=_timestamp, text=_text)
+
+
+def _claim_order(row: Sequence[Any]) -> tuple[int, bytes, int]:
+    """A claimed row's place (priority, scheduled_at, id), whatever types its columns hold."""
+    priority = row[5] if type(row[5]) is int else 0
+    scheduled_at = row[13] if type(row[13]) is bytes else str(row[13]).encode()
+    return priority, scheduled_at, row[0]
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
@@ -159,6 +182,42 @@ def _daemonize(conn: aiosqlite.Connection) -> None:
         thread.daemon = True
 
 
+#: The mode a new database file is created with: its owner's alone (SQLite creates the
+#: ``-wal``, ``-shm`` and ``-journal`` files with the database file's mode). An existing
+#: file keeps its mode.
+NEW_FILE_MODE = 0o600
+
+
+def _prepare_file(path: str) -> None:
+    """Create the database file at ``path`` with :data:`NEW_FILE_MODE` if there is none, and
+    refuse a symbolic link there (dangling or not): whoever can plant one would choose which
+    file the jobs are written to (or read from).
+
+    Raises:
+        DatabaseUnavailableError: ``path`` is a symbolic link, or the file cannot be created.
+    """
+    if path in ("", ":memory:"):  # SQLite's temporary and in-memory databases
+        return
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        # O_EXCL never follows a symlink: one at path (even dangling) is "file exists".
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), NEW_FILE_MODE)
+    except FileExistsError:
+        pass
+    except OSError as error:
+        raise DatabaseUnavailableError(
+            f"cannot create the SQLite database {path!r}: {error.strerror or error}"
+        ) from error
+    else:
+        os.close(fd)
+        return
+    if os.path.islink(path):
+        raise DatabaseUnavailableError(
+            f"refusing to open the SQLite database {path!r}: it is a symbolic link (to "
+            f"{os.readlink(path)!r}); give the path of the file itself"
+        )
+
+
 class SQLiteEngine:
     """All SQL for SQLite, on one aiosqlite connection to the database file at ``path``.
 
@@ -177,7 +236,7 @@ class SQLiteEngine:
         busy_timeout: float = 10.0,
     ) -> None:
         self.path = str(path)
-        self.prefix = _sql.validate_prefix(prefix)
+        self.prefix = _sql.validate_prefix(prefix, _ENGINE)
         if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
             raise TypeError(f"busy_timeout must be a number of seconds, got {busy_timeout!r}")
         if busy_timeout < 0:
@@ -212,10 +271,12 @@ class SQLiteEngine:
         return self._conn is not None
 
     async def open(self) -> None:
-        """Open the connection (no-op when open).
+        """Open the connection (no-op when open). A new database file is created readable
+        and writable by its owner only (``0o600``); a symbolic link at ``path`` is refused.
 
         Raises:
-            DatabaseUnavailableError: the file cannot be opened as an SQLite database.
+            DatabaseUnavailableError: the file cannot be opened as an SQLite database, or
+                ``path`` is a symbolic link.
         """
         async with self._get_lock():
             await self._open_locked()
@@ -223,6 +284,7 @@ class SQLiteEngine:
     async def _open_locked(self) -> aiosqlite.Connection:
         if self._conn is not None:
             return self._conn
+        _prepare_file(self.path)
         pending = aiosqlite.connect(
             self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
         )
@@ -432,7 +494,10 @@ class SQLiteEngine:
         return {"queue": queue, "demand": demand, "node": node, "uuid": uuid}
 
     def _claimed(self, rows: list[Any]) -> list[Job]:
-        rows.sort(key=lambda row: (row[5], row[13], row[0]))  # priority, scheduled_at, id
+        try:
+            rows.sort(key=lambda row: (row[5], row[13], row[0]))  # priority, scheduled_at, id
+        except TypeError:  # a priority or scheduled_at of another type (the row fails alone)
+            rows.sort(key=_claim_order)
         for row in rows:
             self._fetched_meta[row[0]] = row[7]
         return [_row_to_job(row) for row in rows]
@@ -483,9 +548,15 @@ class SQLiteEngine:
         raw = self._fetched_meta.get(ack.id)
         if raw is None:
             return ack
-        meta = {**orjson.loads(raw), **(ack.meta or {})}
+        try:
+            current = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            current = None
+        if not isinstance(current, dict):  # as the SQL does: a meta that is no object is replaced
+            current = {}
+        meta = {**current, **(ack.meta or {})}
         if ack.snooze:
-            meta["snoozed"] = int(orjson.loads(raw).get("snoozed") or 0) + 1
+            meta["snoozed"] = _payloads.counter(current.get("snoozed")) + 1
         return dataclasses.replace(ack, meta=meta, replace_meta=True)
 
     async def stage_jobs(self, queues: Sequence[str] | None, limit: int) -> dict[str, int]:
@@ -643,7 +714,7 @@ class SQLiteEngine:
 
     async def retry_jobs(self, ids: Sequence[int]) -> int:
         rows = await self._run("retry_jobs", {"ids": orjson.dumps(list(ids)).decode()})
-        self._wake(sorted({row[1] for row in rows}))
+        self._wake(sorted({row[1].decode(errors="replace") for row in rows}))
         return len(rows)
 
     async def delete_jobs(self, ids: Sequence[int]) -> int:

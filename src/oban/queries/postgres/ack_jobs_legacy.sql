@@ -1,6 +1,9 @@
 -- For a schema left by oban-py 0.7.0: errors is a jsonb array.
 -- $1: a JSON array of acks. Each update is guarded by the state and attempted_at the job was
 -- fetched with, so a stale ack (the job was rescued meanwhile) changes nothing.
+-- A row's own values cannot fail the statement (and with it every other ack): a meta that is
+-- not a JSON object starts again as {}, and meta.snoozed counts only as a whole number from 0
+-- to 2^53 - 1 (anything else counts as 0, so the snooze makes it 1).
 UPDATE {prefix}.oban_jobs AS j
 SET state = a.state::{prefix}.oban_job_state,
     attempt = j.attempt + a.attempt_change,
@@ -21,9 +24,15 @@ SET state = a.state::{prefix}.oban_job_state,
     END,
     meta = CASE
       WHEN a.meta IS NULL AND NOT a.snooze THEN j.meta
-      ELSE COALESCE(j.meta, '{}') || COALESCE(a.meta, '{}') || CASE
-        WHEN a.snooze
-          THEN jsonb_build_object('snoozed', COALESCE((j.meta->>'snoozed')::integer, 0) + 1)
+      ELSE CASE WHEN jsonb_typeof(j.meta) = 'object' THEN j.meta ELSE '{}' END
+        || COALESCE(a.meta, '{}') || CASE
+        WHEN a.snooze THEN jsonb_build_object('snoozed', CASE
+          WHEN jsonb_typeof(j.meta->'snoozed') IS DISTINCT FROM 'number' THEN 0
+          WHEN (j.meta->>'snoozed')::numeric BETWEEN 0 AND 9007199254740991
+               AND (j.meta->>'snoozed')::numeric % 1 = 0
+            THEN (j.meta->>'snoozed')::numeric::bigint
+          ELSE 0
+        END + 1)
         ELSE '{}'
       END
     END

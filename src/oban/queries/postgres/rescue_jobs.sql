@@ -10,6 +10,9 @@
 -- A stale heartbeat proves its node dead only if the database was up all along: within a
 -- max_age of the server's start, every heartbeat counts as fresh, except that of a producer
 -- that expired itself at shutdown ('-infinity'), whose jobs were handed back.
+-- No row's own values can fail the statement (and with it every rescue): a meta that is not
+-- a JSON object starts again as {}, and meta.rescued counts only as a whole number from 0 to
+-- 2^53 - 1 (anything else counts as 0, so the rescue makes it 1).
 WITH live AS (
   SELECT uuid::text AS uuid,
          updated_at <> '-infinity' AND (
@@ -39,7 +42,14 @@ SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'availab
     discarded_at = CASE WHEN j.attempt >= j.max_attempts THEN timezone('UTC', now()) ELSE j.discarded_at END,
     meta = CASE
       WHEN j.state = 'executing' AND j.attempt < j.max_attempts
-        THEN COALESCE(j.meta, '{}') || jsonb_build_object('rescued', COALESCE((j.meta->>'rescued')::integer, 0) + 1)
+        THEN CASE WHEN jsonb_typeof(j.meta) = 'object' THEN j.meta ELSE '{}' END
+          || jsonb_build_object('rescued', CASE
+            WHEN jsonb_typeof(j.meta->'rescued') IS DISTINCT FROM 'number' THEN 0
+            WHEN (j.meta->>'rescued')::numeric BETWEEN 0 AND 9007199254740991
+                 AND (j.meta->>'rescued')::numeric % 1 = 0
+              THEN (j.meta->>'rescued')::numeric::bigint
+            ELSE 0
+          END + 1)
       ELSE j.meta
     END
 FROM orphans

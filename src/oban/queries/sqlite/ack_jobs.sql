@@ -4,6 +4,9 @@
 -- the job's whole new meta, merged in Python (replace_meta), because SQLite's JSON functions
 -- round doubles; otherwise it is patched here and a snooze increments meta.snoozed.
 -- schedule_in is seconds from now.
+-- A row's own values cannot fail the statement (and with it every other ack): errors that
+-- are not a JSON array start again as [], and meta.snoozed counts only as a whole number
+-- from 0 to 2^53 - 1 (anything else counts as 0), as the engine's Python merge reads it.
 UPDATE {table_prefix}oban_jobs AS j
 SET state = a.state,
     attempt = j.attempt + a.attempt_change,
@@ -22,7 +25,11 @@ SET state = a.state,
     END,
     errors = CASE
       WHEN a.error IS NULL THEN j.errors
-      ELSE json_insert(j.errors, '$[#]', json_object(
+      ELSE json_insert(CASE
+        WHEN NOT json_valid(j.errors) THEN '[]'
+        WHEN json_type(j.errors) = 'array' THEN j.errors
+        ELSE '[]'
+      END, '$[#]', json_object(
         'attempt', j.attempt,
         'at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
         'error', a.error
@@ -32,9 +39,16 @@ SET state = a.state,
       WHEN a.replace_meta THEN a.meta
       WHEN a.meta IS NULL AND NOT a.snooze THEN j.meta
       ELSE json_patch(
-        json_patch(j.meta, COALESCE(a.meta, '{}')),
+        json_patch(CASE WHEN json_valid(j.meta) THEN j.meta ELSE '{}' END, COALESCE(a.meta, '{}')),
         CASE
-          WHEN a.snooze THEN json_object('snoozed', COALESCE(j.meta ->> '$.snoozed', 0) + 1)
+          WHEN a.snooze THEN json_object('snoozed', CASE
+            WHEN NOT json_valid(j.meta) THEN 0
+            WHEN json_type(j.meta, '$.snoozed') NOT IN ('integer', 'real') THEN 0
+            WHEN (j.meta ->> '$.snoozed') BETWEEN 0 AND 9007199254740991
+                 AND (j.meta ->> '$.snoozed') = CAST(j.meta ->> '$.snoozed' AS INTEGER)
+              THEN CAST(j.meta ->> '$.snoozed' AS INTEGER)
+            ELSE 0
+          END + 1)
           ELSE '{}'
         END
       )

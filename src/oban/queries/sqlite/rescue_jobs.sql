@@ -6,6 +6,9 @@
 -- it runs. Orphans with attempts left go back to available (meta.rescued counts the rescues);
 -- the others are discarded, meta untouched. Available jobs that already used every attempt
 -- are discarded too (the fetch skips them).
+-- No row's own values can fail the statement (and with it every rescue): an attempted_by
+-- that is not JSON names no producer, a meta that is not a JSON object starts again as {},
+-- and meta.rescued counts only as a whole number from 0 to 2^53 - 1 (else as 0).
 UPDATE {table_prefix}oban_jobs
 SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
     discarded_at = CASE
@@ -13,7 +16,18 @@ SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' 
     END,
     meta = CASE
       WHEN state = 'executing' AND attempt < max_attempts
-        THEN json_set(meta, '$.rescued', COALESCE(meta ->> '$.rescued', 0) + 1)
+        THEN json_set(
+          CASE WHEN NOT json_valid(meta) THEN '{}' WHEN json_type(meta) = 'object' THEN meta ELSE '{}' END,
+          '$.rescued',
+          CASE
+            WHEN NOT json_valid(meta) THEN 0
+            WHEN json_type(meta, '$.rescued') NOT IN ('integer', 'real') THEN 0
+            WHEN (meta ->> '$.rescued') BETWEEN 0 AND 9007199254740991
+                 AND (meta ->> '$.rescued') = CAST(meta ->> '$.rescued' AS INTEGER)
+              THEN CAST(meta ->> '$.rescued' AS INTEGER)
+            ELSE 0
+          END + 1
+        )
       ELSE meta
     END
 WHERE id IN (
@@ -24,7 +38,9 @@ WHERE id IN (
            updated_at >= strftime('%Y-%m-%d %H:%M:%f', 'now',
                                   printf('%+.3f seconds', -:producer_max_age)) AS fresh
     FROM {table_prefix}oban_producers
-  ) AS p ON p.uuid = json_extract(j.attempted_by, '$[1]')
+  ) AS p ON p.uuid = CASE
+    WHEN json_valid(j.attempted_by) THEN json_extract(j.attempted_by, '$[1]')
+  END
   WHERE (
       j.state = 'executing'
       AND (

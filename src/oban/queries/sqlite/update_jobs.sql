@@ -3,6 +3,8 @@
 -- whose state changed since the read (so their meta may hold a newer result), are not
 -- updated. A waiting job follows its new scheduled_at: available when due, scheduled in the
 -- future.
+-- Text columns are read as BLOBs (the engine decodes them): a value that is not UTF-8 then
+-- fails only its own row, where the driver would fail the whole statement.
 UPDATE {table_prefix}oban_jobs AS j
 SET args = u.args,
     max_attempts = u.max_attempts,
@@ -35,7 +37,8 @@ FROM (
   FROM json_each(:jobs) AS e
 ) AS u
 WHERE j.id = u.id AND j.state <> 'executing' AND j.state = u.state
-RETURNING id, worker, queue, attempt, max_attempts, priority,
-  args, meta, errors, tags, attempted_by,
-  inserted_at, attempted_at, scheduled_at, state,
-  cancelled_at, completed_at, discarded_at
+RETURNING id, CAST(worker AS BLOB), CAST(queue AS BLOB), attempt, max_attempts, priority,
+  CAST(args AS BLOB), CAST(meta AS BLOB), CAST(errors AS BLOB), CAST(tags AS BLOB),
+  CAST(attempted_by AS BLOB), CAST(inserted_at AS BLOB), CAST(attempted_at AS BLOB),
+  CAST(scheduled_at AS BLOB), CAST(state AS BLOB), CAST(cancelled_at AS BLOB),
+  CAST(completed_at AS BLOB), CAST(discarded_at AS BLOB)
