@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -127,3 +128,16 @@ async def oban_factory(**defaults: Any) -> AsyncIterator[Callable[..., Any]]:
             await stop_all(made)
         finally:
             _instances.clear()
+
+
+async def drop_schema(pool: Any, prefix: str) -> None:
+    """Drop a test's PostgreSQL schema. A server that cannot be reached here already failed the
+    test; its error, not this one (a PoolTimeout that hides its cause), is the one to report."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    try:
+        async with pool.connection(timeout=5) as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{prefix}" CASCADE')
+    except (PoolTimeout, psycopg.OperationalError) as error:
+        warnings.warn(f"test schema {prefix!r} not dropped: {error}", stacklevel=1)

@@ -121,7 +121,7 @@ class Executor:
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
-                ack = self._killed(job)
+                ack = self.killed_ack(job)
                 self._emit(job, ack, None, started)
                 _current_job.reset(token)
                 return ack, None
@@ -139,7 +139,7 @@ class Executor:
             if job._cancellation is not None and job._cancellation.is_set():
                 # Cancelled while it ran (a thread cannot be stopped): whatever it returned,
                 # the job ends cancelled, as the canceller already recorded.
-                ack, error = self._killed(job, ack), None
+                ack, error = self.killed_ack(job, ack), None
             self._emit(job, ack, error, started)
         finally:
             # Reset after the stop/exception events so their handlers see current_job().
@@ -150,12 +150,9 @@ class Executor:
         return ack, result
 
     @staticmethod
-    def killed_ack(job: Job) -> Ack:
-        """The ack of a job cancelled before it ran here."""
-        return Executor._killed(job)
-
-    @staticmethod
-    def _killed(job: Job, ack: Ack | None = None) -> Ack:
+    def killed_ack(job: Job, ack: Ack | None = None) -> Ack:
+        """The ack of a job cancelled while it ran here (or before it ran): ``cancelled``, with
+        the reason the worker gave when it noticed and returned ``Cancel``."""
         reason = CANCELLED_WHILE_EXECUTING
         if ack is not None and ack.state == JobState.CANCELLED and ack.error:
             reason = ack.error  # the worker noticed and returned Cancel(reason)

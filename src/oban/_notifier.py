@@ -42,6 +42,31 @@ MAX_PENDING = 10_000
 DROP_LOG_INTERVAL = 5.0
 
 
+class Drops:
+    """Counts notifications that were not acted on: the ``oban.notifier.dropped`` event for
+    each, and a warning at most every DROP_LOG_INTERVAL seconds with the counts since the last
+    one (a flood of hostile notifications must not become a flood of log lines)."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._counts: dict[str, int] = {}
+        self._logged_at = -DROP_LOG_INTERVAL
+
+    def __call__(self, channel: str, reason: str, payload: str | dict[str, Any]) -> None:
+        telemetry.execute("oban.notifier.dropped", {"channel": channel, "reason": reason})
+        key = f"{channel}: {reason}"
+        self._counts[key] = self._counts.get(key, 0) + 1
+        now = time.monotonic()
+        if now - self._logged_at < DROP_LOG_INTERVAL:
+            return
+        self._logged_at = now
+        counts = ", ".join(f"{count} ({what})" for what, count in sorted(self._counts.items()))
+        self._counts.clear()
+        logger.warning(
+            "dropped notifications on %s: %s; the last: %.200r", self._source, counts, payload
+        )
+
+
 class PostgresNotifier:
     """Listens on ``{prefix}.oban_<channel>``; reconnects with backoff when the link drops."""
 
@@ -71,8 +96,8 @@ class PostgresNotifier:
         self._pending: asyncio.Queue[tuple[str, str]] = asyncio.Queue(MAX_PENDING)
         self._delivery: asyncio.Task[None] | None = None
         self._listening: set[str] = set()
-        self._drops: dict[str, int] = {}
-        self._drops_logged_at = -DROP_LOG_INTERVAL
+        #: Counts (and now and then logs) the notifications that were not acted on.
+        self.dropped = Drops(f"{prefix}.oban_*")
         self._connected = asyncio.Event()
         #: "listening" while LISTEN works, "polling" while it does not (producers poll).
         self.status = "starting"
@@ -208,26 +233,6 @@ class PostgresNotifier:
             self._pending.put_nowait((channel, payload))
         except asyncio.QueueFull:
             self.dropped(channel, "backlog full", payload)
-
-    def dropped(self, channel: str, reason: str, payload: str | dict[str, Any]) -> None:
-        """Count a notification that was not acted on: the ``oban.notifier.dropped`` event
-        for each, and a warning at most every DROP_LOG_INTERVAL seconds (a flood of hostile
-        notifications must not become a flood of log lines)."""
-        telemetry.execute("oban.notifier.dropped", {"channel": channel, "reason": reason})
-        key = f"{channel}: {reason}"
-        self._drops[key] = self._drops.get(key, 0) + 1
-        now = time.monotonic()
-        if now - self._drops_logged_at < DROP_LOG_INTERVAL:
-            return
-        self._drops_logged_at = now
-        counts = ", ".join(f"{count} ({what})" for what, count in sorted(self._drops.items()))
-        self._drops.clear()
-        logger.warning(
-            "dropped notifications on %s.oban_*: %s; the last: %.200r",
-            self._prefix,
-            counts,
-            payload,
-        )
 
     async def _deliver(self) -> None:
         while True:

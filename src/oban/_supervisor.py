@@ -10,7 +10,10 @@ node with its own producers, pool and LISTEN connection. The supervisor runs no 
 - On SIGTERM or SIGINT it forwards SIGTERM to every child and waits for them all (each stops
   gracefully, within its own deadline of twice ``shutdown_grace_period``), then exits 0, or 1
   if any child exited with another status.
-- On a second SIGTERM or SIGINT it kills every child (SIGKILL) and exits 1 at once.
+- On a second SIGTERM or SIGINT it kills every child (SIGKILL) and exits 1 at once. A repeat
+  that comes within ``SIGNAL_COPY_WINDOW`` (0.5 s) of the first is a copy of it, not a second
+  request: ``timeout`` sends its TERM to the child and then to the child's process group, and
+  init systems that signal a whole group do the same.
 
 Each child runs in a process group of its own, so a Ctrl-C in a terminal reaches the
 supervisor alone, which forwards it once. A child knows it is supervised by
@@ -36,10 +39,12 @@ from types import FrameType
 __all__ = [
     "BACKOFF_MAX",
     "BACKOFF_MIN",
+    "SIGNAL_COPY_WINDOW",
     "STABLE_AFTER",
     "SUPERVISOR_ENV",
     "Supervisor",
     "describe_status",
+    "is_signal_copy",
     "supervisor_pid",
 ]
 
@@ -52,6 +57,8 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0
 #: How often the supervisor looks at its children (signals interrupt the wait).
 _TICK = 0.05
+#: A SIGTERM/SIGINT this soon after the first is a duplicate delivery, not a second request.
+SIGNAL_COPY_WINDOW = 0.5
 #: How long a second signal waits for killed children to be reaped before exiting.
 _REAP_AFTER_KILL = 1.0
 
@@ -62,6 +69,11 @@ def supervisor_pid(env: Mapping[str, str] | None = None) -> int | None:
     """The supervisor's pid when this process is one of its children, else ``None``."""
     raw = (os.environ if env is None else env).get(SUPERVISOR_ENV, "")
     return int(raw) if raw.strip().isdigit() else None
+
+
+def is_signal_copy(first_at: float, now: float) -> bool:
+    """Whether a signal at ``now`` (monotonic) repeats the one handled at ``first_at``."""
+    return now - first_at < SIGNAL_COPY_WINDOW
 
 
 def describe_status(code: int) -> str:
@@ -109,6 +121,7 @@ class Supervisor:
         ]
         self._env = {**env, SUPERVISOR_ENV: str(os.getpid())}
         self._signals = 0
+        self._first_signal_at = 0.0
 
     def run(self) -> int:
         handled = (signal.SIGINT, signal.SIGTERM)
@@ -205,11 +218,17 @@ class Supervisor:
         return 0
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._signals += 1
         name = signal.Signals(signum).name
-        if self._signals == 1:
+        now = time.monotonic()
+        if not self._signals:
+            self._signals = 1
+            self._first_signal_at = now
             logger.info("received %s, stopping every node process gracefully", name)
             return
+        if is_signal_copy(self._first_signal_at, now):
+            logger.info("received %s again at once; a copy of the first, still stopping", name)
+            return
+        self._signals += 1
         logger.warning("second %s: killing every node process without waiting for jobs", name)
         pids = [child.proc.pid for child in self._children if child.running() and child.proc]
         for pid in pids:

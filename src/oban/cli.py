@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Coroutine, Iterator
 from importlib.machinery import PathFinder
 from pathlib import Path
@@ -21,7 +22,7 @@ import click
 from . import __version__, schema
 from ._config import Config, parse_queues
 from ._engines._dsn import describe, is_postgres, sqlite_path
-from ._supervisor import SUPERVISOR_ENV, Supervisor, supervisor_pid
+from ._supervisor import SUPERVISOR_ENV, Supervisor, is_signal_copy, supervisor_pid
 from .errors import ObanError, SchemaNotInstalledError
 from .worker import worker_name
 
@@ -637,22 +638,26 @@ async def _serve(config: Config, *, supervisor: int | None = None) -> None:
     guard_pool_logs(config.dsn)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    interrupts = 0
+    first_signal_at: float | None = None
 
     def on_signal(signum: int) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts > 1 and supervisor is not None:
-            # The supervisor kills its nodes on a second signal; a repeat here is a copy of
-            # the first (systemd signals the whole control group, the supervisor forwards).
+        nonlocal first_signal_at
+        now = time.monotonic()
+        if first_signal_at is not None and (
+            supervisor is not None or is_signal_copy(first_signal_at, now)
+        ):
+            # A copy of the first: `timeout` signals its child and then the child's group,
+            # systemd the whole control group while the supervisor forwards; and a supervisor
+            # kills its nodes itself on a real second signal.
             logger.info("received %s again; already stopping", signal.Signals(signum).name)
             return
-        if interrupts > 1:
+        if first_signal_at is not None:
             logger.warning(
                 "second %s: exiting without waiting for jobs", signal.Signals(signum).name
             )
             logging.shutdown()
             os._exit(1)
+        first_signal_at = now
         logger.info("received %s, shutting down gracefully", signal.Signals(signum).name)
         stopping.set()
 

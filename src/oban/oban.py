@@ -40,7 +40,7 @@ from ._leader import Leader
 from ._lifeline import Lifeline
 from ._looper import Looper
 from ._modes import is_inline, run_inline
-from ._notifier import PostgresNotifier
+from ._notifier import Drops, PostgresNotifier
 from ._producer import Producer, QueueInfo
 from ._pruner import Pruner
 from ._refresher import Refresher
@@ -223,7 +223,7 @@ class Oban:
             )
         self._leadership = bool(config.queues) if config.leadership is None else config.leadership
         self._producers: dict[str, Producer] = {}
-        self._refused_logged_at = -math.inf
+        self._local_drops = Drops("the signal channel")
         self._notifier: PostgresNotifier | None = None
         self._acker: Acker | None = None
         self._stager: Stager | None = None
@@ -304,14 +304,8 @@ class Oban:
         self._on_signal(message)
 
     def _refuse_signal(self, reason: str, message: dict[str, Any]) -> None:
-        if self._notifier is not None:
-            self._notifier.dropped("signal", reason, message)
-            return
-        telemetry.execute("oban.notifier.dropped", {"channel": "signal", "reason": reason})
-        now = asyncio.get_running_loop().time()
-        if now - self._refused_logged_at >= 5.0:
-            self._refused_logged_at = now
-            logger.warning("ignoring a signal (%s): %.200r", reason, message)
+        drops = self._notifier.dropped if self._notifier is not None else self._local_drops
+        drops("signal", reason, message)
 
     def _signed(self, message: dict[str, Any]) -> dict[str, Any]:
         secret = self.config.notifier.get("secret")

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from oban import Oban, schema
 from oban.oban import _instances
-from tests.helpers import stop_all
+from tests.helpers import drop_schema, stop_all
 
 ENGINES = ["postgres", "sqlite"]
 
@@ -47,7 +45,7 @@ async def make_oban(
             )
             stack.push_async_callback(pool.close)
             await pool.open(wait=True, timeout=10)
-            stack.push_async_callback(_drop_schema, pool, prefix)
+            stack.push_async_callback(drop_schema, pool, prefix)
             await schema.install(pool, prefix)
             base: dict[str, Any] = {"pool": pool, "prefix": prefix}
         else:
@@ -64,16 +62,6 @@ async def make_oban(
             return instance
 
         yield make
-
-
-async def _drop_schema(pool: AsyncConnectionPool[Any], prefix: str) -> None:
-    # A server that cannot be reached here already failed the test; its error, not this one
-    # (a PoolTimeout that hides its cause), is the one to report.
-    try:
-        async with pool.connection(timeout=5) as conn:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{prefix}" CASCADE')
-    except (PoolTimeout, psycopg.OperationalError) as error:
-        warnings.warn(f"test schema {prefix!r} not dropped: {error}", stacklevel=1)
 
 
 @pytest.fixture

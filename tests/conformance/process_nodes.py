@@ -29,20 +29,18 @@ import sqlite3
 import textwrap
 import time
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from oban import Job, Oban, schema
 from oban._producer import QueueInfo
 from oban.oban import _instances
-from tests.helpers import eventually, stop_all
+from tests.helpers import drop_schema, eventually, stop_all
 from tests.processes import Node, kill_all
 
 MODULE = "xproc_workers"
@@ -392,7 +390,7 @@ async def cluster(
             stack.push_async_callback(pool.close)
             await pool.open(wait=True, timeout=10)
             prefix = f"x_{uuid.uuid4().hex[:12]}"
-            stack.push_async_callback(_drop_schema, pool, prefix)
+            stack.push_async_callback(drop_schema, pool, prefix)
             await schema.install(pool, prefix)
             client = Oban(pool=pool, prefix=prefix, **options)
         else:
@@ -405,13 +403,3 @@ async def cluster(
         # The client installs the SQLite schema before any node opens the file.
         await client.queues()
         yield cluster
-
-
-async def _drop_schema(pool: AsyncConnectionPool[Any], prefix: str) -> None:
-    # A server that cannot be reached here already failed the test; its error, not this one,
-    # is the one to report.
-    try:
-        async with pool.connection(timeout=5) as conn:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{prefix}" CASCADE')
-    except (PoolTimeout, psycopg.OperationalError) as error:
-        warnings.warn(f"test schema {prefix!r} not dropped: {error}", stacklevel=1)

@@ -13,6 +13,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from oban import Oban
+from oban import Oban, schema
 from tests.helpers import oban_factory
 from tests.interop.elixir import KIT_VARIABLE, Database, Kit, KitError, kit_tarball, prepare_kit
 from tests.interop.workers import PYAPP, ledger
@@ -136,3 +137,38 @@ def node_log(tmp_path: Path) -> Callable[[str], Path]:
         return tmp_path / f"{name}.log"
 
     return path
+
+
+@dataclass(frozen=True)
+class Mixed:
+    """What a mixed-cluster test works with: the kit, the test's database with the Oban schema
+    installed, a pool on it, the Python instance factory and where node output goes."""
+
+    kit: Kit
+    database: Database
+    pool: AsyncConnectionPool[Any]
+    make_oban: Callable[..., Oban]
+    node_log: Callable[[str], Path]
+    tmp_path: Path
+
+    def parts(
+        self,
+    ) -> tuple[
+        Kit, Database, AsyncConnectionPool[Any], Callable[..., Oban], Callable[[str], Path], Path
+    ]:
+        return (self.kit, self.database, self.pool, self.make_oban, self.node_log, self.tmp_path)
+
+
+@pytest.fixture
+async def mixed(
+    elixir_kit: Kit,
+    database: Database,
+    pool: AsyncConnectionPool[Any],
+    make_oban: Callable[..., Oban],
+    node_log: Callable[[str], Path],
+    tmp_path: Path,
+) -> Mixed:
+    """A mixed-cluster test's parts, the schema installed (by Python; Elixir's nodes migrate
+    it no further)."""
+    await schema.install(pool)
+    return Mixed(elixir_kit, database, pool, make_oban, node_log, tmp_path)

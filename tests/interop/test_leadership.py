@@ -22,8 +22,8 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from oban import Oban, schema
 from tests.helpers import eventually
+from tests.interop.conftest import Mixed
 from tests.interop.elixir import Database, ElixirNode, Kit
 from tests.interop.support import (
     INSTANCE,
@@ -82,15 +82,8 @@ def elixir_node(
     )
 
 
-async def test_a_python_node_leads_promptly_when_the_elixir_leader_stops(
-    elixir_kit: Kit,
-    database: Database,
-    pool: AsyncConnectionPool[Any],
-    make_oban: Callable[..., Oban],
-    node_log: Callable[[str], Path],
-    tmp_path: Path,
-) -> None:
-    await schema.install(pool)
+async def test_a_python_node_leads_promptly_when_the_elixir_leader_stops(mixed: Mixed) -> None:
+    elixir_kit, database, pool, make_oban, node_log, tmp_path = mixed.parts()
     sampler = LeaderSampler(pool)
     async with (
         elixir_node(elixir_kit, database, node_log, tmp_path) as elixir,
@@ -133,15 +126,8 @@ async def test_a_python_node_leads_promptly_when_the_elixir_leader_stops(
         check_one_leader_at_a_time(sampler, elixir)
 
 
-async def test_an_elixir_node_leads_promptly_when_the_python_leader_stops(
-    elixir_kit: Kit,
-    database: Database,
-    pool: AsyncConnectionPool[Any],
-    make_oban: Callable[..., Oban],
-    node_log: Callable[[str], Path],
-    tmp_path: Path,
-) -> None:
-    await schema.install(pool)
+async def test_an_elixir_node_leads_promptly_when_the_python_leader_stops(mixed: Mixed) -> None:
+    elixir_kit, database, pool, make_oban, node_log, tmp_path = mixed.parts()
     sampler = LeaderSampler(pool)
     python = await make_oban(name=INSTANCE, node=PYTHON_NODE, queues=QUEUES).start()
     sampler.watch(python)

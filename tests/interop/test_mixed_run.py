@@ -25,17 +25,17 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from oban import Oban, schema, telemetry
+from oban import Oban, telemetry
 from tests.helpers import eventually
-from tests.interop.elixir import Database, ElixirNode, Kit
+from tests.interop.conftest import Mixed
+from tests.interop.elixir import ElixirNode
 from tests.interop.support import (
     INSTANCE,
     LeaderSampler,
@@ -156,15 +156,8 @@ def counted(node: ElixirNode, event: str) -> list[tuple[datetime, int]]:
 
 
 @pytest.mark.timeout(360)
-async def test_a_mixed_cluster_runs_every_job_once_across_two_handovers(
-    elixir_kit: Kit,
-    database: Database,
-    pool: AsyncConnectionPool[Any],
-    make_oban: Callable[..., Oban],
-    node_log: Callable[[str], Path],
-    tmp_path: Path,
-) -> None:
-    await schema.install(pool)
+async def test_a_mixed_cluster_runs_every_job_once_across_two_handovers(mixed: Mixed) -> None:
+    elixir_kit, database, pool, make_oban, node_log, tmp_path = mixed.parts()
     events = PythonEvents()
     telemetry.attach(
         "interop-mixed-run",

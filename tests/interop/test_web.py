@@ -24,15 +24,15 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
-from oban import Oban, schema
+from oban import Oban
 from tests.helpers import eventually
-from tests.interop.elixir import REPO_ROOT, Database, ElixirNode, Kit
+from tests.interop.conftest import Mixed
+from tests.interop.elixir import REPO_ROOT, ElixirNode
 from tests.interop.support import with_output
 from tests.interop.workers import echo
 
@@ -208,16 +208,8 @@ async def _check_pages(browser: Browser, base: str, tmp_path: Path) -> bytes:
         await context.close()
 
 
-async def test_oban_web_shows_a_python_nodes_queues(
-    browser: Browser,
-    elixir_kit: Kit,
-    database: Database,
-    pool: AsyncConnectionPool[Any],
-    make_oban: Callable[..., Oban],
-    node_log: Callable[[str], Path],
-    tmp_path: Path,
-) -> None:
-    await schema.install(pool)
+async def test_oban_web_shows_a_python_nodes_queues(browser: Browser, mixed: Mixed) -> None:
+    elixir_kit, database, _pool, make_oban, node_log, tmp_path = mixed.parts()
     port = _free_port()
     base = f"http://127.0.0.1:{port}/oban"
     # Oban Web's node starts first and leads alone (the Python node stays out of the

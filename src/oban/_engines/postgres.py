@@ -291,10 +291,9 @@ class PostgresEngine:
         self.pool = pool
         self.prefix = _sql.validate_prefix(prefix)
         self.insert_channel = f"{prefix}.oban_insert"
-        self._legacy_errors: bool | None = None
         # No oban_peers (an oban-py 0.7.0 layout not upgraded yet): leases in oban_leaders.
         self._legacy_leases: bool | None = None
-        self._fetch_sql_cache: dict[str, str] = {}
+        self._fetch_sql_text: str | None = None
 
     def _q(self, name: str) -> str:
         return _sql.load(_ENGINE, name, self.prefix)
@@ -346,10 +345,9 @@ class PostgresEngine:
                     rows = await self._execute(conn, "check_schema", (self.prefix,))
         except OperationalError as error:
             raise unavailable(await resolve_conninfo(self.pool), error) from error
-        jobs, producers, _leaders, errors_type, peers = rows[0]
+        jobs, producers, _leaders, peers = rows[0]
         if not (jobs and producers):
             raise await self._schema_missing()
-        self._legacy_errors = errors_type == "jsonb"
         self._legacy_leases = not peers
 
     async def insert_jobs(self, jobs: Sequence[Job], conn: Any = None) -> list[Job]:
@@ -369,16 +367,14 @@ class PostgresEngine:
         return list(jobs)
 
     def _fetch_sql(self) -> str:
-        """fetch_jobs.sql with the ack statement for this schema's ``errors`` type inside."""
-        key = "ack_jobs_legacy" if self._legacy_errors else "ack_jobs"
-        text = self._fetch_sql_cache.get(key)
-        if text is None:
-            ack = _sql.load(_ENGINE, key, self.prefix)
+        """fetch_jobs.sql with the ack statement inside."""
+        if self._fetch_sql_text is None:
+            ack = _sql.load(_ENGINE, "ack_jobs", self.prefix)
             ack = "\n".join(line for line in ack.splitlines() if not line.startswith("--"))
             ack = re.sub(r"\$1\b", "$5", ack).strip()
             fetch = _sql.load(_ENGINE, "fetch_jobs", self.prefix).replace("{acks}", ack)
-            text = self._fetch_sql_cache[key] = fetch
-        return text
+            self._fetch_sql_text = fetch
+        return self._fetch_sql_text
 
     async def fetch_jobs(self, queue: str, demand: int, node: str, uuid: str) -> list[Job]:
         return (await self.ack_fetch_jobs((), queue, demand, node, uuid))[1]
@@ -386,8 +382,6 @@ class PostgresEngine:
     async def ack_fetch_jobs(
         self, acks: Sequence[Ack], queue: str, demand: int, node: str, uuid: str
     ) -> tuple[set[int], list[Job]]:
-        if self._legacy_errors is None:
-            await self.check_schema()
         payload = _ack_payload(acks) if acks else "[]"
         async with self._connection() as conn:
             rows = await _execute_sql(conn, self._fetch_sql(), (queue, demand, node, uuid, payload))
@@ -403,10 +397,8 @@ class PostgresEngine:
     async def ack_jobs(self, acks: Sequence[Ack]) -> set[int]:
         if not acks:
             return set()
-        if self._legacy_errors is None:
-            await self.check_schema()
         payload = _ack_payload(acks)
-        rows = await self._run("ack_jobs_legacy" if self._legacy_errors else "ack_jobs", (payload,))
+        rows = await self._run("ack_jobs", (payload,))
         return {row[0] for row in rows}
 
     async def stage_jobs(self, queues: Sequence[str] | None, limit: int) -> dict[str, int]:

@@ -1,4 +1,5 @@
--- For Elixir's schema: errors is jsonb[].
+-- errors is jsonb[] in Elixir's schema and a jsonb array in one left by oban-py 0.7.0: `||`
+-- appends the new entry to either.
 -- $1: a JSON array of acks. Each update is guarded by the state and attempted_at the job was
 -- fetched with, so a stale ack (the job was rescued meanwhile) changes nothing.
 -- A row's own values cannot fail the statement (and with it every other ack): a meta that is
