@@ -28,9 +28,7 @@ NOT_IMPLEMENTED: dict[str, str] = {
     "partition": "partitioned limits",
     "rate_limit": "rate limiting",
     "recorded": "recorded workers (return Record(value) from process instead)",
-    "replace": "replacing unique jobs",
     "structured": "structured args",
-    "unique": "unique jobs",
     "workflow": "workflows",
 }
 

@@ -20,6 +20,7 @@ from typing import (
 from ._instances import get_instance
 from ._modes import is_inline, run_inline
 from ._options import check_names
+from ._unique import UniqueOptions, normalize_unique
 from .job import JOB_FIELDS, MAX_NAME_LENGTH, Job, JobState
 from .worker import register_worker, warn_if_unimportable, worker_name
 
@@ -57,6 +58,8 @@ class WorkerOptions(TypedDict, total=False):
     schedule_in: _Delay | None
     scheduled_in: _Delay | None
     tags: _Tags | None
+    unique: bool | UniqueOptions | None
+    replace: dict[str, list[str]] | None
 
 
 class EnqueueOptions(WorkerOptions, total=False):
@@ -237,6 +240,8 @@ def _make_worker(
         cls.process = _missing_process(name)
     cls._isolation = _check_isolation(cls, isolation, f"{how} on {name}")
     cls._opts = dict(options)
+    if cls._opts.get("unique") is not None:  # validated once, not per job
+        cls._opts["unique"] = normalize_unique(cls._opts["unique"])
     cls._oban_name = oban
     cls._worker_name = name
     # Validate the option values once, here, so mistakes surface at import time.
@@ -316,7 +321,7 @@ def worker(
         ValueError: an unknown option (with a did-you-mean), a per-job field such as
             ``state``, or an invalid value (blank queue, priority out of 0..9, ...).
         TypeError: an option of the wrong type.
-        OptionNotImplementedError: an option not implemented yet (``unique``, ...).
+        OptionNotImplementedError: an option not implemented yet (``global_limit``, ...).
 
     >>> @worker(queue="mailers", max_attempts=5)
     ... class Mailer:

@@ -16,6 +16,10 @@ class SchemaNotInstalledError(ObanError, RuntimeError):
     """The oban tables are missing from the database: run ``oban install``."""
 
 
+class DuplicateUniqueKeysError(ObanError, RuntimeError):
+    """The unique-jobs index cannot be built: jobs already share a unique key."""
+
+
 class DatabaseUnavailableError(ObanError, ConnectionError):
     """The database could not be reached in time."""
 

@@ -16,6 +16,7 @@ import orjson
 from ._jsonable import check_list, check_object
 from ._options import check_names
 from ._recorded import decode_recorded, encode_recorded
+from ._unique import Unique, UniqueOptions, normalize_replace, normalize_unique
 
 __all__ = [
     "RECORDED_LIMIT",
@@ -173,7 +174,7 @@ class Job:
             queue/worker, ``max_attempts`` outside 1..32767, ``priority`` outside 0..9,
             ``attempt`` outside 0..max_attempts, an unknown state, or two of
             ``scheduled_at``/``scheduled_in``/``schedule_in``.
-        OptionNotImplementedError: an option that is not implemented yet (``unique``, ...).
+        OptionNotImplementedError: an option that is not implemented yet (``global_limit``, ...).
 
     >>> job = Job("app.workers.Mailer", args={"to": "ada"}, queue="mail", scheduled_in=60)
     >>> job.state
@@ -188,6 +189,7 @@ class Job:
         "attempted_by",
         "cancelled_at",
         "completed_at",
+        "conflict",
         "discarded_at",
         "errors",
         "extra",
@@ -197,9 +199,11 @@ class Job:
         "meta",
         "priority",
         "queue",
+        "replace",
         "scheduled_at",
         "state",
         "tags",
+        "unique",
         "worker",
     )
 
@@ -226,6 +230,8 @@ class Job:
         scheduled_at: datetime | None = None,
         scheduled_in: timedelta | int | float | None = None,
         schedule_in: timedelta | int | float | None = None,
+        unique: bool | UniqueOptions | Unique | None = None,
+        replace: dict[str, list[str]] | None = None,
         extra: dict[str, Any] | None = None,
         _validate: bool = True,
         **unknown: Never,
@@ -246,6 +252,13 @@ class Job:
         self.attempted_by = attempted_by if attempted_by is not None else []
         self.extra = extra if extra is not None else {}
         self._cancellation: asyncio.Event | None = None
+        #: How this job is unique (``unique=``), or ``None``: see docs/unique.md.
+        self.unique: Unique | None = None if unique is None else normalize_unique(unique)
+        #: What a duplicate insert updates on the job holding the key, by its state.
+        self.replace = None if replace is None else normalize_replace(replace)
+        #: True when an insert found a duplicate: the job then describes that existing job
+        #: (its id, state, queue and times; ``id`` is ``None`` if it could not be seen).
+        self.conflict = False
 
         if scheduled_in is not None or schedule_in is not None:
             scheduled_at = _schedule(scheduled_at, scheduled_in, schedule_in)
@@ -307,6 +320,9 @@ class Job:
         job.discarded_at = discarded_at
         job.extra = {}
         job._cancellation = None
+        job.unique = None
+        job.replace = None
+        job.conflict = False
         return job
 
     @classmethod
@@ -408,6 +424,8 @@ class Job:
             _check_strings("attempted_by", self.attempted_by)
         if not isinstance(self.extra, dict):
             raise TypeError(f"extra must be a dict, got {type(self.extra).__name__}")
+        if self.replace is not None and self.unique is None:
+            raise ValueError("replace= updates the job a unique job duplicates: give unique= too")
 
 
 #: The keyword arguments of ``Job(...)``: every field a worker's ``new()`` accepts per job.

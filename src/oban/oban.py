@@ -242,11 +242,14 @@ class Oban:
 
     def _make_engine(self) -> Engine:
         if self.pool is not None:
-            return PostgresEngine(self.pool, prefix=self.prefix)
+            engine: Engine = PostgresEngine(self.pool, prefix=self.prefix)
+            engine.on_unique_conflicts = _report_unique_conflicts
+            return engine
         from ._engines.sqlite import SQLiteEngine
 
         self.sqlite_path = sqlite_path(self.config.dsn)
         engine = SQLiteEngine(self.sqlite_path, prefix=self.prefix)
+        engine.on_unique_conflicts = _report_unique_conflicts
         # Every instance on this file in this process hears the others at once.
         key = (os.path.realpath(self.sqlite_path), self.prefix)
         _sqlite_peers.setdefault(key, weakref.WeakSet()).add(self)
@@ -1293,3 +1296,16 @@ def _start_signal(opts: dict[str, Any]) -> dict[str, Any]:
     if debounce is not None:
         sent["dispatch_cooldown"] = min(max(1, round(debounce * 1000)), _MAX_COOLDOWN_MS)
     return sent
+
+
+def _report_unique_conflicts(counts: dict[str, int]) -> None:
+    """Unique jobs staging discarded because another job holds their key (queue to count):
+    the ``oban.unique.conflict`` event and a warning, per queue."""
+    for queue, count in counts.items():
+        telemetry.execute("oban.unique.conflict", {"queue": queue, "count": count, "at": "stage"})
+        logger.warning(
+            "discarded %d job(s) of queue %r at staging: another job holds their unique key "
+            "(meta.unique_conflict)",
+            count,
+            queue,
+        )

@@ -13,6 +13,7 @@ from psycopg import AsyncRawCursor
 from psycopg_pool import AsyncConnectionPool
 
 from ._engines import _sql
+from .errors import DuplicateUniqueKeysError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -21,6 +22,7 @@ __all__ = [
     "install_sql",
     "uninstall",
     "uninstall_sql",
+    "unique_index_sql",
     "version",
 ]
 
@@ -41,6 +43,14 @@ def install_sql(prefix: str = "public") -> str:
     True
     """
     return _sql.load("postgres", "install", _sql.validate_prefix(prefix))
+
+
+def unique_index_sql(prefix: str = "public") -> str:
+    """The statement that builds the unique-jobs index (docs/unique.md) without blocking
+    writes: ``CREATE UNIQUE INDEX CONCURRENTLY``, so run it outside a transaction (in Alembic,
+    inside ``op.get_context().autocommit_block()``). :func:`install` runs it for you on a table
+    that already has rows; :func:`install_sql` builds the index itself on an empty table."""
+    return _sql.load("postgres", "unique_index", _sql.validate_prefix(prefix))
 
 
 def uninstall_sql(prefix: str = "public") -> str:
@@ -68,8 +78,51 @@ async def _run_script(pool: AsyncConnectionPool[Any], script: str) -> None:
 
 
 async def install(pool: AsyncConnectionPool[Any], prefix: str = "public") -> None:
-    """Install or upgrade the schema in ``prefix`` in one transaction."""
+    """Install or upgrade the schema in ``prefix`` in one transaction, then, on a table that
+    already had rows, build the unique-jobs index without blocking writes.
+
+    Raises:
+        DuplicateUniqueKeysError: jobs already share a unique key, so the index cannot be
+            built (the message names them); the rest of the schema is installed.
+    """
+    prefix = _sql.validate_prefix(prefix)
     await _run_script(pool, install_sql(prefix))
+    await _ensure_unique_index(pool, prefix)
+
+
+async def _ensure_unique_index(pool: AsyncConnectionPool[Any], prefix: str) -> None:
+    async with pool.connection() as conn:
+        autocommit = conn.autocommit
+        if not autocommit:
+            await conn.commit()
+            await conn.set_autocommit(True)
+        try:
+            cur = AsyncRawCursor(conn)
+            await cur.execute(_sql.load("postgres", "unique_index_check", prefix), (prefix,))
+            row = await cur.fetchone()
+            valid = row[0] if row else None
+            if valid is True:
+                return  # ours, or one made by Oban Pro: kept as it is
+            if valid is False:  # an earlier concurrent build failed half way
+                await cur.execute(
+                    f'DROP INDEX CONCURRENTLY IF EXISTS "{prefix}".oban_jobs_unique_index'
+                )
+            await cur.execute(_sql.load("postgres", "unique_duplicates", prefix))
+            duplicates = await cur.fetchall()
+            if duplicates:
+                held = "; ".join(
+                    f"key {key} held by jobs {', '.join(map(str, ids))}"
+                    for key, _count, ids in duplicates
+                )
+                raise DuplicateUniqueKeysError(
+                    f"cannot build oban_jobs_unique_index in schema {prefix!r}: jobs share a "
+                    f"unique key ({held}). Cancel or delete the extra jobs, or empty their "
+                    "meta.uniq_bmp, then run `oban install` again"
+                )
+            await cur.execute(unique_index_sql(prefix))
+        finally:
+            if not autocommit:
+                await conn.set_autocommit(False)
 
 
 async def uninstall(pool: AsyncConnectionPool[Any], prefix: str = "public") -> None:

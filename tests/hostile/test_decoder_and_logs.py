@@ -280,6 +280,36 @@ async def test_psycopg_pool_warnings_in_oban_start_mask_the_password(
     assert SECRET not in out, out  # ...masked
 
 
+LIBRARY_START = """
+import asyncio, logging, sys
+from oban import Oban
+
+logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+
+async def main():
+    try:
+        await Oban(dsn=sys.argv[1], queues={"default": 1}, pool_timeout=3).start()
+    except Exception as error:
+        print(type(error).__name__, error)
+
+asyncio.run(main())
+"""
+
+
+async def test_psycopg_pool_warnings_in_a_program_of_its_own_mask_the_password(
+    dsn: str, tmp_path: Path
+) -> None:
+    # The same defect as above, met by a program that starts Oban itself (not `oban start`).
+    separator = "&" if "?" in dsn else "?"
+    bad = f"{dsn}{separator}connect_timeout=10%26password%3D{SECRET}"
+    code, out = await run_command(
+        sys.executable, "-c", LIBRARY_START, bad, cwd=tmp_path, env=_env(), timeout=60
+    )
+    assert code == 0 and "DatabaseUnavailableError" in out, out
+    assert "psycopg.pool" in out, out  # the pool's own warnings were shown...
+    assert SECRET not in out, out  # ...masked
+
+
 @pytest.fixture
 def pool_log() -> Iterator[list[str]]:
     """Lines of the ``psycopg.pool`` logger, formatted as a handler formats them."""

@@ -20,6 +20,7 @@ MODEL = [
     "_modes.py",
     "_options.py",
     "_recorded.py",
+    "_unique.py",
     "decorators.py",
     "errors.py",
     "job.py",

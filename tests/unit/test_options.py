@@ -133,7 +133,7 @@ def test_options_not_implemented_yet_are_refused_by_the_decorators(name: str) ->
             return None
 
 
-@pytest.mark.parametrize("name", ["unique", "rate_limit", "replace", "partition", "workflow"])
+@pytest.mark.parametrize("name", ["rate_limit", "partition", "workflow", "global_limit"])
 def test_options_not_implemented_yet_are_refused_per_job(name: str) -> None:
     with pytest.raises(OptionNotImplementedError, match=name):
         OptsWorker.new({}, **_loose(**{name: {"period": 60}}))
@@ -143,12 +143,12 @@ def test_options_not_implemented_yet_are_refused_per_job(name: str) -> None:
 
 def test_option_not_implemented_error_is_not_implemented_a_value_error_and_an_oban_error() -> None:
     with pytest.raises(OptionNotImplementedError) as info:
-        OptsWorker.new({}, **_loose(unique={"period": 60}))
+        OptsWorker.new({}, **_loose(rate_limit={"period": 60}))
 
     assert isinstance(info.value, NotImplementedError)
     assert isinstance(info.value, ValueError)  # like every other unusable option
     assert isinstance(info.value, ObanError)
-    assert "unique jobs" in str(info.value)
+    assert "rate limiting" in str(info.value)
 
 
 # --- per-job fields given to a decorator ------------------------------------------------------
@@ -386,9 +386,11 @@ def test_worker_options_are_the_job_defaults_a_decorator_accepts() -> None:
         "meta",
         "priority",
         "queue",
+        "replace",
         "schedule_in",
         "scheduled_in",
         "tags",
+        "unique",
     }
     assert WORKER_OPTIONS < JOB_FIELDS
     assert not WORKER_OPTIONS & set(NOT_IMPLEMENTED)

@@ -59,6 +59,56 @@ def new_jobs(jobs: Sequence[Job], timestamp: Timestamp) -> str:
     ).decode()
 
 
+def new_unique_jobs(jobs: Sequence[Job], timestamp: Timestamp) -> str:
+    """Jobs to insert, some unique, each with its ``rank`` in key order: the insert goes in
+    that order, so two batches that share keys take them in the same order and cannot
+    deadlock (ids still follow the input order)."""
+    order = sorted(range(len(jobs)), key=lambda index: jobs[index].meta.get("uniq_key") or "")
+    ranks = [0] * len(jobs)
+    for rank, index in enumerate(order):
+        ranks[index] = rank
+    return orjson.dumps(
+        [
+            {
+                "state": job.state.value,
+                "queue": job.queue,
+                "worker": job.worker,
+                "args": job.args,
+                "meta": job.meta,
+                "tags": job.tags,
+                "priority": job.priority,
+                "max_attempts": job.max_attempts,
+                "scheduled_at": timestamp(job.scheduled_at),
+                "rank": rank,
+            }
+            for job, rank in zip(jobs, ranks, strict=True)
+        ]
+    ).decode()
+
+
+def replacements(pairs: Sequence[tuple[Job, int, str]], timestamp: Timestamp) -> str:
+    """Duplicates whose ``replace=`` applies to the job holding their key: for each, that
+    holder's id and state, the fields to update on it and the duplicate's values."""
+    return orjson.dumps(
+        [
+            {
+                "id": id_,
+                "state": state,
+                "fields": list((job.replace or {}).get(state, ())),
+                "queue": job.queue,
+                "worker": job.worker,
+                "args": job.args,
+                "meta": job.meta,
+                "tags": job.tags,
+                "priority": job.priority,
+                "max_attempts": job.max_attempts,
+                "scheduled_at": timestamp(job.scheduled_at),
+            }
+            for job, id_, state in pairs
+        ]
+    ).decode()
+
+
 def cron_jobs(jobs: Sequence[Job]) -> str:
     """Cron jobs to insert (always available now)."""
     return orjson.dumps(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -54,6 +54,9 @@ class Engine(Protocol):
     """Whole database operations, taking and returning model objects."""
 
     prefix: str
+    #: Told, per queue, how many unique jobs staging discarded because another job holds
+    #: their key (docs/unique.md).
+    on_unique_conflicts: Callable[[dict[str, int]], None] | None
 
     async def check_schema(self) -> None:
         """Raise SchemaNotInstalledError/DatabaseUnavailableError when not usable."""

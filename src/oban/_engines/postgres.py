@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,10 +18,11 @@ from psycopg.errors import UndefinedTable
 from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from .. import _unique
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
 from . import _payloads, _sql
-from ._dsn import mask_dsn, scrub
+from ._dsn import guard_pool_logs, mask_dsn, scrub
 from .base import CANCELLED_WHILE_EXECUTING, Ack, ProducerRow
 
 _ENGINE = "postgres"
@@ -44,6 +45,16 @@ def _naive_utc(value: datetime | None) -> str | datetime | None:
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat()
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _holder(row: Sequence[Any]) -> tuple[Any, ...]:
+    """(id, state, queue, inserted_at, scheduled_at) with the timestamps made aware."""
+    id_, state, queue, inserted_at, scheduled_at = row
+    return (id_, state, queue, _aware(inserted_at), _aware(scheduled_at))
 
 
 def _ack_payload(acks: Sequence[Ack]) -> str:
@@ -197,6 +208,8 @@ async def open_pool(pool: AsyncConnectionPool[Any], timeout: float) -> None:
         DatabaseUnavailableError: the database cannot be reached (the pool is closed).
     """
     conninfo = await resolve_conninfo(pool)
+    # psycopg_pool's warnings about this pool may quote its DSN: mask it there, in any program.
+    guard_pool_logs(conninfo)
     try:
         await probe(conninfo, await _resolve(pool.kwargs), timeout=min(PROBE_TIMEOUT, timeout))
         await pool.open(wait=True, timeout=timeout)
@@ -294,6 +307,10 @@ class PostgresEngine:
         # No oban_peers (an oban-py 0.7.0 layout not upgraded yet): leases in oban_leaders.
         self._legacy_leases: bool | None = None
         self._fetch_sql_text: str | None = None
+        #: Whether oban_jobs_unique_index was found valid (checked at the first unique insert).
+        self._unique_index = False
+        #: Told, per queue, how many unique jobs staging discarded for a key another job holds.
+        self.on_unique_conflicts: Callable[[dict[str, int]], None] | None = None
 
     def _q(self, name: str) -> str:
         return _sql.load(_ENGINE, name, self.prefix)
@@ -353,6 +370,8 @@ class PostgresEngine:
     async def insert_jobs(self, jobs: Sequence[Job], conn: Any = None) -> list[Job]:
         if not jobs:
             return []
+        if _unique.stamp(jobs):
+            return await self._insert_unique(jobs, conn)
         payload = _payloads.new_jobs(jobs, _naive_utc)
         params = (payload, self.insert_channel)
         if conn is not None:
@@ -365,6 +384,48 @@ class PostgresEngine:
             job.inserted_at = inserted_at.replace(tzinfo=UTC)
             job.scheduled_at = scheduled_at.replace(tzinfo=UTC)
         return list(jobs)
+
+    async def _insert_unique(self, jobs: Sequence[Job], conn: Any) -> list[Job]:
+        """Insert a batch with unique jobs: skipped duplicates describe the job that holds
+        their key (``conflict`` true); see docs/unique.md."""
+        if not self._unique_index:
+            await self._check_unique_index()
+        if conn is not None:
+            await self._insert_unique_on(await unwrap_connection(conn), jobs)
+        else:
+            async with self._connection() as own:
+                await self._insert_unique_on(own, jobs)
+        return list(jobs)
+
+    async def _insert_unique_on(self, conn: AsyncConnection[Any], jobs: Sequence[Job]) -> None:
+        async def insert(pending: list[Job]) -> list[tuple[Any, ...] | None]:
+            payload = _payloads.new_unique_jobs(pending, _naive_utc)
+            rows = await self._execute(conn, "insert_unique_jobs", (payload, self.insert_channel))
+            return [None if row[1] is None else _holder(row[1:]) for row in rows]
+
+        async def holders(keys: list[str]) -> dict[str, tuple[Any, ...]]:
+            rows = await self._execute(conn, "unique_holders", (keys,))
+            return {key: _holder(row) for key, *row in rows}
+
+        async def replace(pairs: list[tuple[Job, int, str]]) -> list[tuple[Any, ...]]:
+            payload = _payloads.replacements(pairs, _naive_utc)
+            return [
+                _holder(row) for row in await self._execute(conn, "replace_unique_jobs", (payload,))
+            ]
+
+        await _unique.insert(jobs, insert=insert, holders=holders, replace=replace)
+
+    async def _check_unique_index(self) -> None:
+        rows = await self._run("unique_index_check", (self.prefix,))
+        if rows and rows[0][0] is True:
+            self._unique_index = True
+            return
+        flag = "" if self.prefix == "public" else f" --prefix {self.prefix}"
+        raise SchemaNotInstalledError(
+            f"unique jobs need the index oban_jobs_unique_index in schema {self.prefix!r}, "
+            f"which is missing or unfinished: run `oban install --dsn <dsn>{flag}` (or "
+            "oban.schema.install(pool)) to build it"
+        )
 
     def _fetch_sql(self) -> str:
         """fetch_jobs.sql with the ack statement inside."""
@@ -406,6 +467,9 @@ class PostgresEngine:
             return {}
         scope = None if queues is None else list(queues)
         rows = await self._run("stage_jobs", (scope, limit, self.insert_channel))
+        conflicts = {row[0]: row[2] for row in rows if row[2]}
+        if conflicts and self.on_unique_conflicts is not None:
+            self.on_unique_conflicts(conflicts)
         return {row[0]: row[1] for row in rows}
 
     async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
@@ -487,6 +551,8 @@ class PostgresEngine:
     async def insert_cron_jobs(self, name: str, jobs: Sequence[Job]) -> list[int]:
         if not jobs:
             return []
+        if _unique.stamp(jobs) and not self._unique_index:
+            await self._check_unique_index()
         payload = _payloads.cron_jobs(jobs)
         async with self._connection() as conn:
             async with conn.transaction():

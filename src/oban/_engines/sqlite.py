@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiosqlite
 import orjson
 
+from .. import _unique
 from .._wire import decode_payload
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
@@ -82,6 +83,12 @@ def parse_timestamp(value: str | None) -> datetime | None:
     if value is None:
         return None
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _holder(row: Sequence[Any]) -> tuple[Any, ...]:
+    """(id, state, queue, inserted_at, scheduled_at) with the timestamps parsed."""
+    id_, state, queue, inserted_at, scheduled_at = row
+    return (id_, state, queue, parse_timestamp(inserted_at), parse_timestamp(scheduled_at))
 
 
 def _timestamp_or_none(value: datetime | None) -> str | None:
@@ -247,6 +254,8 @@ class SQLiteEngine:
         #: Called as ``local_notify(channel, message)`` for in-process notifications: set by
         #: the Oban facade (other processes read signals from ``oban_signals``).
         self.local_notify: LocalNotify | None = None
+        #: Told, per queue, how many unique jobs staging discarded for a key another job holds.
+        self.on_unique_conflicts: Callable[[dict[str, int]], None] | None = None
         self._conn: aiosqlite.Connection | None = None
         # id -> meta text as fetched, for merging acks' meta in Python (see _merge_meta)
         self._fetched_meta: dict[int, str] = {}
@@ -468,6 +477,8 @@ class SQLiteEngine:
         """
         if not jobs:
             return []
+        if _unique.stamp(jobs):
+            return await self._insert_unique(jobs, conn)
         params = {"jobs": _payloads.new_jobs(jobs, _timestamp_or_none)}
         if conn is not None:
             with self._schema_guard():
@@ -482,6 +493,45 @@ class SQLiteEngine:
             job.scheduled_at = parse_timestamp(scheduled_at)
         self._wake([row[2] for row in rows if row[1] == "available"])
         return list(jobs)
+
+    async def _insert_unique(self, jobs: Sequence[Job], conn: Any) -> list[Job]:
+        """Insert a batch with unique jobs (docs/unique.md): every statement in one
+        transaction, which holds the file's write lock from the first write on."""
+        if conn is not None:
+            with self._schema_guard():
+                await self._insert_unique_on(functools.partial(_execute_on, conn), jobs)
+        else:
+            async with self._transaction() as own:
+
+                async def run(sql: str, params: dict[str, Any]) -> list[Any]:
+                    return list(await own.execute_fetchall(sql, params))
+
+                with self._schema_guard():
+                    await self._insert_unique_on(run, jobs)
+        self._wake([job.queue for job in jobs if not job.conflict and job.state == "available"])
+        return list(jobs)
+
+    async def _insert_unique_on(
+        self, run: Callable[[str, dict[str, Any]], Awaitable[list[Any]]], jobs: Sequence[Job]
+    ) -> None:
+        async def insert(pending: list[Job]) -> list[tuple[Any, ...] | None]:
+            [(base,)] = await run(self._q("unique_base"), {})
+            payload = _payloads.new_unique_jobs(pending, _timestamp_or_none)
+            rows = await run(self._q("insert_unique_jobs"), {"jobs": payload, "base": base})
+            found = {row[0]: _holder(row) for row in rows}
+            return [found.get(base + index + 1) for index in range(len(pending))]
+
+        async def holders(keys: list[str]) -> dict[str, tuple[Any, ...]]:
+            rows = await run(self._q("unique_holders"), {"keys": orjson.dumps(keys).decode()})
+            return {key: _holder(row) for key, *row in rows}
+
+        async def replace(pairs: list[tuple[Job, int, str]]) -> list[tuple[Any, ...]]:
+            payload = _payloads.replacements(pairs, _timestamp_or_none)
+            return [
+                _holder(row) for row in await run(self._q("replace_unique_jobs"), {"jobs": payload})
+            ]
+
+        await _unique.insert(jobs, insert=insert, holders=holders, replace=replace)
 
     async def fetch_jobs(self, queue: str, demand: int, node: str, uuid: str) -> list[Job]:
         if demand <= 0:  # SQLite reads a negative LIMIT as no limit at all
@@ -563,7 +613,16 @@ class SQLiteEngine:
         if queues is not None and not queues:
             return {}
         scope = None if queues is None else orjson.dumps(list(queues)).decode()
-        rows = await self._run("stage_jobs", {"queues": scope, "limit": max(limit, 0)})
+        params = {"queues": scope, "limit": max(limit, 0)}
+        async with self._transaction() as conn:
+            # Unique jobs that cannot take their key go first (docs/unique.md).
+            discarded = list(await conn.execute_fetchall(self._q("stage_conflicts"), params))
+            rows = list(await conn.execute_fetchall(self._q("stage_jobs"), params))
+        conflicts: dict[str, int] = {}
+        for (queue,) in discarded:
+            conflicts[queue] = conflicts.get(queue, 0) + 1
+        if conflicts and self.on_unique_conflicts is not None:
+            self.on_unique_conflicts(conflicts)
         counts: dict[str, int] = {}
         for (queue,) in rows:
             counts[queue] = counts.get(queue, 0) + 1
@@ -694,6 +753,7 @@ class SQLiteEngine:
         holds SQLite's write lock from the check to the insert."""
         if not jobs:
             return []
+        _unique.stamp(jobs)
         payload = _payloads.cron_jobs(jobs)
         rows = await self._run("insert_cron_jobs", {"jobs": payload})
         rows.sort(key=lambda row: row[0])

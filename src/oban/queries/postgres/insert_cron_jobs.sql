@@ -20,6 +20,8 @@ WITH input AS (
     )
   )
   ORDER BY i.ord
+  -- A unique cron worker's job is skipped while a row holds its key (docs/unique.md).
+  ON CONFLICT DO NOTHING
   RETURNING id, queue
 ), notified AS (
   SELECT pg_notify($2::text, json_build_object('queue', q.queue)::text)

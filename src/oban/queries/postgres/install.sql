@@ -226,3 +226,34 @@ BEGIN
   END IF;
 END
 $estimate$;
+
+-- Unique jobs (docs/unique.md): a job holds meta.uniq_key while its state is in meta.uniq_bmp.
+-- The state's number, as jsonb so that the index condition is `uniq_bmp @> number`.
+CREATE OR REPLACE FUNCTION {prefix}.oban_uniq_state_bit(state {prefix}.oban_job_state)
+RETURNS jsonb AS $body$
+  SELECT CASE state
+    WHEN 'scheduled' THEN jsonb '0'
+    WHEN 'available' THEN jsonb '1'
+    WHEN 'executing' THEN jsonb '2'
+    WHEN 'retryable' THEN jsonb '3'
+    WHEN 'completed' THEN jsonb '4'
+    WHEN 'cancelled' THEN jsonb '5'
+    WHEN 'discarded' THEN jsonb '6'
+    WHEN 'suspended' THEN jsonb '7'
+  END
+$body$ LANGUAGE sql IMMUTABLE PARALLEL SAFE;
+
+-- The index that makes keys unique. A row without a key fails its condition at the first test
+-- (this runs for every write to oban_jobs). Built here only on an empty table (a new installation);
+-- on a table with rows `oban install` builds it afterwards with CREATE INDEX CONCURRENTLY,
+-- once it has checked for duplicates (oban.schema.unique_index_sql). An index of that name
+-- made by someone else (Oban Pro) is kept.
+DO $unique$
+BEGIN
+  IF to_regclass(format('%I.oban_jobs_unique_index', {prefix_name})) IS NULL
+     AND NOT EXISTS (SELECT 1 FROM {prefix}.oban_jobs LIMIT 1) THEN
+    CREATE UNIQUE INDEX oban_jobs_unique_index ON {prefix}.oban_jobs ((meta->>'uniq_key'))
+      WHERE meta ? 'uniq_key' AND meta->'uniq_bmp' @> {prefix}.oban_uniq_state_bit(state);
+  END IF;
+END
+$unique$;

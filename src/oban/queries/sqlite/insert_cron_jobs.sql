@@ -22,4 +22,6 @@ WHERE NOT EXISTS (
     AND json_extract(o.meta, '$.cron_at') = json_extract(i.value, '$.meta.cron_at')
 )
 ORDER BY i.key
+-- A unique cron worker's job is skipped while a row holds its key (docs/unique.md).
+ON CONFLICT DO NOTHING
 RETURNING id, queue

@@ -53,6 +53,21 @@ CREATE INDEX IF NOT EXISTS {table_prefix}oban_jobs_cron_index
   ON {table_prefix}oban_jobs (json_extract(meta, '$.cron_name'), json_extract(meta, '$.cron_at'))
   WHERE json_extract(meta, '$.cron_name') IS NOT NULL;
 
+-- Unique jobs (docs/unique.md): a job holds meta.uniq_key while its state's number is in
+-- meta.uniq_bmp (its digits, in the JSON text of that list). A meta that is not JSON holds
+-- no key and fails nothing.
+CREATE UNIQUE INDEX IF NOT EXISTS {table_prefix}oban_jobs_unique_index
+  ON {table_prefix}oban_jobs ((CASE WHEN instr(meta, '"uniq_key"') = 0 THEN NULL WHEN json_valid(meta) THEN json_extract(meta, '$.uniq_key') END))
+  WHERE (CASE WHEN instr(meta, '"uniq_key"') = 0 THEN NULL WHEN json_valid(meta) THEN json_extract(meta, '$.uniq_key') END) IS NOT NULL
+    AND instr(
+      (CASE WHEN instr(meta, '"uniq_key"') = 0 THEN NULL WHEN json_valid(meta) THEN json_extract(meta, '$.uniq_bmp') END),
+      CASE state
+        WHEN 'scheduled' THEN '0' WHEN 'available' THEN '1' WHEN 'executing' THEN '2'
+        WHEN 'retryable' THEN '3' WHEN 'completed' THEN '4' WHEN 'cancelled' THEN '5'
+        WHEN 'discarded' THEN '6' WHEN 'suspended' THEN '7'
+      END
+    ) > 0;
+
 CREATE TABLE IF NOT EXISTS {table_prefix}oban_leaders (
   name TEXT PRIMARY KEY NOT NULL DEFAULT 'Oban',
   node TEXT NOT NULL,

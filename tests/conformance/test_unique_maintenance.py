@@ -1,0 +1,192 @@
+"""Unique jobs and staging, on both engines: a job that would take a key another job holds
+when it becomes available is discarded with ``meta.unique_conflict``, never failing the
+staging of everything else (Oban issue 1416, oban-py issue 19)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from oban import Job, Oban, Snooze, telemetry, worker
+from oban._cron import CronEntry
+from oban._scheduler import Scheduler
+from oban._unique import UniqueOptions
+from tests.helpers import eventually
+
+#: A state list without retryable: a retryable job does not hold its key, and takes it again
+#: when staged.
+NO_RETRYABLE: UniqueOptions = {"states": ["available", "executing", "scheduled"]}
+
+Sql = Callable[..., Any]
+
+
+def _job(key: int, **options: Any) -> Job:
+    return Job("conf.unique.Worker", queue="uq", args={"key": key}, unique=NO_RETRYABLE, **options)
+
+
+async def _make_due_retryable(oban: Oban, sql: Sql, backdate: Sql, job_id: int) -> None:
+    await sql(oban, "UPDATE oban_jobs SET state = 'retryable' WHERE id = %s", (job_id,))
+    await backdate(oban, job_id, "scheduled_at", 5)
+
+
+async def _stage(oban: Oban) -> dict[str, int]:
+    engine = await oban._ready()
+    return await engine.stage_jobs(None, 100)
+
+
+async def _states(oban: Oban, sql: Sql, ids: list[int]) -> list[tuple[Any, ...]]:
+    rows = await sql(oban, "SELECT id, state, meta FROM oban_jobs ORDER BY id")
+    return [row for row in rows if row[0] in ids]
+
+
+def _meta(value: Any) -> dict[str, Any]:
+    import json
+
+    return value if isinstance(value, dict) else json.loads(value)
+
+
+async def test_a_job_whose_key_is_held_is_discarded_at_staging_and_the_rest_staged(
+    oban: Oban, sql: Sql, backdate: Sql
+) -> None:
+    events: list[dict[str, Any]] = []
+    telemetry.attach("uniq-test", ["oban.unique.conflict"], lambda _n, meta: events.append(meta))
+    try:
+        first = await oban.enqueue(_job(1))
+        await _make_due_retryable(oban, sql, backdate, first.id)  # type: ignore[arg-type]
+        holder = await oban.enqueue(_job(1))  # the retryable one does not hold the key
+        assert not holder.conflict and holder.id != first.id
+        plain = await oban.enqueue(Job("conf.unique.Worker", queue="other", scheduled_in=60))
+        await backdate(oban, plain.id, "scheduled_at", 5)
+
+        staged = await _stage(oban)
+    finally:
+        telemetry.detach("uniq-test")
+
+    assert staged.get("other") == 1, staged
+    rows = {
+        row[0]: (row[1], _meta(row[2]))
+        for row in await _states(
+            oban,
+            sql,
+            [first.id, holder.id, plain.id],  # type: ignore[list-item]
+        )
+    }
+    assert rows[first.id][0] == "discarded", rows
+    assert rows[first.id][1]["unique_conflict"] == "staging", rows
+    assert rows[holder.id][0] == "available", rows
+    assert rows[plain.id][0] == "available", rows
+    assert events == [{"queue": "uq", "count": 1, "at": "stage"}], events
+    # Nothing is left to fail the next run.
+    assert await _stage(oban) in ({}, {"other": 0}, {"uq": 0}, {"other": 0, "uq": 0})
+
+
+async def test_two_due_jobs_with_one_key_stage_the_earlier_and_discard_the_other(
+    oban: Oban, sql: Sql, backdate: Sql
+) -> None:
+    first = await oban.enqueue(_job(2))
+    await _make_due_retryable(oban, sql, backdate, first.id)  # type: ignore[arg-type]
+    second = await oban.enqueue(_job(2))
+    assert not second.conflict
+    await _make_due_retryable(oban, sql, backdate, second.id)  # type: ignore[arg-type]
+    await backdate(oban, first.id, "scheduled_at", 10)
+
+    await _stage(oban)
+
+    rows = {
+        row[0]: row[1]
+        for row in await _states(
+            oban,
+            sql,
+            [first.id, second.id],  # type: ignore[list-item]
+        )
+    }
+    assert rows == {first.id: "available", second.id: "discarded"}, rows
+    again = await oban.enqueue(_job(2))
+    assert again.conflict and again.id == first.id
+
+
+SNOOZE_GATE: dict[str, asyncio.Event] = {}
+
+
+@worker(queue="uqsnooze", unique={"group": "scheduled"})
+class UniqueSnoozer:
+    """Waits for the test's gate, then snoozes: back to ``scheduled``, where its key counts."""
+
+    async def process(self, job: Job) -> Snooze:
+        await SNOOZE_GATE["open"].wait()
+        return Snooze(600)
+
+
+async def test_a_snooze_into_a_key_another_job_holds_discards_the_job_and_acks_the_rest(
+    make_oban: Callable[..., Oban],
+) -> None:
+    SNOOZE_GATE["open"] = asyncio.Event()
+    oban = make_oban(queues={"uqsnooze": 2, "default": 2})
+    await oban.start()
+    # Available, so outside its group ("scheduled"): it does not hold the key while it runs.
+    running = await UniqueSnoozer.enqueue({"k": 1})
+    assert not running.conflict
+
+    async def executing() -> bool:
+        job = await oban.get_job(running.id)  # type: ignore[arg-type]
+        return job is not None and job.state == "executing"
+
+    await eventually(executing, message="the snoozer runs")
+    holder = await UniqueSnoozer.enqueue({"k": 1}, scheduled_in=300)
+    assert not holder.conflict and holder.state == "scheduled"
+    others = await oban.enqueue_many([Job("conf.unique.Missing", max_attempts=1) for _ in range(3)])
+    SNOOZE_GATE["open"].set()
+
+    async def final() -> Job | None:
+        job = await oban.get_job(running.id)  # type: ignore[arg-type]
+        return job if job is not None and job.state == "discarded" else None
+
+    done = await eventually(final, message="the snoozed duplicate discarded", timeout=10)
+    assert "could not store" in done.errors[-1]["error"], done.errors
+    assert (await oban.get_job(holder.id)).state == "scheduled"  # type: ignore[arg-type, union-attr]
+
+    async def others_acked() -> bool:  # an unknown worker's job is discarded at once
+        found = [await oban.get_job(job.id) for job in others]  # type: ignore[arg-type]
+        return all(job is not None and job.state == "discarded" for job in found)
+
+    await eventually(others_acked, message="the other jobs acked")
+
+
+@worker(queue="uqcron", unique={"group": "incomplete"})
+class UniqueCronWorker:
+    async def process(self, job: Job) -> None:
+        return None
+
+
+async def test_a_unique_cron_worker_on_three_nodes_inserts_once_and_skips_while_incomplete(
+    make_oban: Callable[..., Oban], sql: Sql
+) -> None:
+    entry = CronEntry.build("* * * * *", UniqueCronWorker)
+    nodes = [make_oban(name=f"uq_cron_{n}", node=f"cron-{n}") for n in "abc"]
+    schedulers = [
+        Scheduler(
+            engine=await node._ready(),
+            entries=lambda: [entry],
+            instance="Oban",
+            is_leader=lambda: True,
+        )
+        for node in nodes
+    ]
+    minute = datetime(2031, 3, 4, 5, 6, tzinfo=UTC)
+
+    async def evaluate(at: datetime) -> list[int]:
+        found = await asyncio.gather(*(s.evaluate(at) for s in schedulers))
+        return [job_id for ids in found for job_id in ids]
+
+    first = await evaluate(minute)
+    assert len(first) == 1, first
+    # The next minutes: the first job is still available, so its key is held.
+    assert await evaluate(minute + timedelta(minutes=1)) == []
+    assert await evaluate(minute + timedelta(minutes=2)) == []
+    await sql(nodes[0], "UPDATE oban_jobs SET state = 'completed' WHERE id = %s", (first[0],))
+    later = await evaluate(minute + timedelta(minutes=3))
+    assert len(later) == 1 and later != first, later
+    rows = await sql(nodes[0], "SELECT count(*) FROM oban_jobs")
+    assert rows[0][0] == 2
