@@ -8,6 +8,7 @@ from importlib.metadata import version as _version
 
 # isort: off
 from ._config import Config
+from ._query import JobCounts, JobPage, NodeInfo
 from .job import Cancel, Job, JobState, Record, Snooze, current_job
 from .oban import Oban
 from .worker import Worker
@@ -27,7 +28,10 @@ __all__ = [
     "Cancel",
     "Config",
     "Job",
+    "JobCounts",
+    "JobPage",
     "JobState",
+    "NodeInfo",
     "Oban",
     "Record",
     "Snooze",

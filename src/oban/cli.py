@@ -695,3 +695,8 @@ async def _watch_parent(supervisor: int, stopping: asyncio.Event) -> None:
 
 #: How often a supervised node checks that its supervisor still runs.
 _PARENT_CHECK_INTERVAL = 0.5
+
+
+# The commands that see and steer jobs (oban jobs, job, queues, stats, retry, cancel, delete,
+# pause, resume, scale) live in their own module, which adds them to `main`.
+from . import _cli_manage  # noqa: E402, F401

@@ -43,6 +43,16 @@ from ._modes import is_inline, run_inline
 from ._notifier import Drops, PostgresNotifier
 from ._producer import Producer, QueueInfo
 from ._pruner import Pruner
+from ._query import (
+    COUNT_BY,
+    EXACT_COUNT_LIMIT,
+    MAX_PAGE,
+    JobCounts,
+    JobPage,
+    NodeInfo,
+    job_filter,
+    page_after,
+)
 from ._refresher import Refresher
 from ._scheduler import Scheduler
 from ._signal_poller import SignalPoller
@@ -51,7 +61,7 @@ from ._tasks import cancel_and_wait
 from ._wire import SIGNATURE, SIGNED_AT, encode_payload, sign, verify
 from .decorators import cron_entries
 from .errors import OptionNotImplementedError, UnknownOptionError
-from .job import MAX_NAME_LENGTH, Job
+from .job import MAX_NAME_LENGTH, Job, JobState
 from .telemetry.core import has_span_handlers
 from .worker import warn_if_unimportable
 
@@ -819,6 +829,109 @@ class Oban:
         [key] = _ids([job_id])
         found = await (await self._ready()).get_jobs([key])
         return found[0] if found else None
+
+    # Querying
+
+    async def list_jobs(
+        self,
+        *,
+        state: str | JobState | Iterable[str | JobState] | None = None,
+        queue: str | Iterable[str] | None = None,
+        worker: Any = None,
+        tags: str | Iterable[str] | None = None,
+        args: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        search: str | None = None,
+        ids: Iterable[int | Job] | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> JobPage:
+        """One page of jobs, newest first, that match every filter given.
+
+        ``state``, ``queue`` and ``worker`` take a value or a list of values (a worker as its
+        name, its class or its ``@job`` function); ``tags``: jobs with all of these tags;
+        ``args``/``meta``: a dict the job's args/meta contain (as PostgreSQL's ``@>``: nested
+        dicts match by key); ``search``: a case-insensitive piece of the worker name or of
+        the args' JSON; ``ids``: only these jobs. ``limit`` (1 to 1,000) jobs per page; give
+        the page's ``next`` as ``after`` for the following one (keyset paging: no offset,
+        no count, as fast on the last page as on the first).
+
+        Raises:
+            TypeError: a filter of the wrong type.
+            ValueError: an unknown state, a limit out of range, a cursor that is not one.
+        """
+        where = job_filter(
+            state=state,
+            queue=queue,
+            worker=worker,
+            tags=tags,
+            args=args,
+            meta=meta,
+            search=search,
+            ids=ids,
+        )
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
+        before = page_after(after)
+        jobs = await (await self._ready()).list_jobs(where, before, limit + 1)
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        return JobPage(jobs, str(jobs[-1].id) if more and jobs else None)
+
+    async def count_jobs(
+        self,
+        by: Iterable[str] = ("state",),
+        *,
+        state: str | JobState | Iterable[str | JobState] | None = None,
+        queue: str | Iterable[str] | None = None,
+        limit: int = EXACT_COUNT_LIMIT,
+    ) -> JobCounts:
+        """How many jobs there are, grouped by ``by`` (any of ``"state"`` and ``"queue"``,
+        in that order of the key, or nothing for one total), optionally only of some states
+        or queues. Groups without jobs are absent.
+
+        Never a pass over the whole table: on PostgreSQL each (state, queue) pair is counted
+        exactly up to ``limit`` jobs and estimated by the planner above that (its keys are in
+        the result's ``estimated``); SQLite counts exactly.
+
+        Raises:
+            ValueError: an unknown ``by`` field or state, or a limit below 1.
+        """
+        fields = tuple(by)
+        for name in fields:
+            if name not in COUNT_BY:
+                raise ValueError(f"count_jobs can group by {', '.join(COUNT_BY)}, not {name!r}")
+        if len(set(fields)) != len(fields):
+            raise ValueError(f"count_jobs: {fields!r} names a field twice")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        where = job_filter(state=state, queue=queue)
+        rows = await (await self._ready()).count_jobs(where.states, where.queues, limit)
+        counts: dict[tuple[str, ...], int] = {}
+        estimated: set[tuple[str, ...]] = set()
+        for row_state, row_queue, is_estimate, count in rows:
+            values = {"state": row_state, "queue": row_queue}
+            key = tuple(values[name] for name in fields)
+            counts[key] = counts.get(key, 0) + count
+            if is_estimate:
+                estimated.add(key)
+        return JobCounts(counts, estimated)
+
+    async def nodes(self) -> list[NodeInfo]:
+        """Every node running queues for this instance's name, from :meth:`queues`: its
+        queues, how many jobs it is running and when its first queue started."""
+        found: dict[str, list[QueueInfo]] = {}
+        for info in await self.queues():
+            found.setdefault(info.node, []).append(info)
+        return [
+            NodeInfo(
+                node=node,
+                queues=sorted({info.queue for info in infos}),
+                running=sum(len(info.running) for info in infos),
+                started_at=min((i.started_at for i in infos if i.started_at), default=None),
+            )
+            for node, infos in sorted(found.items())
+        ]
 
     # Queues
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from .._query import JobFilter
 from ..job import Job
 
 #: The error recorded for a job cancelled while it ran (the canceller writes it with the
@@ -75,6 +76,15 @@ class Engine(Protocol):
     ) -> tuple[set[int], list[Job]]:
         """:meth:`ack_jobs` and :meth:`fetch_jobs` at once, all or nothing: a producer's
         fetch carries the acks waiting to be written. Returns (acked ids, claimed jobs)."""
+
+    async def list_jobs(self, where: JobFilter, after: int | None, limit: int) -> list[Job]:
+        """Up to ``limit`` jobs matching ``where`` with an id below ``after``, newest first."""
+
+    async def count_jobs(
+        self, states: Sequence[str] | None, queues: Sequence[str] | None, limit: int
+    ) -> list[tuple[str, str, bool, int]]:
+        """(state, queue, estimated, count) for every pair with jobs; past ``limit`` a pair's
+        count may be an estimate (``estimated`` true)."""
 
     async def stage_jobs(self, queues: Sequence[str] | None, limit: int) -> dict[str, int]:
         """Make up to ``limit`` due scheduled/retryable jobs of ``queues`` (``None``: every

@@ -19,6 +19,7 @@ from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .. import _unique
+from .._query import JobFilter, like_pattern
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
 from . import _payloads, _sql
@@ -471,6 +472,35 @@ class PostgresEngine:
         if conflicts and self.on_unique_conflicts is not None:
             self.on_unique_conflicts(conflicts)
         return {row[0]: row[1] for row in rows}
+
+    async def list_jobs(self, where: JobFilter, after: int | None, limit: int) -> list[Job]:
+        params = (
+            where.states,
+            where.queues,
+            where.workers,
+            where.tags,
+            None if where.args is None else orjson.dumps(where.args).decode(),
+            None if where.meta is None else orjson.dumps(where.meta).decode(),
+            None if where.search is None else like_pattern(where.search),
+            where.ids,
+            after,
+            limit,
+        )
+        async with self._connection() as conn:
+            # Not prepared: a generic plan would ignore which filters are given.
+            cur = AsyncRawCursor(conn)
+            await cur.execute(self._q("list_jobs"), params, prepare=False)
+            rows = await cur.fetchall()
+        return [_row_to_job(row) for row in rows]
+
+    async def count_jobs(
+        self, states: Sequence[str] | None, queues: Sequence[str] | None, limit: int
+    ) -> list[tuple[str, str, bool, int]]:
+        scope = (None if states is None else list(states), None if queues is None else list(queues))
+        rows = await self._run("count_jobs", (*scope, limit))
+        return [
+            (state, queue, bool(estimated), int(count)) for state, queue, estimated, count in rows
+        ]
 
     async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
         rows = await self._run("get_jobs", (list(ids),))

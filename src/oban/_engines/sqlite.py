@@ -40,6 +40,7 @@ import aiosqlite
 import orjson
 
 from .. import _unique
+from .._query import JobFilter, json_contains, like_pattern
 from .._wire import decode_payload
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
@@ -83,6 +84,15 @@ def parse_timestamp(value: str | None) -> datetime | None:
     if value is None:
         return None
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _json_contains(doc: Any, want: Any) -> int:
+    """``oban_json_contains(column, filter)`` for SQL: 1 when the column's JSON contains the
+    filter's; 0 for a column that is not JSON (a hostile row fails nothing)."""
+    try:
+        return int(json_contains(orjson.loads(doc), orjson.loads(want)))
+    except (orjson.JSONDecodeError, TypeError, RecursionError):
+        return 0
 
 
 def _holder(row: Sequence[Any]) -> tuple[Any, ...]:
@@ -317,6 +327,8 @@ class SQLiteEngine:
             raise DatabaseUnavailableError(
                 f"cannot use the SQLite database {self.path!r}: {error}"
             ) from error
+        # list_jobs's args/meta/tags filters: PostgreSQL's jsonb @>, row by row.
+        await conn.create_function("oban_json_contains", 2, _json_contains, deterministic=True)
         self._conn = conn
         return conn
 
@@ -628,6 +640,34 @@ class SQLiteEngine:
             counts[queue] = counts.get(queue, 0) + 1
         self._wake(list(counts))
         return counts
+
+    async def list_jobs(self, where: JobFilter, after: int | None, limit: int) -> list[Job]:
+        def array(values: Sequence[Any] | None) -> str | None:
+            return None if values is None else orjson.dumps(list(values)).decode()
+
+        params = {
+            "states": array(where.states),
+            "queues": array(where.queues),
+            "workers": array(where.workers),
+            "tags": array(where.tags),
+            "args": None if where.args is None else orjson.dumps(where.args).decode(),
+            "meta": None if where.meta is None else orjson.dumps(where.meta).decode(),
+            "search": None if where.search is None else like_pattern(where.search),
+            "ids": array(where.ids),
+            "after": after,
+            "limit": limit,
+        }
+        return [_row_to_job(row) for row in await self._run("list_jobs", params)]
+
+    async def count_jobs(
+        self, states: Sequence[str] | None, queues: Sequence[str] | None, limit: int
+    ) -> list[tuple[str, str, bool, int]]:
+        params = {
+            "states": None if states is None else orjson.dumps(list(states)).decode(),
+            "queues": None if queues is None else orjson.dumps(list(queues)).decode(),
+        }
+        rows = await self._run("count_jobs", params)
+        return [(str(state), str(queue), False, int(count)) for state, queue, count in rows]
 
     async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
         rows = await self._run("get_jobs", {"ids": orjson.dumps(list(ids)).decode()})
