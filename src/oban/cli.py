@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import functools
 import importlib
 import logging
@@ -665,7 +666,9 @@ async def _serve(config: Config, *, supervisor: int | None = None) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
     watcher = None if supervisor is None else loop.create_task(_watch_parent(supervisor, stopping))
     try:
-        await oban.start()
+        if not await _started_unless_stopped(oban, stopping):
+            logger.info("stopped before the node had started")
+            return
         logger.info("node %s running queues %s", oban.node, ", ".join(config.queues) or "(none)")
         await stopping.wait()
         await oban.stop()
@@ -682,6 +685,25 @@ async def _serve(config: Config, *, supervisor: int | None = None) -> None:
             watcher.cancel()
         # A start that failed (say, on a missing schema) may leave the pool open.
         await oban._close_engine()
+
+
+async def _started_unless_stopped(oban: Any, stopping: asyncio.Event) -> bool:
+    """Start ``oban``, unless a signal comes first: opening the pool may wait for the
+    database up to ``pool_timeout``, and SIGTERM must not wait that long. ``False`` when the
+    start was abandoned; a failed start raises its error."""
+    starting = asyncio.create_task(oban.start())
+    signalled = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        signalled.cancel()
+    if starting.done():
+        starting.result()
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await starting
+    return False
 
 
 async def _watch_parent(supervisor: int, stopping: asyncio.Event) -> None:

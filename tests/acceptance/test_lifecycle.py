@@ -36,7 +36,7 @@ from tests.acceptance.nodes_harness import (
     _producer_registered,
     _until,
 )
-from tests.processes import Node
+from tests.processes import OBAN, Node, subprocess_env, until
 
 # The harness's fixtures, by assignment (an import would read as unused, then redefined).
 project = nodes_harness.project
@@ -468,3 +468,49 @@ async def test_cancel_from_another_process_stops_running_sync_and_async_jobs(
 
     node.signal(signal.SIGTERM)  # nothing runs: a clean, quick exit
     assert await node.exit_code(timeout=5) == 0, node.tail()
+
+
+async def test_sigterm_while_the_database_does_not_answer_stops_at_once(tmp_path: Path) -> None:
+    # A server that accepts connections and never answers: the start waits for it (the probe,
+    # then the pool, up to pool_timeout); SIGTERM must not wait as long.
+    silent: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        *OBAN,
+        "start",
+        "--dsn",
+        f"postgresql://postgres@127.0.0.1:{port}/test",
+        "--queues",
+        "default:1",
+        cwd=tmp_path,
+        env=subprocess_env({"OBAN_POOL_TIMEOUT": "30"}),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert b"oban " in banner, banner
+        await until(lambda: silent, timeout=10, message="the node connecting")
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+        elapsed = time.monotonic() - sent
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for writer in silent:
+            writer.close()
+        server.close()
+    text = banner.decode() + out.decode()
+    print(f"\nSIGTERM while connecting: exit {proc.returncode} {elapsed:.2f}s later")
+    assert proc.returncode == 0, text
+    assert elapsed < 1.5, (elapsed, text)  # the probe alone waits 3 s for an answer
+    assert "stopped before the node had started" in text, text
