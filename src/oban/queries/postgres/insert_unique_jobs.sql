@@ -7,7 +7,7 @@
 -- engine ranks them), so two batches that share keys take them in the same order and cannot
 -- deadlock.
 WITH input AS MATERIALIZED (
-  SELECT j.*, nextval(pg_get_serial_sequence('{prefix}.oban_jobs', 'id')) AS id
+  SELECT j.*, nextval((SELECT pg_get_serial_sequence('{prefix}.oban_jobs', 'id')::regclass)) AS id
   FROM ROWS FROM (
     jsonb_to_recordset($1::jsonb) AS (
       state text, queue text, worker text, args jsonb, meta jsonb, tags text[],
