@@ -626,10 +626,16 @@ class SQLiteEngine:
             return {}
         scope = None if queues is None else orjson.dumps(list(queues)).decode()
         params = {"queues": scope, "limit": max(limit, 0)}
-        async with self._transaction() as conn:
-            # Unique jobs that cannot take their key go first (docs/unique.md).
-            discarded = list(await conn.execute_fetchall(self._q("stage_conflicts"), params))
-            rows = list(await conn.execute_fetchall(self._q("stage_jobs"), params))
+        discarded: list[Any] = []
+        try:
+            rows = await self._run("stage_jobs", params)
+        except sqlite3.IntegrityError:
+            # A unique job would take a key another job holds (docs/unique.md): the statement
+            # changed nothing. Such jobs are discarded first, then the rest is staged, in one
+            # transaction (under the write lock: nothing can take a key in between).
+            async with self._transaction() as conn:
+                discarded = list(await conn.execute_fetchall(self._q("stage_conflicts"), params))
+                rows = list(await conn.execute_fetchall(self._q("stage_jobs"), params))
         conflicts: dict[str, int] = {}
         for (queue,) in discarded:
             conflicts[queue] = conflicts.get(queue, 0) + 1

@@ -1,4 +1,5 @@
--- :queues, :limit as in stage_jobs.sql, run just before it in the same transaction. Of the
+-- :queues, :limit as in stage_jobs.sql, run just before it in the same transaction when
+-- stage_jobs.sql alone failed on the unique index. Of the
 -- jobs it is about to stage, the unique ones that would take their key by becoming available
 -- (available is in their uniq_bmp, their current state is not) while another job holds that
 -- key, or an earlier job of the batch takes it, are discarded (meta.unique_conflict) instead
