@@ -190,3 +190,22 @@ async def test_a_unique_cron_worker_on_three_nodes_inserts_once_and_skips_while_
     assert len(later) == 1 and later != first, later
     rows = await sql(nodes[0], "SELECT count(*) FROM oban_jobs")
     assert rows[0][0] == 2
+
+
+async def test_replacing_the_time_of_an_available_job_makes_it_wait(oban: Oban) -> None:
+    options: dict[str, Any] = {
+        "unique": {"group": "incomplete"},
+        "replace": {"available": ["scheduled_at"]},
+    }
+    first = await oban.enqueue(Job("conf.unique.Debounced", args={"k": 1}, **options))
+    assert first.state == "available"
+    later = await oban.enqueue(
+        Job("conf.unique.Debounced", args={"k": 1}, scheduled_in=600, **options)
+    )
+
+    assert later.conflict and later.id == first.id
+    assert later.state == "scheduled"
+    stored = await oban.get_job(first.id)  # type: ignore[arg-type]
+    assert stored is not None and stored.state == "scheduled"
+    assert stored.scheduled_at is not None and first.scheduled_at is not None
+    assert (stored.scheduled_at - first.scheduled_at).total_seconds() > 590

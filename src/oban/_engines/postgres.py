@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import psycopg
-from psycopg import AsyncConnection, AsyncCursor, AsyncRawCursor, OperationalError
+from psycopg import AsyncConnection, AsyncCursor, AsyncRawCursor, OperationalError, RawCursor
 from psycopg.abc import Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import UndefinedTable
 from psycopg.pq import Format
+from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .. import _unique
 from .._query import JobFilter, like_pattern
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
-from . import _payloads, _sql
+from . import _payloads, _sql, _sync
 from ._dsn import guard_pool_logs, mask_dsn, scrub
 from .base import CANCELLED_WHILE_EXECUTING, Ack, ProducerRow
 
@@ -86,7 +88,33 @@ async def _execute_sql(
 _UNKNOWN_OID = 0
 
 
-def _rows_value_by_value(cur: AsyncRawCursor[Any]) -> list[tuple[Any, ...]]:
+def _execute_sql_sync(
+    conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    """:func:`_execute_sql` on a caller's synchronous connection (the sync API's ``conn=``)."""
+    # Tuples whatever row factory the caller's connection has (dict_row, ...).
+    cur = RawCursor(conn, row_factory=tuple_row)
+    cur.execute(sql, params)
+    result = cur.pgresult
+    if result is None or not result.nfields:
+        return []
+    try:
+        return cur.fetchall()
+    except (psycopg.DataError, ValueError):
+        return _rows_value_by_value(cur)
+
+
+def _inserted(jobs: Sequence[Job], rows: Sequence[Sequence[Any]]) -> list[Job]:
+    """``jobs`` described by the rows ``insert_jobs.sql`` returned for them (in input order)."""
+    for job, (id_, state, inserted_at, scheduled_at) in zip(jobs, rows, strict=True):
+        job.id = id_
+        job.state = JobState(state)
+        job.inserted_at = inserted_at.replace(tzinfo=UTC)
+        job.scheduled_at = scheduled_at.replace(tzinfo=UTC)
+    return list(jobs)
+
+
+def _rows_value_by_value(cur: AsyncRawCursor[Any] | RawCursor[Any]) -> list[tuple[Any, ...]]:
     """The rows of ``cur``'s result, each value loaded on its own; one that cannot be loaded
     is a :class:`~._payloads.Unloadable` naming why."""
     result = cur.pgresult
@@ -325,8 +353,10 @@ class PostgresEngine:
             raise await self._schema_missing() from error
 
     async def _schema_missing(self) -> SchemaNotInstalledError:
+        return self._schema_missing_at(shown(await resolve_conninfo(self.pool)))
+
+    def _schema_missing_at(self, where: str) -> SchemaNotInstalledError:
         flag = "" if self.prefix == "public" else f" --prefix {self.prefix}"
-        where = shown(await resolve_conninfo(self.pool))
         return SchemaNotInstalledError(
             f"the oban tables are missing from schema {self.prefix!r} of {where}: run "
             f"`oban install --dsn <dsn>{flag}` (or oban.schema.install(pool)) first"
@@ -373,18 +403,51 @@ class PostgresEngine:
             return []
         if _unique.stamp(jobs):
             return await self._insert_unique(jobs, conn)
-        payload = _payloads.new_jobs(jobs, _naive_utc)
-        params = (payload, self.insert_channel)
+        params = self._insert_params(jobs)
         if conn is not None:
             rows = await self._execute(await unwrap_connection(conn), "insert_jobs", params)
         else:
             rows = await self._run("insert_jobs", params)
-        for job, (id_, state, inserted_at, scheduled_at) in zip(jobs, rows, strict=True):
-            job.id = id_
-            job.state = JobState(state)
-            job.inserted_at = inserted_at.replace(tzinfo=UTC)
-            job.scheduled_at = scheduled_at.replace(tzinfo=UTC)
-        return list(jobs)
+        return _inserted(jobs, rows)
+
+    def _insert_params(self, jobs: Sequence[Job]) -> tuple[str, str]:
+        return (_payloads.new_jobs(jobs, _naive_utc), self.insert_channel)
+
+    def insert_jobs_sync(self, jobs: Sequence[Job], conn: Any) -> list[Job]:
+        """:meth:`insert_jobs` on the caller's synchronous connection ``conn``, inside its
+        transaction, in the caller's thread (no event loop): the same statements (the NOTIFY
+        in them wakes the nodes when the caller commits).
+
+        ``conn``: a psycopg ``Connection``/``Cursor``, or a SQLAlchemy ``Connection``/
+        ``Session`` on psycopg.
+
+        Raises:
+            TypeError: another kind of ``conn``.
+            SchemaNotInstalledError: the tables (or the unique index) are missing.
+        """
+        if not jobs:
+            return []
+        target = _sync.psycopg_connection(conn)
+
+        def execute(name: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+            try:
+                return _execute_sql_sync(target, self._q(name), params)
+            except UndefinedTable as error:
+                raise self._schema_missing_at(shown(target.info.dsn)) from error
+
+        if _unique.stamp(jobs):
+            if not self._unique_index:
+                self._unique_index_found(execute("unique_index_check", (self.prefix,)))
+            _sync.drive(self._insert_unique_with(_sync.awaitable(execute), jobs))
+            return list(jobs)
+        return _inserted(jobs, execute("insert_jobs", self._insert_params(jobs)))
+
+    def bound_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the pool belongs to while it is open (it was opened there: its
+        scheduler and workers are tasks of that loop), else ``None``."""
+        # psycopg_pool keeps no public reference to its loop; its scheduler task has one.
+        runner = getattr(self.pool, "_sched_runner", None)
+        return runner.get_loop() if isinstance(runner, asyncio.Task) else None
 
     async def _insert_unique(self, jobs: Sequence[Job], conn: Any) -> list[Job]:
         """Insert a batch with unique jobs: skipped duplicates describe the job that holds
@@ -399,25 +462,35 @@ class PostgresEngine:
         return list(jobs)
 
     async def _insert_unique_on(self, conn: AsyncConnection[Any], jobs: Sequence[Job]) -> None:
+        await self._insert_unique_with(functools.partial(self._execute, conn), jobs)
+
+    async def _insert_unique_with(
+        self,
+        execute: Callable[[str, tuple[Any, ...]], Awaitable[list[tuple[Any, ...]]]],
+        jobs: Sequence[Job],
+    ) -> None:
+        """The unique insert, running each statement (by name) with ``execute``."""
+
         async def insert(pending: list[Job]) -> list[tuple[Any, ...] | None]:
             payload = _payloads.new_unique_jobs(pending, _naive_utc)
-            rows = await self._execute(conn, "insert_unique_jobs", (payload, self.insert_channel))
+            rows = await execute("insert_unique_jobs", (payload, self.insert_channel))
             return [None if row[1] is None else _holder(row[1:]) for row in rows]
 
         async def holders(keys: list[str]) -> dict[str, tuple[Any, ...]]:
-            rows = await self._execute(conn, "unique_holders", (keys,))
+            rows = await execute("unique_holders", (keys,))
             return {key: _holder(row) for key, *row in rows}
 
         async def replace(pairs: list[tuple[Job, int, str]]) -> list[tuple[Any, ...]]:
             payload = _payloads.replacements(pairs, _naive_utc)
-            return [
-                _holder(row) for row in await self._execute(conn, "replace_unique_jobs", (payload,))
-            ]
+            return [_holder(row) for row in await execute("replace_unique_jobs", (payload,))]
 
         await _unique.insert(jobs, insert=insert, holders=holders, replace=replace)
 
     async def _check_unique_index(self) -> None:
-        rows = await self._run("unique_index_check", (self.prefix,))
+        self._unique_index_found(await self._run("unique_index_check", (self.prefix,)))
+
+    def _unique_index_found(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Note the unique index valid from ``unique_index_check``'s rows, or raise."""
         if rows and rows[0][0] is True:
             self._unique_index = True
             return
@@ -616,7 +689,14 @@ class PostgresEngine:
         return [_row_to_job(row) for row in await self._run("all_enqueued", ())]
 
     async def stage_all_jobs(self, queue: str) -> int:
-        return len(await self._run("stage_all_jobs", (queue,)))
+        try:
+            return len(await self._run("stage_all_jobs", (queue,)))
+        except psycopg.errors.UniqueViolation:
+            # As stage_jobs: unique jobs that cannot take their key are discarded first.
+            async with self._connection() as conn:
+                async with conn.transaction():
+                    await self._execute(conn, "stage_all_conflicts", (queue,))
+                    return len(await self._execute(conn, "stage_all_jobs", (queue,)))
 
     async def reset(self) -> None:
         await self._run("reset", ())

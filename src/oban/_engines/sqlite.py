@@ -44,7 +44,7 @@ from .._query import JobFilter, json_contains, like_pattern
 from .._wire import decode_payload
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
-from . import _payloads, _sql
+from . import _payloads, _sql, _sync
 from .base import CANCELLED_WHILE_EXECUTING, Ack, ProducerRow
 
 if TYPE_CHECKING:
@@ -450,14 +450,20 @@ class SQLiteEngine:
         """Make sure the schema exists, using only the caller's connection ``conn`` (inside
         whatever transaction it has open): the caller may hold the file's write lock, which
         this engine's own connection would wait for. Reads only when the schema exists."""
-        rows = await _execute_on(conn, self._q("check_schema"), {})
+        await self._install_with(functools.partial(_execute_on, conn))
+
+    async def _install_with(
+        self, run: Callable[[str, dict[str, Any]], Awaitable[list[Any]]]
+    ) -> None:
+        """:meth:`install_on`, running each statement with ``run``."""
+        rows = await run(self._q("check_schema"), {})
         if all(rows[0]):
             return
         for statement in _statements("install", self.prefix):
-            await _execute_on(conn, statement, {})
-        version = await _execute_on(conn, "PRAGMA user_version", {})
+            await run(statement, {})
+        version = await run("PRAGMA user_version", {})
         if version[0][0] == 0:
-            await _execute_on(conn, f"PRAGMA user_version = {SCHEMA_VERSION}", {})
+            await run(f"PRAGMA user_version = {SCHEMA_VERSION}", {})
 
     async def uninstall(self) -> None:
         """Drop the oban tables of this prefix (idempotent)."""
@@ -491,12 +497,17 @@ class SQLiteEngine:
             return []
         if _unique.stamp(jobs):
             return await self._insert_unique(jobs, conn)
-        params = {"jobs": _payloads.new_jobs(jobs, _timestamp_or_none)}
+        params = self._insert_params(jobs)
         if conn is not None:
             with self._schema_guard():
                 rows = await _execute_on(conn, self._q("insert_jobs"), params)
         else:
             rows = await self._run("insert_jobs", params)
+        return self._inserted(jobs, rows)
+
+    def _inserted(self, jobs: Sequence[Job], rows: list[Any]) -> list[Job]:
+        """``jobs`` described by the rows ``insert_jobs.sql`` returned for them; in-process
+        producers of the queues that received available jobs are woken."""
         rows.sort(key=lambda row: row[0])  # ids ascend in input order
         for job, (id_, state, _queue, inserted_at, scheduled_at) in zip(jobs, rows, strict=True):
             job.id = id_
@@ -505,6 +516,55 @@ class SQLiteEngine:
             job.scheduled_at = parse_timestamp(scheduled_at)
         self._wake([row[2] for row in rows if row[1] == "available"])
         return list(jobs)
+
+    def insert_jobs_sync(self, jobs: Sequence[Job], conn: Any) -> list[Job]:
+        """:meth:`insert_jobs` on the caller's synchronous connection ``conn``, inside its
+        transaction, in the caller's thread (no event loop): the same statements. In-process
+        producers are woken as :meth:`insert_jobs` wakes them (through :attr:`local_notify`).
+
+        ``conn``: a ``sqlite3`` ``Connection``/``Cursor``, or a SQLAlchemy ``Connection``/
+        ``Session`` on sqlite3. A file without the schema gets it on that connection first,
+        as ``insert_jobs`` on a caller's connection does before this engine opened the file.
+
+        Raises:
+            TypeError: another kind of ``conn``.
+        """
+        if not jobs:
+            return []
+        target = _sync.sqlite_connection(conn)
+
+        def run(sql: str, params: dict[str, Any]) -> list[Any]:
+            return target.execute(sql, params).fetchall()
+
+        try:
+            return self._insert_sync(jobs, run)
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
+        # Nothing was written: the first statement found no table.
+        _sync.drive(self._install_with(_sync.awaitable(run)))
+        with self._schema_guard():
+            return self._insert_sync(jobs, run)
+
+    def _insert_sync(
+        self, jobs: Sequence[Job], run: Callable[[str, dict[str, Any]], list[Any]]
+    ) -> list[Job]:
+        if _unique.stamp(jobs):
+            _sync.drive(self._insert_unique_on(_sync.awaitable(run), jobs))
+            return self._unique_inserted(jobs)
+        return self._inserted(jobs, run(self._q("insert_jobs"), self._insert_params(jobs)))
+
+    @staticmethod
+    def _insert_params(jobs: Sequence[Job]) -> dict[str, Any]:
+        return {"jobs": _payloads.new_jobs(jobs, _timestamp_or_none)}
+
+    def bound_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The running event loop this engine's operations are serialised on while the file
+        is open (its lock belongs to that loop), else ``None``: any loop may use it."""
+        loop = self._lock_loop
+        if self._conn is None or loop is None or not loop.is_running():
+            return None
+        return loop
 
     async def _insert_unique(self, jobs: Sequence[Job], conn: Any) -> list[Job]:
         """Insert a batch with unique jobs (docs/unique.md): every statement in one
@@ -520,6 +580,11 @@ class SQLiteEngine:
 
                 with self._schema_guard():
                     await self._insert_unique_on(run, jobs)
+        return self._unique_inserted(jobs)
+
+    def _unique_inserted(self, jobs: Sequence[Job]) -> list[Job]:
+        """``jobs`` after a unique insert; producers of the queues of new available jobs are
+        woken."""
         self._wake([job.queue for job in jobs if not job.conflict and job.state == "available"])
         return list(jobs)
 
@@ -634,7 +699,10 @@ class SQLiteEngine:
             # changed nothing. Such jobs are discarded first, then the rest is staged, in one
             # transaction (under the write lock: nothing can take a key in between).
             async with self._transaction() as conn:
-                discarded = list(await conn.execute_fetchall(self._q("stage_conflicts"), params))
+                conflicts_params = {**params, "every": False}
+                discarded = list(
+                    await conn.execute_fetchall(self._q("stage_conflicts"), conflicts_params)
+                )
                 rows = list(await conn.execute_fetchall(self._q("stage_jobs"), params))
         conflicts: dict[str, int] = {}
         for (queue,) in discarded:
@@ -840,7 +908,15 @@ class SQLiteEngine:
         return [_row_to_job(row) for row in await self._run("all_enqueued")]
 
     async def stage_all_jobs(self, queue: str) -> int:
-        return len(await self._run("stage_all_jobs", {"queue": queue}))
+        try:
+            return len(await self._run("stage_all_jobs", {"queue": queue}))
+        except sqlite3.IntegrityError:
+            # As stage_jobs: unique jobs that cannot take their key are discarded first.
+            conflicts = {"queues": orjson.dumps([queue]).decode(), "limit": -1, "every": True}
+            async with self._transaction() as conn:
+                await conn.execute_fetchall(self._q("stage_conflicts"), conflicts)
+                staged = await conn.execute_fetchall(self._q("stage_all_jobs"), {"queue": queue})
+            return len(list(staged))
 
     async def reset(self) -> None:
         async with self._transaction() as conn:

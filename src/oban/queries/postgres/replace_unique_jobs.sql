@@ -2,7 +2,13 @@
 -- of each job that holds a key a duplicate insert met, while it is still in the state the
 -- replacement was asked for. The job keeps its key entries whatever meta it is given.
 UPDATE {prefix}.oban_jobs AS o
-SET args = CASE WHEN r.fields ? 'args' THEN r.args ELSE o.args END,
+SET state = CASE
+      -- An available job moved into the future waits for it, as update_job makes it.
+      WHEN r.fields ? 'scheduled_at' AND o.state = 'available'
+        AND r.scheduled_at > timezone('UTC', now()) THEN 'scheduled'
+      ELSE o.state
+    END,
+    args = CASE WHEN r.fields ? 'args' THEN r.args ELSE o.args END,
     max_attempts = CASE WHEN r.fields ? 'max_attempts' THEN r.max_attempts ELSE o.max_attempts END,
     meta = CASE
       WHEN r.fields ? 'meta' THEN r.meta || jsonb_build_object(

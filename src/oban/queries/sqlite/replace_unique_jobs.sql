@@ -2,7 +2,13 @@
 -- fields of each job that holds a key a duplicate insert met, while it is still in the state
 -- the replacement was asked for. The job keeps its key entries whatever meta it is given.
 UPDATE {table_prefix}oban_jobs AS o
-SET args = CASE WHEN r.f ->> '$.args' THEN r.value ->> '$.args' ELSE o.args END,
+SET state = CASE
+      -- An available job moved into the future waits for it, as update_job makes it.
+      WHEN r.f ->> '$.scheduled_at' AND o.state = 'available'
+        AND r.value ->> '$.scheduled_at' > strftime('%Y-%m-%d %H:%M:%f', 'now') THEN 'scheduled'
+      ELSE o.state
+    END,
+    args = CASE WHEN r.f ->> '$.args' THEN r.value ->> '$.args' ELSE o.args END,
     max_attempts = CASE
       WHEN r.f ->> '$.max_attempts' THEN r.value ->> '$.max_attempts' ELSE o.max_attempts
     END,

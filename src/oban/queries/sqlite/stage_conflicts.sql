@@ -1,5 +1,6 @@
--- :queues, :limit as in stage_jobs.sql, run just before it in the same transaction when
--- stage_jobs.sql alone failed on the unique index. Of the
+-- :queues, :limit as in stage_jobs.sql (:every true: however far ahead a job is scheduled, for
+-- stage_all_jobs.sql), run just before it in the same transaction when it alone failed on the
+-- unique index. Of the
 -- jobs it is about to stage, the unique ones that would take their key by becoming available
 -- (available is in their uniq_bmp, their current state is not) while another job holds that
 -- key, or an earlier job of the batch takes it, are discarded (meta.unique_conflict) instead
@@ -8,7 +9,7 @@ WITH due AS (
   SELECT id, scheduled_at, (CASE WHEN instr(meta, '"uniq_key"') = 0 THEN NULL WHEN json_valid(meta) THEN json_extract(meta, '$.uniq_key') END) AS key
   FROM {table_prefix}oban_jobs
   WHERE state IN ('scheduled', 'retryable')
-    AND scheduled_at <= strftime('%Y-%m-%d %H:%M:%f', 'now')
+    AND (:every OR scheduled_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
     AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
     AND (CASE WHEN instr(meta, '"uniq_key"') = 0 THEN NULL WHEN json_valid(meta) THEN json_extract(meta, '$.uniq_key') END) IS NOT NULL
     AND instr((CASE WHEN instr(meta, '"uniq_key"') = 0 THEN NULL WHEN json_valid(meta) THEN json_extract(meta, '$.uniq_bmp') END), '1') > 0
