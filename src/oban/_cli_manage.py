@@ -304,7 +304,7 @@ def queues(config_path: str | None, dsn: str | None, prefix: str | None, as_json
 @_common
 @_json_option
 def stats(config_path: str | None, dsn: str | None, prefix: str | None, as_json: bool) -> None:
-    """Jobs by state and queue (estimates past 10,000 per pair are marked ~)."""
+    """Jobs by state and queue (estimates past 1,000 per pair are marked ~)."""
     counts = _with_client(
         config_path, dsn, prefix, lambda oban: oban.count_jobs(("state", "queue"))
     )

@@ -28,10 +28,12 @@ __all__ = [
     "page_after",
 ]
 
+#: The largest job id (a bigint).
+MAX_ID = 2**63 - 1
 #: At most this many jobs in one page.
 MAX_PAGE = 1_000
 #: PostgreSQL counts each (state, queue) pair exactly up to this many jobs, then estimates.
-EXACT_COUNT_LIMIT = 10_000
+EXACT_COUNT_LIMIT = 1_000
 #: What ``count_jobs(by=...)`` may group by.
 COUNT_BY = ("state", "queue")
 
@@ -126,7 +128,12 @@ def page_after(after: object) -> int | None:
     """
     if after is None:
         return None
-    if not isinstance(after, str) or not after.isdigit() or len(after) > 19:
+    if (
+        not isinstance(after, str)
+        or not (after.isascii() and after.isdigit())
+        or len(after) > 19
+        or not 0 <= int(after) <= MAX_ID
+    ):
         raise ValueError(f"after must be the next cursor of a page, got {after!r}")
     return int(after)
 
@@ -213,4 +220,6 @@ def _id(value: Any) -> int:
         value = value.id
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"ids must be integers, got {value!r}")
+    if not 0 < value <= MAX_ID:
+        raise ValueError(f"ids must be between 1 and {MAX_ID}, got {value}")
     return value

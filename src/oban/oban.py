@@ -57,6 +57,7 @@ from ._refresher import Refresher
 from ._scheduler import Scheduler
 from ._signal_poller import SignalPoller
 from ._stager import Stager
+from ._sync import SyncOban
 from ._tasks import cancel_and_wait
 from ._wire import SIGNATURE, SIGNED_AT, encode_payload, sign, verify
 from .decorators import cron_entries
@@ -760,6 +761,20 @@ class Oban:
             # ThreadPoolExecutor creates threads lazily up to this bound.
             self._threads._max_workers = max(self._threads._max_workers, total)
 
+    # The synchronous API
+
+    @functools.cached_property
+    def sync(self) -> SyncOban:
+        """This instance's synchronous view: the same methods and arguments as its coroutines
+        (``enqueue``, ``enqueue_many``, ``get_job``, ``list_jobs``, ``cancel_job``, ...),
+        returning their results, for code without a running event loop. ``enqueue`` and
+        ``enqueue_many`` also take a synchronous ``conn=`` (psycopg, SQLAlchemy, sqlite3) to
+        insert inside the caller's transaction. Thread safe; see docs/sync.md.
+
+        >>> job = oban.sync.enqueue(Mailer.new({"to": "ada"}))  # doctest: +SKIP
+        """
+        return SyncOban(self)
+
     # Enqueueing
 
     async def enqueue(self, job: Job, *, conn: Any = None) -> Job:
@@ -775,16 +790,8 @@ class Oban:
         self, jobs_or_first: Job | Iterable[Job], /, *rest: Job, conn: Any = None
     ) -> list[Job]:
         """Insert many jobs in one statement; accepts an iterable or several jobs."""
-        if isinstance(jobs_or_first, Job):
-            jobs = [jobs_or_first, *rest]
-        else:
-            jobs = [*jobs_or_first, *rest]
         inline = is_inline()
-        for job in jobs:
-            if not isinstance(job, Job):
-                raise TypeError(f"enqueue_many takes Job objects, got {type(job).__name__}")
-            if not inline:
-                warn_if_unimportable(job.worker)
+        jobs = _job_batch(jobs_or_first, rest, inline=inline)
         if inline:
             for job in jobs:
                 await run_inline(job)
@@ -857,8 +864,9 @@ class Oban:
         no count, as fast on the last page as on the first).
 
         Raises:
-            TypeError: a filter of the wrong type.
-            ValueError: an unknown state, a limit out of range, a cursor that is not one.
+            TypeError: a filter or limit of the wrong type.
+            ValueError: an unknown state, a limit out of range, a cursor that is not one,
+                an id out of range.
         """
         where = job_filter(
             state=state,
@@ -870,8 +878,10 @@ class Oban:
             search=search,
             ids=ids,
         )
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            raise ValueError(f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit must be an integer, got {limit!r}")
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
         before = page_after(after)
         jobs = await (await self._ready()).list_jobs(where, before, limit + 1)
         more = len(jobs) > limit
@@ -880,7 +890,7 @@ class Oban:
 
     async def count_jobs(
         self,
-        by: Iterable[str] = ("state",),
+        by: str | Iterable[str] = ("state",),
         *,
         state: str | JobState | Iterable[str | JobState] | None = None,
         queue: str | Iterable[str] | None = None,
@@ -897,14 +907,16 @@ class Oban:
         Raises:
             ValueError: an unknown ``by`` field or state, or a limit below 1.
         """
-        fields = tuple(by)
+        fields = (by,) if isinstance(by, str) else tuple(by)
         for name in fields:
             if name not in COUNT_BY:
                 raise ValueError(f"count_jobs can group by {', '.join(COUNT_BY)}, not {name!r}")
         if len(set(fields)) != len(fields):
             raise ValueError(f"count_jobs: {fields!r} names a field twice")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit must be an integer, got {limit!r}")
+        if limit < 1:
+            raise ValueError(f"limit must be positive, got {limit}")
         where = job_filter(state=state, queue=queue)
         rows = await (await self._ready()).count_jobs(where.states, where.queues, limit)
         counts: dict[tuple[str, ...], int] = {}
@@ -1200,6 +1212,23 @@ class Oban:
         for job in current.values():
             job.update(changes(job) if callable(changes) else changes)
         return await (await self._ready()).update_jobs(list(current.values()))
+
+
+def _job_batch(
+    jobs_or_first: Job | Iterable[Job], rest: Iterable[Job], *, inline: bool
+) -> list[Job]:
+    """The jobs ``enqueue_many`` (async or sync) was given, checked to be ``Job`` objects;
+    unless ``inline``, a worker other processes cannot import is warned about."""
+    if isinstance(jobs_or_first, Job):
+        jobs = [jobs_or_first, *rest]
+    else:
+        jobs = [*jobs_or_first, *rest]
+    for job in jobs:
+        if not isinstance(job, Job):
+            raise TypeError(f"enqueue_many takes Job objects, got {type(job).__name__}")
+        if not inline:
+            warn_if_unimportable(job.worker)
+    return jobs
 
 
 _ID_MIN = -(2**63)

@@ -65,12 +65,18 @@ def _ack_payload(acks: Sequence[Ack]) -> str:
 
 
 async def _execute_sql(
-    conn: AsyncConnection[Any], sql: str, params: tuple[Any, ...]
+    conn: AsyncConnection[Any],
+    sql: str,
+    params: tuple[Any, ...],
+    *,
+    prepare: bool | None = None,
 ) -> list[tuple[Any, ...]]:
-    """Run one statement; its rows, or ``[]`` for a statement that returns none."""
+    """Run one statement; its rows, or ``[]`` for a statement that returns none.
+    ``prepare=False``: never as a prepared statement (a generic plan would not see which
+    optional filters are given)."""
     # A raw cursor sends the $1-style SQL as written: no client-side query conversion.
     cur = AsyncRawCursor(conn)
-    await cur.execute(sql, params)
+    await cur.execute(sql, params, prepare=prepare)
     # pgresult.nfields, not description: description builds a Column per field.
     result = cur.pgresult
     if result is None or not result.nfields:
@@ -560,17 +566,19 @@ class PostgresEngine:
             limit,
         )
         async with self._connection() as conn:
-            # Not prepared: a generic plan would ignore which filters are given.
-            cur = AsyncRawCursor(conn)
-            await cur.execute(self._q("list_jobs"), params, prepare=False)
-            rows = await cur.fetchall()
+            rows = await _execute_sql(conn, self._q("list_jobs"), params, prepare=False)
         return [_row_to_job(row) for row in rows]
 
     async def count_jobs(
         self, states: Sequence[str] | None, queues: Sequence[str] | None, limit: int
     ) -> list[tuple[str, str, bool, int]]:
         scope = (None if states is None else list(states), None if queues is None else list(queues))
-        rows = await self._run("count_jobs", (*scope, limit))
+        async with self._connection() as conn:
+            async with conn.transaction():
+                # Each pair's bounded count is cheap; its cost estimate is not, and would have
+                # the statement JIT-compiled for longer than it runs.
+                await conn.execute("SET LOCAL jit = off")
+                rows = await self._execute(conn, "count_jobs", (*scope, limit))
         return [
             (state, queue, bool(estimated), int(count)) for state, queue, estimated, count in rows
         ]

@@ -95,6 +95,19 @@ def _json_contains(doc: Any, want: Any) -> int:
         return 0
 
 
+def _icontains(text: Any, needle: str) -> int:
+    """``oban_icontains(column, needle)`` for SQL: 1 when the column's text, casefolded,
+    holds ``needle`` (already casefolded); bytes that are not UTF-8 are read as best they can."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return int(isinstance(text, str) and needle in text.casefold())
+
+
+def _name(value: Any) -> str:
+    """A name read as a BLOB, as text (bytes that are not UTF-8 replaced)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _holder(row: Sequence[Any]) -> tuple[Any, ...]:
     """(id, state, queue, inserted_at, scheduled_at) with the timestamps parsed."""
     id_, state, queue, inserted_at, scheduled_at = row
@@ -329,6 +342,7 @@ class SQLiteEngine:
             ) from error
         # list_jobs's args/meta/tags filters: PostgreSQL's jsonb @>, row by row.
         await conn.create_function("oban_json_contains", 2, _json_contains, deterministic=True)
+        await conn.create_function("oban_icontains", 2, _icontains, deterministic=True)
         self._conn = conn
         return conn
 
@@ -727,6 +741,8 @@ class SQLiteEngine:
             "args": None if where.args is None else orjson.dumps(where.args).decode(),
             "meta": None if where.meta is None else orjson.dumps(where.meta).decode(),
             "search": None if where.search is None else like_pattern(where.search),
+            "fold": where.search is not None and not where.search.isascii(),
+            "needle": None if where.search is None else where.search.casefold(),
             "ids": array(where.ids),
             "after": after,
             "limit": limit,
@@ -741,7 +757,7 @@ class SQLiteEngine:
             "queues": None if queues is None else orjson.dumps(list(queues)).decode(),
         }
         rows = await self._run("count_jobs", params)
-        return [(str(state), str(queue), False, int(count)) for state, queue, count in rows]
+        return [(_name(state), _name(queue), False, int(count)) for state, queue, count in rows]
 
     async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
         rows = await self._run("get_jobs", {"ids": orjson.dumps(list(ids)).decode()})
