@@ -578,7 +578,7 @@ class PostgresEngine:
                 # Each pair's bounded count is cheap; its cost estimate is not, and would have
                 # the statement JIT-compiled for longer than it runs.
                 await conn.execute("SET LOCAL jit = off")
-                rows = await self._execute(conn, "count_jobs", (*scope, limit))
+                rows = await self._execute(conn, "count_jobs", (*scope, limit, self.prefix))
         return [
             (state, queue, bool(estimated), int(count)) for state, queue, estimated, count in rows
         ]
