@@ -39,6 +39,12 @@ OPTIONAL: dict[str, str] = {
     "oban.mypy": "mypy",  # the mypy plugin, loaded by the user's mypy
     "oban.telemetry.otel": "opentelemetry",  # the [otel] extra
     "oban.pytest_plugin": "pytest",  # loaded by the user's own test suite
+    # the [web] extra: the dashboard (oban.web itself and its `oban web` command import
+    # without it, so that `oban --help` works)
+    "oban.web._app": "starlette",
+    "oban.web._render": "jinja2",
+    "oban.web._security": "starlette",
+    "oban.web._views": "jinja2",
 }
 
 # Importing ``oban.__main__`` would run the CLI; it is exercised with ``python -m oban``.

@@ -722,3 +722,6 @@ _PARENT_CHECK_INTERVAL = 0.5
 # The commands that see and steer jobs (oban jobs, job, queues, stats, retry, cancel, delete,
 # pause, resume, scale) live in their own module, which adds them to `main`.
 from . import _cli_manage  # noqa: E402, F401
+from .web._command import web as _web_command  # noqa: E402 (imports click only)
+
+main.add_command(_web_command)

@@ -34,6 +34,9 @@ EVENTS: list[str] = [
     *(f"{prefix}.{kind}" for prefix in _SPANS for kind in ("start", "stop", "exception")),
     "oban.queue.shutdown",
     "oban.notifier.status",
+    "oban.job.cancel",
+    "oban.unique.conflict",
+    "oban.web.action",
 ]
 
 # event name -> {handler id -> handler}
