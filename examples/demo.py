@@ -120,8 +120,14 @@ async def main() -> None:
             if j.meta.get("snoozed"):
                 line += f", snoozed {j.meta['snoozed']}x"
             print(line)
+    print()
     if pool is not None:
+        print(
+            f"see these jobs: oban web --dsn <the DSN> --prefix {PREFIX}  (pip install 'oban[web]')"
+        )
         await pool.close()
+    else:
+        print(f"see these jobs: oban web --dsn sqlite:///{path}  (pip install 'oban[web]')")
 
 
 if __name__ == "__main__":
