@@ -9,6 +9,7 @@ from importlib.metadata import version as _version
 # isort: off
 from ._config import Config
 from ._query import JobCounts, JobPage, NodeInfo
+from ._sync import SyncOban
 from .job import Cancel, Job, JobState, Record, Snooze, current_job
 from .oban import Oban
 from .worker import Worker
@@ -35,6 +36,7 @@ __all__ = [
     "Oban",
     "Record",
     "Snooze",
+    "SyncOban",
     "Worker",
     "__version__",
     "current_job",

@@ -90,8 +90,8 @@ class WorkerClass(Protocol[T_co]):
     """What a class decorated with ``@worker`` is to a type checker.
 
     Pyright takes this from the decorator's return type. mypy never applies a class
-    decorator's return type, so its plugin ``oban.mypy`` adds ``new`` and ``enqueue``, with
-    these signatures, to the decorated class itself.
+    decorator's return type, so its plugin ``oban.mypy`` adds ``new``, ``enqueue`` and
+    ``enqueue_sync``, with these signatures, to the decorated class itself.
     """
 
     _opts: dict[str, Any]
@@ -120,10 +120,22 @@ class WorkerClass(Protocol[T_co]):
         """Build and insert a job for this worker; returns it with its id."""
         ...
 
+    def enqueue_sync(
+        self,
+        args: dict[str, Any] | None = None,
+        /,
+        *,
+        conn: Any = None,
+        **params: Unpack[EnqueueOptions],
+    ) -> Job:
+        """:meth:`enqueue` for code without a running event loop (see ``Oban.sync``);
+        ``conn`` is then a synchronous connection (psycopg, SQLAlchemy or sqlite3)."""
+        ...
+
 
 class JobFunction(Protocol[P, R_co]):
     """What a function decorated with ``@job`` is to a type checker: still the function,
-    plus ``new`` and ``enqueue`` taking the function's own parameters.
+    plus ``new``, ``enqueue`` and ``enqueue_sync`` taking the function's own parameters.
 
     To enqueue inside a transaction with typed arguments, build the job with ``new`` and
     pass it to ``oban.enqueue(job, conn=conn)`` (``fn.enqueue(..., conn=conn)`` works at
@@ -144,6 +156,10 @@ class JobFunction(Protocol[P, R_co]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, Job]:
         """Build and insert a job whose args are the bound call arguments."""
+        ...
+
+    def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """:meth:`enqueue` for code without a running event loop (see ``Oban.sync``)."""
         ...
 
 
@@ -175,7 +191,7 @@ def _build_job(cls: Any, args: Any, params: dict[str, Any], call: str = "new") -
         if isinstance(options.get(key), dict):
             options[key] = dict(options[key])
     if params:
-        accepted = _ENQUEUE_NAMES if call == "enqueue" else _NEW_NAMES
+        accepted = _ENQUEUE_NAMES if call.startswith("enqueue") else _NEW_NAMES
         if not params.keys() <= accepted:
             _check_call_options(params, accepted, f"{cls._worker_name}.{call}()")
         if not params.keys().isdisjoint(_SCHEDULE):  # a per-job time replaces the default
@@ -202,6 +218,30 @@ async def _send(job: Job, oban: str, conn: Any) -> Job:
         return job
     warn_if_unimportable(job.worker)
     return await get_instance(oban).enqueue(job, conn=conn)
+
+
+#: Runs a coroutine to its end from synchronous code: ``run(call, what, instead)``, where
+#: ``call()`` makes the coroutine. ``oban._sync`` sets it when the package is imported (the
+#: model layer cannot import the runtime).
+BlockingRunner = Callable[[Callable[[], Coroutine[Any, Any, Any]], str, str], Any]
+_blocking: list[BlockingRunner] = []
+
+
+def set_blocking_runner(runner: BlockingRunner) -> None:
+    """Run the coroutines of ``enqueue_sync`` in inline mode with ``runner``."""
+    _blocking[:] = [runner]
+
+
+def _send_sync(job: Job, oban: str, conn: Any, what: str, instead: str) -> Job:
+    if is_inline():  # no instance or database needed
+        if not _blocking:
+            raise RuntimeError("enqueue_sync needs the oban package imported: import oban")
+        _blocking[0](lambda: run_inline(job), what, instead)
+        return job
+    warn_if_unimportable(job.worker)
+    instance: Any = get_instance(oban)
+    inserted: list[Job] = instance.sync._enqueue("enqueue", job, (), conn, (what, instead))
+    return inserted[0]
 
 
 def _build_cron(cls: type[Any], cron: str | dict[str, Any] | None) -> CronEntry | None:
@@ -292,10 +332,23 @@ def _add_new_and_enqueue(cls: Any, name: str) -> None:
     ) -> Job:
         return await _send(_build_job(klass, args, params, "enqueue"), klass._oban_name, conn)
 
+    def enqueue_sync(
+        klass: type[Any], args: dict[str, Any] | None = None, /, conn: Any = None, **params: Any
+    ) -> Job:
+        built = _build_job(klass, args, params, "enqueue_sync")
+        what, instead = f"{name}.enqueue_sync()", f"await {name}.enqueue(...)"
+        return _send_sync(built, klass._oban_name, conn, what, instead)
+
     new.__doc__ = f"Build (without inserting) a job for {name}."
     enqueue.__doc__ = f"Build and insert a job for {name}; returns it with its id."
+    enqueue_sync.__doc__ = (
+        f"Build and insert a job for {name} from synchronous code (no running event loop); "
+        "returns it with its id. ``conn``: a synchronous connection (psycopg, SQLAlchemy, "
+        "sqlite3) whose transaction the insert joins."
+    )
     cls.new = classmethod(new)
     cls.enqueue = classmethod(enqueue)
+    cls.enqueue_sync = classmethod(enqueue_sync)
 
 
 def worker(
@@ -426,7 +479,8 @@ def job(
     ``{"a": 3, "b": 4}`` for ``def send(a, b)``, and the job calls ``send(a=3, b=4)``.
     Job options (as for ``@worker``, ``name`` included) are given to the decorator.
     ``enqueue`` also takes ``conn=`` (insert in the caller's transaction), unless the function
-    has a parameter named ``conn``, which then stays the function's. Sync functions run in a
+    has a parameter named ``conn``, which then stays the function's. ``enqueue_sync`` does the
+    same from synchronous code (no running event loop; see ``Oban.sync``). Sync functions run in a
     thread so they never block the event loop. The function stays directly callable.
 
     >>> @job(queue="math")
@@ -458,9 +512,16 @@ def job(
             inserted: Job = await _send(cls.new(bind(*args, **kwargs)), oban, conn)
             return inserted
 
+        def enqueue_sync(*args: Any, **kwargs: Any) -> Job:
+            conn = None if takes_conn else kwargs.pop("conn", None)
+            what = f"{cls._worker_name}.enqueue_sync()"
+            instead = f"await {cls._worker_name}.enqueue(...)"
+            return _send_sync(cls.new(bind(*args, **kwargs)), oban, conn, what, instead)
+
         target: Any = func
         target.new = new
         target.enqueue = enqueue
+        target.enqueue_sync = enqueue_sync
         target.__oban_worker__ = cls
         target._opts = cls._opts
         target._oban_name = oban

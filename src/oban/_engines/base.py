@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,6 +65,14 @@ class Engine(Protocol):
 
     async def insert_jobs(self, jobs: Sequence[Job], conn: Any = None) -> list[Job]:
         """Insert ``jobs`` in one statement; fill id, state and timestamps; return them."""
+
+    def insert_jobs_sync(self, jobs: Sequence[Job], conn: Any) -> list[Job]:
+        """:meth:`insert_jobs` on the caller's synchronous connection (the sync API's
+        ``conn=``), in its transaction and thread, without an event loop."""
+
+    def bound_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop that must run this engine's operations (its connections belong to
+        it), or ``None`` while any loop may."""
 
     async def fetch_jobs(self, queue: str, demand: int, node: str, uuid: str) -> list[Job]:
         """Claim up to ``demand`` available jobs of ``queue``, marking them executing."""
