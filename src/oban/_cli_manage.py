@@ -17,6 +17,7 @@ import click
 
 from ._config import Config
 from ._engines._dsn import is_postgres, sqlite_path
+from ._query import parse_id
 from .cli import _config_option, _dsn_option, _load, _prefix_option, _run, main
 from .job import Job, JobState
 from .oban import Oban
@@ -133,9 +134,10 @@ def _json_filter(name: str, text: str | None) -> dict[str, Any] | None:
 def _ids(values: Sequence[str]) -> list[int]:
     ids = []
     for value in values:
-        if not value.isdigit():
-            raise click.BadParameter(f"{value!r} is not a job id", param_hint="ID")
-        ids.append(int(value))
+        try:
+            ids.append(parse_id(value))
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a job id", param_hint="ID") from None
     return ids
 
 

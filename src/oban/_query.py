@@ -26,6 +26,7 @@ __all__ = [
     "json_contains",
     "like_pattern",
     "page_after",
+    "parse_id",
 ]
 
 #: The largest job id (a bigint).
@@ -118,6 +119,21 @@ def job_filter(
         search=None if search is None or search == "" else _text("search", search),
         ids=None if ids is None else [_id(i) for i in _many("ids", ids)],
     )
+
+
+def parse_id(text: str) -> int:
+    """A job id written as decimal digits (``"42"``, surrounding spaces allowed).
+
+    Raises:
+        ValueError: anything else, or an id outside 1 to 2**63 - 1.
+    """
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+        raise ValueError(f"not a job id: {text!r}")
+    value = int(digits)
+    if not 0 < value <= MAX_ID:
+        raise ValueError(f"not a job id: {text!r}")
+    return value
 
 
 def page_after(after: object) -> int | None:

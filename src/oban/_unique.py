@@ -24,7 +24,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
 import orjson
 
@@ -40,6 +40,7 @@ __all__ = [
     "REPLACEABLE",
     "STATE_BITS",
     "UNIQUE_ROUNDS",
+    "UPDATE_CONFLICT",
     "Unique",
     "UniqueOptions",
     "describe",
@@ -74,9 +75,11 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "successful": (*_INCOMPLETE, "completed"),
 }
 
-#: An explicit ``states`` list must hold the states jobs are inserted in, and ``executing``:
-#: a running job that did not hold its key could meet a duplicate when it is rescued.
-INSERT_STATES = ("available", "executing", "scheduled")
+#: An explicit ``states`` list must hold the states jobs are inserted in, and the states a job
+#: goes back to ``available`` from (``executing`` when rescued, ``retryable`` when staged): a
+#: job that did not hold its key there could meet a duplicate on its way back, and a stager
+#: that does not expect it (Elixir's) would fail on the index.
+INSERT_STATES = ("available", "executing", "retryable", "scheduled")
 
 #: What a key may be made of.
 FIELDS = ("args", "meta", "queue", "worker")
@@ -97,6 +100,12 @@ REPLACEABLE = (
 #: How many times an insert whose duplicate's holder vanished (it finished meanwhile, leaving
 #: its states) is tried again before the job is answered as a conflict without an id.
 UNIQUE_ROUNDS = 3
+
+#: The error of an update that would make a job hold a unique key another job holds.
+UPDATE_CONFLICT = (
+    "the update would make a job hold a unique key another job holds (docs/unique.md): "
+    "nothing was changed"
+)
 
 _OPTIONS = ("fields", "group", "keys", "period", "states")
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -162,7 +171,7 @@ def normalize_unique(value: object) -> Unique | None:
         TypeError: a value or option of the wrong type.
         ValueError: an unknown option, field, group or state; a period that is not a positive
             whole number of seconds; ``group`` with ``states``; states without the insert
-            states and ``executing``.
+            states, ``executing`` and ``retryable``.
     """
     if value is None or value is False:
         return None
@@ -248,12 +257,22 @@ def key_of(job: Job) -> str | None:
 Row = tuple[Any, ...]  # (id, state, queue, inserted_at, scheduled_at), timestamps aware
 
 
+class Replacement(NamedTuple):
+    """A duplicate whose ``replace=`` applies to the job holding its key (``id``, in
+    ``state``, found as ``holder``)."""
+
+    job: Job
+    id: int
+    state: str
+    holder: Row
+
+
 async def insert(
     jobs: Sequence[Job],
     *,
     insert: Callable[[list[Job]], Awaitable[list[Row | None]]],
     holders: Callable[[list[str]], Awaitable[dict[str, Row]]],
-    replace: Callable[[list[tuple[Job, int, str]]], Awaitable[list[Row]]],
+    replace: Callable[[list[Replacement]], Awaitable[list[Row]]],
 ) -> None:
     """Insert a batch holding unique jobs, with an engine's three statements: ``insert`` (one
     row or ``None`` per job, ``None`` for a job skipped because a row holds its key),
@@ -279,15 +298,13 @@ async def insert(
         job.id, job.conflict = None, True
 
 
-def resolve(
-    skipped: Sequence[Job], held: Mapping[str, Row]
-) -> tuple[list[Job], list[tuple[Job, int, str]]]:
+def resolve(skipped: Sequence[Job], held: Mapping[str, Row]) -> tuple[list[Job], list[Replacement]]:
     """Answer each skipped duplicate with the row that holds its key (``held``: key to id,
     state, queue, inserted_at, scheduled_at, timestamps aware). Returns the jobs whose holder
-    is gone (to insert again), and ``(job, holder id, holder state)`` for those whose
-    ``replace=`` applies to their holder: the job still carries its own values for that."""
+    is gone (to insert again), and a :class:`Replacement` for each whose ``replace=`` applies
+    to its holder (in holder id order): that job still carries its own values."""
     again: list[Job] = []
-    replacing: list[tuple[Job, int, str]] = []
+    replacing: list[Replacement] = []
     for job in skipped:
         key = key_of(job)
         holder = None if key is None else held.get(key)
@@ -296,23 +313,22 @@ def resolve(
             continue
         id_, state = holder[0], holder[1]
         if job.replace is not None and state in job.replace:
-            replacing.append((job, id_, state))
+            # The job keeps its own values until the replacement is built from them.
+            replacing.append(Replacement(job, id_, state, tuple(holder)))
         else:
             describe(job, *holder, conflict=True)
+    # In id order: two batches replacing the same holders lock them in the same order.
+    replacing.sort(key=lambda replacement: replacement.id)
     return again, replacing
 
 
-def replaced(replacing: Sequence[tuple[Job, int, str]], rows: Sequence[Sequence[Any]]) -> None:
+def replaced(replacing: Sequence[Replacement], rows: Sequence[Sequence[Any]]) -> None:
     """Describe each replaced holder from the rows the update returned (id, state, queue,
     inserted_at, scheduled_at; timestamps aware). A holder that left the state meanwhile was
-    not updated: the job is then a conflict with that holder's id and the state it had."""
+    not updated: the job keeps describing the holder as it was found."""
     updated = {row[0]: row for row in rows}
-    for job, id_, state in replacing:
-        row = updated.get(id_)
-        if row is not None:
-            describe(job, *row, conflict=True)
-        else:
-            describe(job, id_, state, job.queue, None, job.scheduled_at, conflict=True)
+    for job, id_, _state, holder in replacing:
+        describe(job, *updated.get(id_, holder), conflict=True)
 
 
 def describe(
@@ -355,9 +371,9 @@ def _states(value: object) -> tuple[str, ...]:
     missing = [state for state in INSERT_STATES if state not in names]
     if missing:
         raise ValueError(
-            f"unique states must include available, scheduled (the states jobs are inserted "
-            f"in) and executing (a rescued job must not meet a duplicate); missing: "
-            f"{', '.join(missing)}"
+            "unique states must include available and scheduled (the states jobs are "
+            "inserted in), executing and retryable (the states a job returns to available "
+            f"from, where it must not meet a duplicate); missing: {', '.join(missing)}"
         )
     return tuple(sorted(set(names), key=STATE_BITS.__getitem__))
 

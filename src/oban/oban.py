@@ -291,7 +291,7 @@ class Oban:
 
     def _renew_pool(self) -> None:
         self.pool = self._new_pool()
-        self._engine = PostgresEngine(self.pool, prefix=self.prefix)
+        self._engine = self._make_engine()
 
     async def _database(self) -> str:
         """The engine and database, for logs (password masked)."""

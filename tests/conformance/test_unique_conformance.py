@@ -16,6 +16,7 @@ import pytest
 
 from oban import Job, Oban, job, worker
 from oban.testing import drain_queue, mode
+from tests.conformance.test_unique_maintenance import without_retryable
 from tests.helpers import eventually
 
 QUEUE = "confu"
@@ -152,16 +153,16 @@ async def test_a_job_that_is_not_unique_carries_no_key(oban: Oban) -> None:
 
 
 async def test_explicit_states_are_stored_as_a_sorted_bitmap(oban: Oban) -> None:
-    unique: Any = {"states": ["completed", "executing", "scheduled", "available"]}
+    unique: Any = {"states": ["completed", "executing", "retryable", "scheduled", "available"]}
     inserted = await ConfUniqPlain.enqueue({}, unique=unique)
 
-    assert (await stored(oban, inserted.id)).meta["uniq_bmp"] == [0, 1, 2, 4]
+    assert (await stored(oban, inserted.id)).meta["uniq_bmp"] == [0, 1, 2, 3, 4]
 
 
 async def test_explicit_states_of_just_the_required_states_hold_the_key_until_it_finishes(
     oban: Oban, sql: Callable[..., Any]
 ) -> None:
-    unique: Any = {"states": ["available", "scheduled", "executing"]}
+    unique: Any = {"states": ["available", "scheduled", "executing", "retryable"]}
     first = await ConfUniqPlain.enqueue({"n": 1}, unique=unique)
     blocked = await ConfUniqPlain.enqueue({"n": 1}, unique=unique)
     await set_state(sql, oban, id_of(first), "executing")
@@ -169,7 +170,7 @@ async def test_explicit_states_of_just_the_required_states_hold_the_key_until_it
     await set_state(sql, oban, id_of(first), "completed")
     once_done = await ConfUniqPlain.enqueue({"n": 1}, unique=unique)
 
-    assert (await stored(oban, first.id)).meta["uniq_bmp"] == [0, 1, 2]
+    assert (await stored(oban, first.id)).meta["uniq_bmp"] == [0, 1, 2, 3]
     assert_duplicate_of(blocked, first)
     assert_duplicate_of(while_running, first)
     assert_fresh(once_done)
@@ -685,12 +686,12 @@ async def test_an_existing_job_blocks_an_insert_only_in_a_state_of_its_group(
 
 @pytest.mark.parametrize(
     ("existing_state", "blocks"),
-    [("executing", True), ("retryable", False), ("completed", False), ("discarded", True)],
+    [("executing", True), ("retryable", True), ("completed", False), ("discarded", True)],
 )
 async def test_explicit_states_decide_which_existing_jobs_block(
     oban: Oban, sql: Callable[..., Any], existing_state: str, blocks: bool
 ) -> None:
-    unique: Any = {"states": ["available", "scheduled", "executing", "discarded"]}
+    unique: Any = {"states": ["available", "scheduled", "executing", "retryable", "discarded"]}
     first = await ConfUniqPlain.enqueue({"n": 1}, unique=unique)
     await set_state(sql, oban, id_of(first), existing_state)
 
@@ -832,18 +833,16 @@ async def test_a_unique_job_rolled_back_with_the_callers_transaction_holds_no_ke
     assert await count_jobs(sql, oban) == 1
 
 
-# Staging: a retryable job is outside the bitmap [available, executing, scheduled] and may meet
-# a new holder of its key when it becomes available again. Whatever happens to it, staging
-# must go on.
+# Staging: a retryable row another client wrote with a bitmap without retryable (our own lists
+# always hold it) may meet a new holder of its key when it becomes available again. Whatever
+# happens to it, staging must go on.
 
-WAITING_ONLY: Any = {
-    "fields": ["worker", "args"],
-    "states": ["available", "executing", "scheduled"],
-}
+WAITING_ONLY: Any = {"fields": ["worker", "args"], "group": "incomplete"}
 
 
 async def _retryable_job_and_a_new_holder(oban: Oban, sql: Callable[..., Any]) -> tuple[Job, Job]:
     retrying = await ConfUniqPlain.enqueue({"n": 1}, unique=WAITING_ONLY)
+    await without_retryable(oban, sql, id_of(retrying))
     await set_state(sql, oban, id_of(retrying), "retryable")  # due: scheduled_at is now
     # The holder waits in a queue nothing runs, so it holds the key throughout.
     holder = await ConfUniqPlain.enqueue({"n": 1}, queue="confu_idle", unique=WAITING_ONLY)

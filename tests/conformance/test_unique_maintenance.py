@@ -15,18 +15,34 @@ from oban._scheduler import Scheduler
 from oban._unique import UniqueOptions
 from tests.helpers import eventually
 
-#: A state list without retryable: a retryable job does not hold its key, and takes it again
-#: when staged.
-NO_RETRYABLE: UniqueOptions = {"states": ["available", "executing", "scheduled"]}
+#: Our own state lists always hold retryable; a row another client wrote (Oban Pro with a
+#: custom list, Oban issue 1416) may not. Such a retryable job does not hold its key and takes
+#: it again when staged.
+INCOMPLETE: UniqueOptions = {"group": "incomplete"}
 
 Sql = Callable[..., Any]
 
 
 def _job(key: int, **options: Any) -> Job:
-    return Job("conf.unique.Worker", queue="uq", args={"key": key}, unique=NO_RETRYABLE, **options)
+    return Job("conf.unique.Worker", queue="uq", args={"key": key}, unique=INCOMPLETE, **options)
+
+
+async def without_retryable(oban: Oban, sql: Sql, job_id: int) -> None:
+    """Make ``job_id`` a row another client wrote: its uniq_bmp without retryable (3)."""
+    if oban.pool is not None:
+        query = (
+            "UPDATE oban_jobs SET meta = jsonb_set(meta, '{uniq_bmp}', '[0, 1, 2]') WHERE id = %s"
+        )
+    else:
+        query = (
+            "UPDATE oban_jobs SET meta = json_set(meta, '$.uniq_bmp', json('[0,1,2]')) "
+            "WHERE id = %s"
+        )
+    await sql(oban, query, (job_id,))
 
 
 async def _make_due_retryable(oban: Oban, sql: Sql, backdate: Sql, job_id: int) -> None:
+    await without_retryable(oban, sql, job_id)
     await sql(oban, "UPDATE oban_jobs SET state = 'retryable' WHERE id = %s", (job_id,))
     await backdate(oban, job_id, "scheduled_at", 5)
 

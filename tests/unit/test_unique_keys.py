@@ -187,21 +187,26 @@ def test_state_numbers_are_the_documented_ones() -> None:
 
 
 def test_explicit_states_give_a_sorted_bitmap_without_repeats() -> None:
-    spec = unique({"states": ["completed", "executing", "scheduled", "available", "completed"]})
+    spec = unique(
+        {"states": ["completed", "executing", "retryable", "scheduled", "available", "completed"]}
+    )
 
-    assert spec.bitmap == [0, 1, 2, 4]
-    assert set(spec.states) == {"available", "completed", "executing", "scheduled"}
+    assert spec.bitmap == [0, 1, 2, 3, 4]
+    assert set(spec.states) == {"available", "completed", "executing", "retryable", "scheduled"}
 
 
-def test_explicit_states_need_only_available_scheduled_and_executing() -> None:
-    # available and scheduled: the states jobs are inserted in; executing: a job rescued from
-    # a dead node goes back to available, where it must not meet a duplicate.
-    spec = unique({"states": ["scheduled", "executing", "available"]})
+def test_explicit_states_need_only_the_insert_and_return_states() -> None:
+    # available and scheduled: the states jobs are inserted in; executing and retryable: a job
+    # goes back to available from them (rescued, staged), where it must not meet a duplicate.
+    spec = unique({"states": ["scheduled", "executing", "retryable", "available"]})
 
-    assert spec.bitmap == [0, 1, 2]
-    assert Job("app.W", unique={"states": ["available", "executing", "scheduled"]}).unique == spec
-    with pytest.raises(ValueError, match="missing: executing"):
+    assert spec.bitmap == [0, 1, 2, 3]
+    required = ["available", "executing", "retryable", "scheduled"]
+    assert Job("app.W", unique={"states": required}).unique == spec
+    with pytest.raises(ValueError, match="missing: executing, retryable"):
         unique({"states": ["scheduled", "available"]})
+    with pytest.raises(ValueError, match="missing: retryable"):
+        unique({"states": ["scheduled", "available", "executing"]})
 
 
 def test_explicit_states_with_every_state_equal_group_all() -> None:

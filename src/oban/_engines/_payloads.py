@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from .._unique import Replacement
 from ..job import Job, JobState
 from .base import Ack
 
@@ -86,7 +87,7 @@ def new_unique_jobs(jobs: Sequence[Job], timestamp: Timestamp) -> str:
     ).decode()
 
 
-def replacements(pairs: Sequence[tuple[Job, int, str]], timestamp: Timestamp) -> str:
+def replacements(pairs: Sequence[Replacement], timestamp: Timestamp) -> str:
     """Duplicates whose ``replace=`` applies to the job holding their key: for each, that
     holder's id and state, the fields to update on it and the duplicate's values."""
     return orjson.dumps(
@@ -104,7 +105,7 @@ def replacements(pairs: Sequence[tuple[Job, int, str]], timestamp: Timestamp) ->
                 "max_attempts": job.max_attempts,
                 "scheduled_at": timestamp(job.scheduled_at),
             }
-            for job, id_, state in pairs
+            for job, id_, state, _holder in pairs
         ]
     ).decode()
 

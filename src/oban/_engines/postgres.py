@@ -254,6 +254,9 @@ async def open_pool(pool: AsyncConnectionPool[Any], timeout: float) -> None:
     except Exception as error:
         await pool.close()
         raise unavailable(conninfo, error) from error
+    except BaseException:  # cancelled (a stop requested while the pool opens): no pool left
+        await asyncio.shield(pool.close())
+        raise
 
 
 async def unwrap_connection(conn: Any) -> AsyncConnection[Any]:
@@ -486,7 +489,7 @@ class PostgresEngine:
             rows = await execute("unique_holders", (keys,))
             return {key: _holder(row) for key, *row in rows}
 
-        async def replace(pairs: list[tuple[Job, int, str]]) -> list[tuple[Any, ...]]:
+        async def replace(pairs: list[_unique.Replacement]) -> list[tuple[Any, ...]]:
             payload = _payloads.replacements(pairs, _naive_utc)
             return [_holder(row) for row in await execute("replace_unique_jobs", (payload,))]
 
@@ -554,7 +557,7 @@ class PostgresEngine:
 
     async def list_jobs(self, where: JobFilter, after: int | None, limit: int) -> list[Job]:
         params = (
-            where.states,
+            None if where.states is None else "{" + ",".join(where.states) + "}",
             where.queues,
             where.workers,
             where.tags,
@@ -578,7 +581,8 @@ class PostgresEngine:
                 # Each pair's bounded count is cheap; its cost estimate is not, and would have
                 # the statement JIT-compiled for longer than it runs.
                 await conn.execute("SET LOCAL jit = off")
-                rows = await self._execute(conn, "count_jobs", (*scope, limit, self.prefix))
+                sql = self._q("count_jobs")
+                rows = await _execute_sql(conn, sql, (*scope, limit, self.prefix), prepare=False)
         return [
             (state, queue, bool(estimated), int(count)) for state, queue, estimated, count in rows
         ]
@@ -688,7 +692,10 @@ class PostgresEngine:
         if not jobs:
             return []
         payload = _payloads.updates(jobs, _naive_utc)
-        rows = await self._run("update_jobs", (payload,))
+        try:
+            rows = await self._run("update_jobs", (payload,))
+        except psycopg.errors.UniqueViolation as error:
+            raise ValueError(_unique.UPDATE_CONFLICT) from error
         return [_row_to_job(row) for row in rows]
 
     # Testing

@@ -42,7 +42,7 @@ import orjson
 from .. import _unique
 from .._query import JobFilter, json_contains, like_pattern
 from .._wire import decode_payload
-from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
+from ..errors import DatabaseUnavailableError, DuplicateUniqueKeysError, SchemaNotInstalledError
 from ..job import Job, JobState
 from . import _payloads, _sql, _sync
 from .base import CANCELLED_WHILE_EXECUTING, Ack, ProducerRow
@@ -279,6 +279,8 @@ class SQLiteEngine:
         self.local_notify: LocalNotify | None = None
         #: Told, per queue, how many unique jobs staging discarded for a key another job holds.
         self.on_unique_conflicts: Callable[[dict[str, int]], None] | None = None
+        #: Whether oban_jobs_unique_index was seen (checked at the first unique insert).
+        self._unique_index = False
         self._conn: aiosqlite.Connection | None = None
         # id -> meta text as fetched, for merging acks' meta in Python (see _merge_meta)
         self._fetched_meta: dict[int, str] = {}
@@ -433,7 +435,14 @@ class SQLiteEngine:
         """
         async with self._transaction() as conn:
             for statement in _statements("install", self.prefix):
-                await conn.execute_fetchall(statement)
+                try:
+                    await conn.execute_fetchall(statement)
+                except sqlite3.IntegrityError as error:  # the unique index, over duplicates
+                    raise DuplicateUniqueKeysError(
+                        f"cannot build oban_jobs_unique_index in {self.path!r}: jobs share a "
+                        "unique key (written without the index). Cancel or delete the extra "
+                        "jobs, or empty their meta.uniq_bmp, then open it again"
+                    ) from error
             rows = list(await conn.execute_fetchall("PRAGMA user_version"))
             if rows[0][0] == 0:
                 await conn.execute_fetchall(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -605,6 +614,16 @@ class SQLiteEngine:
     async def _insert_unique_on(
         self, run: Callable[[str, dict[str, Any]], Awaitable[list[Any]]], jobs: Sequence[Job]
     ) -> None:
+        if not self._unique_index:
+            [(found,)] = await run(self._q("unique_index_check"), {})
+            if not found:
+                flag = "" if self.prefix == "public" else f" --prefix {self.prefix}"
+                raise SchemaNotInstalledError(
+                    f"unique jobs need the index oban_jobs_unique_index in {self.path!r}, "
+                    f"which is missing: run `oban install --dsn sqlite:///{self.path}{flag}`"
+                )
+            self._unique_index = True
+
         async def insert(pending: list[Job]) -> list[tuple[Any, ...] | None]:
             [(base,)] = await run(self._q("unique_base"), {})
             payload = _payloads.new_unique_jobs(pending, _timestamp_or_none)
@@ -616,7 +635,7 @@ class SQLiteEngine:
             rows = await run(self._q("unique_holders"), {"keys": orjson.dumps(keys).decode()})
             return {key: _holder(row) for key, *row in rows}
 
-        async def replace(pairs: list[tuple[Job, int, str]]) -> list[tuple[Any, ...]]:
+        async def replace(pairs: list[_unique.Replacement]) -> list[tuple[Any, ...]]:
             payload = _payloads.replacements(pairs, _timestamp_or_none)
             return [
                 _holder(row) for row in await run(self._q("replace_unique_jobs"), {"jobs": payload})
@@ -914,7 +933,10 @@ class SQLiteEngine:
         if not jobs:
             return []
         payload = _payloads.updates(jobs, _timestamp_or_none)
-        rows = await self._run("update_jobs", {"jobs": payload})
+        try:
+            rows = await self._run("update_jobs", {"jobs": payload})
+        except sqlite3.IntegrityError as error:
+            raise ValueError(_unique.UPDATE_CONFLICT) from error
         rows.sort(key=lambda row: row[0])
         return [_row_to_job(row) for row in rows]
 

@@ -24,6 +24,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from .. import JobPage, telemetry
+from .._query import MAX_PAGE, parse_id
 from ..errors import InstanceNotFoundError
 from ..job import Job
 from ..oban import Oban
@@ -43,8 +44,6 @@ ACTION_EVENT = "oban.web.action"
 BULK_LIMIT = 1_000
 #: Jobs in one page of the list.
 PAGE_SIZE = 50
-#: The largest page ``list_jobs`` gives.
-MAX_PAGE = 1_000
 #: Refresh intervals offered, in seconds (0: off).
 REFRESH_CHOICES = (1, 2, 5, 15, 0)
 #: Largest form body read (bytes): 1,000 ids and a token fit well within it.
@@ -573,10 +572,10 @@ async def _read_form(request: Request) -> dict[str, list[str]]:
 def _ids(values: Iterable[str]) -> list[int]:
     ids: list[int] = []
     for value in values:
-        text = value.strip()
-        if not text.isdigit() or len(text) > 19 or int(text) > 2**63 - 1:
-            raise Refused(400, f"Not a job id: {value!r}.")
-        ids.append(int(text))
+        try:
+            ids.append(parse_id(value))
+        except ValueError:
+            raise Refused(400, f"Not a job id: {value!r}.") from None
     return sorted(set(ids))
 
 
@@ -585,9 +584,10 @@ def _query(**values: Any) -> str:
 
 
 def _int(value: str | None, default: int, low: int, high: int) -> int:
-    if value is None or not value.strip().isdigit():
+    text = "" if value is None else value.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
         return default
-    return max(low, min(high, int(value)))
+    return max(low, min(high, int(text)))
 
 
 def _local_path(value: str, request: Request) -> str | None:

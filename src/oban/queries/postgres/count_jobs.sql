@@ -49,9 +49,12 @@ WITH RECURSIVE pairs (state, queue) AS (
     AND ($2::text[] IS NULL OR p.queue = ANY($2::text[]))
 )
 SELECT c.state::text, c.queue, n.counted > $3::integer,
-  CASE WHEN n.counted > $3::integer
-    THEN greatest(n.counted, round(c.estimate)::bigint)
-    ELSE n.counted
+  CASE
+    WHEN n.counted <= $3::integer THEN n.counted
+    WHEN c.estimate > $3::integer THEN greatest(n.counted, round(c.estimate)::bigint)
+    -- Past the limit with no useful statistics (never analyzed, or a state or queue new
+    -- since): the planner's estimate for the pair itself.
+    ELSE greatest(n.counted, {prefix}.oban_count_estimate(c.state::text, c.queue))
   END
 FROM chosen AS c
 CROSS JOIN LATERAL (
@@ -65,4 +68,5 @@ CROSS JOIN LATERAL (
       ) AS b
     )
   END AS counted
+  OFFSET 0  -- kept a subquery: folded into the outer query, each count would run again
 ) AS n

@@ -1,5 +1,6 @@
 -- oban.list_jobs: jobs newest first, filtered, one keyset page. Each filter is NULL when not
--- given. $1 states, $2 queues, $3 workers (text[]), $4 tags (jobs having all), $5 args and
+-- given. $1 states (an array literal: cast here, the planner estimates how many rows match
+-- and uses the state index for a rare state), $2 queues, $3 workers (text[]), $4 tags (jobs having all), $5 args and
 -- $6 meta (jsonb the column must contain), $7 search (an ILIKE pattern over the worker and
 -- the args' text), $8 ids, $9 after (the last id of the previous page), $10 limit.
 -- Newest first along the primary key: no OFFSET, no count.
@@ -8,7 +9,7 @@ SELECT id, worker, queue, attempt, max_attempts, priority,
   inserted_at, attempted_at, scheduled_at, state::text,
   cancelled_at, completed_at, discarded_at
 FROM {prefix}.oban_jobs
-WHERE ($1::text[] IS NULL OR state = ANY($1::{prefix}.oban_job_state[]))
+WHERE ($1::{prefix}.oban_job_state[] IS NULL OR state = ANY($1::{prefix}.oban_job_state[]))
   AND ($2::text[] IS NULL OR queue = ANY($2::text[]))
   AND ($3::text[] IS NULL OR worker = ANY($3::text[]))
   AND ($4::text[] IS NULL OR tags @> $4::text[])

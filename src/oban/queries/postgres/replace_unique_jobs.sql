@@ -1,6 +1,13 @@
 -- $1: a JSON array of {id, state, fields, ...the new job's values}. Updates the listed fields
 -- of each job that holds a key a duplicate insert met, while it is still in the state the
 -- replacement was asked for. The job keeps its key entries whatever meta it is given.
+WITH locked AS MATERIALIZED (
+  -- In id order, so that two batches replacing the same jobs cannot deadlock.
+  SELECT o.id FROM {prefix}.oban_jobs AS o
+  WHERE o.id IN (SELECT (x->>'id')::bigint FROM jsonb_array_elements($1::jsonb) AS x)
+  ORDER BY o.id
+  FOR UPDATE
+)
 UPDATE {prefix}.oban_jobs AS o
 SET state = CASE
       -- An available job moved into the future waits for it, as update_job makes it.
@@ -29,4 +36,5 @@ FROM jsonb_to_recordset($1::jsonb) AS r (
   tags text[], priority integer, max_attempts integer, scheduled_at timestamp
 )
 WHERE o.id = r.id AND o.state = r.state::{prefix}.oban_job_state
+  AND o.id IN (SELECT id FROM locked)
 RETURNING o.id, o.state::text, o.queue, o.inserted_at, o.scheduled_at
