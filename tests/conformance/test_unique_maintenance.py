@@ -5,14 +5,19 @@ staging of everything else (Oban issue 1416, oban-py issue 19)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from oban import Job, Oban, Snooze, telemetry, worker
 from oban._cron import CronEntry
 from oban._scheduler import Scheduler
 from oban._unique import UniqueOptions
+from oban.errors import SchemaNotInstalledError
 from tests.helpers import eventually
 
 #: Our own state lists always hold retryable; a row another client wrote (Oban Pro with a
@@ -225,3 +230,36 @@ async def test_replacing_the_time_of_an_available_job_makes_it_wait(oban: Oban) 
     assert stored is not None and stored.state == "scheduled"
     assert stored.scheduled_at is not None and first.scheduled_at is not None
     assert (stored.scheduled_at - first.scheduled_at).total_seconds() > 590
+
+
+async def test_an_update_into_a_held_key_is_a_value_error_and_changes_nothing(oban: Oban) -> None:
+    scheduled: Any = {"group": "scheduled"}
+    waiting = await oban.enqueue(Job("conf.unique.Upd", args={"k": 1}, unique=scheduled))
+    holder = await oban.enqueue(
+        Job("conf.unique.Upd", args={"k": 1}, unique=scheduled, scheduled_in=600)
+    )
+    assert waiting.state == "available" and not holder.conflict
+
+    with pytest.raises(ValueError, match="unique key another job holds"):
+        await oban.update_job(waiting, {"scheduled_in": 300})
+    after = await oban.get_job(waiting)
+    assert after is not None and after.state == "available"
+
+
+async def test_a_unique_insert_on_a_sqlite_file_without_the_index_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    client = Oban(name="uq_old_file", dsn=f"sqlite:///{path}")
+    try:
+        await client.enqueue(Job("conf.unique.Old"))  # installs the schema
+        with sqlite3.connect(path) as raw:
+            raw.execute("DROP INDEX oban_jobs_unique_index")  # as a file from before it
+        conn = sqlite3.connect(path)
+        try:
+            with pytest.raises(SchemaNotInstalledError, match="oban_jobs_unique_index"):
+                client.sync.enqueue(Job("conf.unique.Old", unique=True), conn=conn)
+        finally:
+            conn.close()
+    finally:
+        await client.stop()

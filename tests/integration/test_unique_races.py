@@ -598,3 +598,51 @@ async def test_repeatable_read_caller_never_makes_a_duplicate(
     assert outcome in ("serialization failure", "conflict without id")
     rows = await rows_of(sql, race)
     assert [row[0] for row in rows] == [held.id], f"{outcome}: {rows}"
+
+
+async def test_replacing_batches_in_opposite_orders_never_deadlock(oban: Oban, dsn: str) -> None:
+    """Duplicates with ``replace=`` update the jobs holding their keys: two batches naming the
+    same 40 holders in opposite orders, on two connections at once, 200 times. Each locks the
+    holders in id order, so neither waits for a row the other holds while holding one it
+    wants: no deadlock (40P01), and every answer names its holder."""
+    keys = list(range(40))
+    options: dict[str, Any] = {"replace": {"available": ["meta", "priority"]}}
+    originals = await oban.enqueue_many(
+        [UniqRace.new({"race": "replace", "k": k}, **options) for k in keys]
+    )
+    holder_of = {k: job.id for k, job in zip(keys, originals, strict=True)}
+    conns = await connect(dsn, 2, autocommit=True)
+    try:
+        for i in range(200):
+
+            def batch(
+                conn: psycopg.AsyncConnection[Any], order: list[int], i: int = i
+            ) -> Callable[[], Awaitable[list[tuple[int, Job]]]]:
+                async def replace() -> list[tuple[int, Job]]:
+                    jobs = [
+                        UniqRace.new(
+                            {"race": "replace", "k": k},
+                            meta={"round": i},
+                            priority=i % 10,
+                            **options,
+                        )
+                        for k in order
+                    ]
+                    try:
+                        answered = await oban.enqueue_many(jobs, conn=conn)
+                    except psycopg.Error as error:
+                        if sqlstate_of(error) == "40P01":
+                            pytest.fail(f"round {i}: deadlock between two replacements: {error}")
+                        raise
+                    return list(zip(order, answered, strict=True))
+
+                return replace
+
+            results = await all_at_once(
+                [batch(conns[0], keys), batch(conns[1], list(reversed(keys)))]
+            )
+            for pairs in results:
+                for k, job in pairs:
+                    assert job.conflict and job.id == holder_of[k], (i, k, job)
+    finally:
+        await close(conns)
