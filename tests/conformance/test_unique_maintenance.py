@@ -263,3 +263,15 @@ async def test_a_unique_insert_on_a_sqlite_file_without_the_index_is_refused(
             conn.close()
     finally:
         await client.stop()
+
+
+async def test_copies_of_unique_jobs_and_odd_keys_in_meta_insert_in_one_batch(oban: Oban) -> None:
+    original = await oban.enqueue(Job("conf.unique.Copy", args={"k": 1}, unique=True))
+    copy = await oban.get_job(original)  # unique is not stored: only its meta entries are
+    assert copy is not None and copy.unique is None and "uniq_key" in copy.meta
+    odd = [Job("conf.unique.Odd", meta={"uniq_key": 5}), Job("conf.unique.Odd", meta={"x": 1})]
+    answered = await oban.enqueue_many([Job("conf.unique.Copy", meta=copy.meta), *odd])
+
+    assert answered[0].conflict and answered[0].id == original.id  # the index refused it
+    assert not answered[1].conflict and not answered[2].conflict
+    assert answered[1].id is not None and answered[2].id is not None

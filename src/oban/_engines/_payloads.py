@@ -40,51 +40,42 @@ def _same(value: float) -> float:
     return value
 
 
+def _new_rows(jobs: Sequence[Job], timestamp: Timestamp) -> list[dict[str, Any]]:
+    return [
+        {
+            "state": job.state.value,
+            "queue": job.queue,
+            "worker": job.worker,
+            "args": job.args,
+            "meta": job.meta,
+            "tags": job.tags,
+            "priority": job.priority,
+            "max_attempts": job.max_attempts,
+            "scheduled_at": timestamp(job.scheduled_at),
+        }
+        for job in jobs
+    ]
+
+
 def new_jobs(jobs: Sequence[Job], timestamp: Timestamp) -> str:
     """Jobs to insert."""
-    return orjson.dumps(
-        [
-            {
-                "state": job.state.value,
-                "queue": job.queue,
-                "worker": job.worker,
-                "args": job.args,
-                "meta": job.meta,
-                "tags": job.tags,
-                "priority": job.priority,
-                "max_attempts": job.max_attempts,
-                "scheduled_at": timestamp(job.scheduled_at),
-            }
-            for job in jobs
-        ]
-    ).decode()
+    return orjson.dumps(_new_rows(jobs, timestamp)).decode()
 
 
 def new_unique_jobs(jobs: Sequence[Job], timestamp: Timestamp) -> str:
     """Jobs to insert, some unique, each with its ``rank`` in key order: the insert goes in
     that order, so two batches that share keys take them in the same order and cannot
     deadlock (ids still follow the input order)."""
-    order = sorted(range(len(jobs)), key=lambda index: jobs[index].meta.get("uniq_key") or "")
-    ranks = [0] * len(jobs)
+    rows = _new_rows(jobs, timestamp)
+
+    def key(index: int) -> str:
+        found = jobs[index].meta.get("uniq_key")
+        return found if isinstance(found, str) else ""
+
+    order = sorted(range(len(jobs)), key=key)
     for rank, index in enumerate(order):
-        ranks[index] = rank
-    return orjson.dumps(
-        [
-            {
-                "state": job.state.value,
-                "queue": job.queue,
-                "worker": job.worker,
-                "args": job.args,
-                "meta": job.meta,
-                "tags": job.tags,
-                "priority": job.priority,
-                "max_attempts": job.max_attempts,
-                "scheduled_at": timestamp(job.scheduled_at),
-                "rank": rank,
-            }
-            for job, rank in zip(jobs, ranks, strict=True)
-        ]
-    ).decode()
+        rows[index]["rank"] = rank
+    return orjson.dumps(rows).decode()
 
 
 def replacements(pairs: Sequence[Replacement], timestamp: Timestamp) -> str:
