@@ -11,7 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from oban import Job, Oban
 from oban.web import create_app
-from tests.helpers import eventually
+from tests.helpers import eventually, spy
 from tests.web.support import BIG, PREFIX, RECORDED, dash, row_ids, seed
 
 LINK = re.compile(r'(?:href|src|action|formaction|hx-get|hx-post)="([^"]*)"')
@@ -239,3 +239,16 @@ async def test_mounted_in_a_plain_asgi_dispatcher_as_in_django(oban: Oban) -> No
         assert page.status_code == 200
         assert all(link.startswith("/oban/") for link in links(page.text))
         assert (await client.get("/admin/")).text == "django"
+
+
+async def test_an_empty_state_or_queue_is_answered_from_the_counts(oban: Oban) -> None:
+    # Listing a state or queue without jobs would walk the whole table to find nothing: the
+    # counts (exact for absent pairs) answer it instead.
+    await oban.enqueue(Job("app.Web", queue="present"))
+    calls = spy(oban, "list_jobs")
+    async with dash(oban=oban) as web:
+        assert (await web.get("/jobs?state=suspended")).status_code == 200
+        assert (await web.get("/jobs?queue=absent")).status_code == 200
+        assert calls == []
+        page = await web.get("/jobs?queue=present")
+        assert page.status_code == 200 and len(calls) == 1

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .. import JobPage, telemetry
+from .. import JobCounts, JobPage, telemetry
 from .._query import MAX_PAGE, parse_id
 from ..errors import InstanceNotFoundError
 from ..job import Job
@@ -375,11 +375,17 @@ class Dashboard:
         self, context: Context, filters: Filters, *, limit: int, after: str | None = None
     ) -> dict[str, Any]:
         error = None
+        counts = await context.oban.count_jobs(by=("state", "queue"))
         try:
-            page = await context.oban.list_jobs(**filters.list_kwargs(), limit=limit, after=after)
+            kwargs = filters.list_kwargs()
+            if _nothing_in(counts, kwargs.get("state"), kwargs.get("queue")):
+                # A state or queue without jobs (absent pairs are exact): listing it would
+                # walk the whole table to find nothing.
+                page = JobPage(jobs=[], next=None)
+            else:
+                page = await context.oban.list_jobs(**kwargs, limit=limit, after=after)
         except (FilterError, TypeError, ValueError) as problem:
             page, error = JobPage(jobs=[], next=None), str(problem)
-        counts = await context.oban.count_jobs(by=("state", "queue"))
         request = context.request
         query = filters.query()
         return {
@@ -577,6 +583,19 @@ def _ids(values: Iterable[str]) -> list[int]:
         except ValueError:
             raise Refused(400, f"Not a job id: {value!r}.") from None
     return sorted(set(ids))
+
+
+def _nothing_in(counts: JobCounts, state: Any, queue: Any) -> bool:
+    """Whether ``counts`` (by state and queue) show no job at all in the given states and
+    queues (each a name, a list of names or ``None`` for any)."""
+    if state is None and queue is None:
+        return False
+    states = None if state is None else {state} if isinstance(state, str) else set(state)
+    queues = None if queue is None else {queue} if isinstance(queue, str) else set(queue)
+    return not any(
+        (states is None or key[0] in states) and (queues is None or key[1] in queues)
+        for key in counts
+    )
 
 
 def _query(**values: Any) -> str:
