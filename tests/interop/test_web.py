@@ -18,7 +18,6 @@ without either the test fails, saying how to install it. Playwright's own browse
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +29,7 @@ import httpx
 import pytest
 
 from oban import Oban
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.helpers import eventually
 from tests.interop.conftest import Mixed
 from tests.interop.elixir import REPO_ROOT, ElixirNode
@@ -40,17 +40,6 @@ if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
 #: Debian's Chromium (its launcher script); Playwright drives it instead of a browser of its own.
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 UPDATE_VARIABLE = "OBAN_UPDATE_SCREENSHOTS"
 # Read now: the session fixture in tests/conftest.py removes OBAN_* variables before any
 # fixture of ours runs.
@@ -70,29 +59,10 @@ PAGE_TIMEOUT_MS = 30_000
 VIEWPORT_WIDTH, VIEWPORT_HEIGHT = 1440, 400  # the full-page shot grows to the content
 
 
-def _missing_browser() -> list[str]:
-    """What the test lacks to drive a browser, each with how to install it."""
-    missing: list[str] = []
-    if importlib.util.find_spec("playwright") is None:
-        missing.append(
-            "Python Playwright is not installed: `make setup` installs it (the test extra "
-            "of pyproject.toml), or `.venv/bin/pip install playwright`"
-        )
-    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        missing.append(
-            f"Chromium is missing at {CHROMIUM}: install Debian's with `apt-get install -y "
-            "--no-install-recommends chromium` (.ci/run does); `playwright install` cannot "
-            "download a browser here"
-        )
-    return missing
-
-
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     """Debian's Chromium, headless, driven by Playwright."""
-    missing = _missing_browser()
-    if missing:
-        pytest.fail("test_web needs a browser: " + "; ".join(missing), pytrace=False)
+    require_browser("test_web needs a browser")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:

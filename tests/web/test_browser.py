@@ -15,7 +15,6 @@ never used). ``OBAN_UPDATE_SCREENSHOTS=1`` saves each page's screenshot to ``doc
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import socket
@@ -35,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban import Job, Oban, schema
 from oban.oban import _instances
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.conftest import DSN
 from tests.web.support import BIG, Seeded, seed
 
@@ -44,17 +44,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # Read now: the session fixture in tests/conftest.py removes OBAN_* variables.
 UPDATE_SCREENSHOTS = os.environ.get("OBAN_UPDATE_SCREENSHOTS") == "1"
 DOCS_IMAGES = REPO_ROOT / "docs" / "images"
@@ -66,28 +55,10 @@ NODE = "browser-node"
 SERVE = [sys.executable, "-m", "tests.web.serve"]
 
 
-def _missing_browser() -> list[str]:
-    missing: list[str] = []
-    if importlib.util.find_spec("playwright") is None:
-        missing.append(
-            "Python Playwright is not installed: `make setup` installs it (the test extra of "
-            "pyproject.toml), or `.venv/bin/pip install playwright`"
-        )
-    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        missing.append(
-            f"Chromium is missing at {CHROMIUM}: install Debian's with `apt-get install -y "
-            "--no-install-recommends chromium` (.ci/run does); `playwright install` cannot "
-            "download a browser here"
-        )
-    return missing
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Debian's Chromium, headless; the tests fail (never skip) without it."""
-    missing = _missing_browser()
-    if missing:
-        pytest.fail("the browser tests need: " + "; ".join(missing), pytrace=False)
+    require_browser("the browser tests need")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
