@@ -17,8 +17,27 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# tests/django_project runs in sessions of its own (pytest-django configures Django once per
+# session), once per engine; PYTEST_ARGS narrows the main session only.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/django_project --ds=project.settings_pg
+	$(BIN)/python -m pytest tests/django_project --ds=project.settings_sqlite
+
+# The Django test project again on Django 6 (Python 3.12: Django 6 needs it), whose own
+# django.tasks replaces the django-tasks backport the main virtualenv uses.
+DJANGO6_PYTHON ?= $(shell pyenv root 2>/dev/null)/versions/3.12.1/bin/python
+DJANGO6_VENV ?= .venv-django6
+$(DJANGO6_VENV)/.installed: pyproject.toml
+	$(DJANGO6_PYTHON) -m venv $(DJANGO6_VENV)
+	$(DJANGO6_VENV)/bin/pip install -q --upgrade pip
+	$(DJANGO6_VENV)/bin/pip install -q -e '.[test]' 'django>=6'
+	touch $@
+
+.PHONY: test-django6
+test-django6: $(DJANGO6_VENV)/.installed
+	$(DJANGO6_VENV)/bin/python -m pytest -p no:cacheprovider tests/django_project --ds=project.settings_pg
+	$(DJANGO6_VENV)/bin/python -m pytest -p no:cacheprovider tests/django_project --ds=project.settings_sqlite
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench examples

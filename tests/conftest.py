@@ -27,6 +27,10 @@ DSN = os.environ.get("OBAN_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test
 # tests/interop runs real Elixir nodes and needs the Elixir kit and Erlang: `make interop` runs
 # it by naming it (pytest tests/interop); the default collection (`make test`) leaves it out.
 collect_ignore = ["interop"]
+# tests/django_project runs in sessions of its own, with pytest-django configured for it
+# (`make test` runs them: see the Makefile and tests/django_project/conftest.py).
+if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+    collect_ignore.append("django_project")
 
 #: How long, after the last test, threads a test left running get to finish on their own.
 LEAKED_THREAD_GRACE = 10.0

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import telemetry
+from . import _hooks, telemetry
 from ._backoff import jittery_clamped
 from ._engines import _payloads
 from ._engines._payloads import UnreadableJob, UnreadableJobError, storable_text
@@ -40,6 +40,18 @@ def _format_error(error: BaseException) -> str:
     if isinstance(error, JobError):  # raised in an isolated job's process: its traceback
         return error.formatted
     return "".join(traceback.format_exception(error)).rstrip()
+
+
+async def _hooked_async(pending: Any) -> Any:
+    try:
+        await _hooks.before_async()
+    except BaseException:
+        pending.close()
+        raise
+    try:
+        return await pending
+    finally:
+        await _hooks.after_async()
 
 
 def _snooze_seconds(seconds: float) -> float:
@@ -168,13 +180,18 @@ class Executor:
     async def _call(self, cls: type[Any], instance: Any, job: Job, timeout: float | None) -> Any:
         if _worker_is_async(cls):
             pending: Any = instance.process(job)
+            if _hooks.async_job_hooks:
+                pending = _hooked_async(pending)
         elif getattr(cls, "_isolation", "thread") == "process":
             pending = run_isolated(cls, job)
         else:
             context = contextvars.copy_context()
             job_id: int = job.id  # type: ignore[assignment]
             self._in_threads.add(job_id)
-            running = self._threads.submit(context.run, instance.process, job)
+            process = instance.process
+            if _hooks.job_hooks:
+                process = _hooks.around_sync(process)
+            running = self._threads.submit(context.run, process, job)
             # Done when the thread returns, not when an awaiting task gives up on it (that
             # cancels the asyncio future, but never the thread's own future once it runs).
             running.add_done_callback(lambda _f: self._in_threads.discard(job_id))

@@ -7,6 +7,7 @@ re-exports the dict as ``_instances`` and ``Oban._instances``.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import InstanceNotFoundError
@@ -14,7 +15,7 @@ from .errors import InstanceNotFoundError
 if TYPE_CHECKING:
     from .job import Job
 
-__all__ = ["Enqueuer", "get_instance", "instances"]
+__all__ = ["Enqueuer", "get_instance", "instance_factory", "instances"]
 
 
 class Enqueuer(Protocol):
@@ -25,6 +26,9 @@ class Enqueuer(Protocol):
 
 #: Instance name -> instance. Only ``Oban`` instances are registered.
 instances: dict[str, Any] = {}
+#: Makes the instance a name refers to when none is registered yet, or returns ``None``: a
+#: host integration's (the Django app's: ``Worker.enqueue`` before anything made it).
+instance_factory: list[Callable[[str], Any]] = []
 
 
 def get_instance(name: str) -> Enqueuer:
@@ -36,6 +40,9 @@ def get_instance(name: str) -> Enqueuer:
     try:
         found: Enqueuer = instances[name]
     except KeyError:
+        made = instance_factory[0](name) if instance_factory else None
+        if made is not None:
+            return made  # type: ignore[no-any-return]
         raise InstanceNotFoundError(
             f"Oban instance {name!r} not found: create Oban(name={name!r}, ...) first"
         ) from None

@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Never, TypeVar
 
-from . import decorators, telemetry
+from . import _hooks, decorators, telemetry
 from ._modes import is_inline, run_inline
 from ._query import EXACT_COUNT_LIMIT, JobCounts, JobPage, NodeInfo
 from .job import Job, JobState
@@ -212,6 +212,14 @@ def run_blocking(
         raise
 
 
+def _in_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _deliver(peer: Oban, channel: str, message: dict[str, Any]) -> None:
     """Hand an in-process notification to ``peer`` on the loop it runs on."""
     loop = peer._engine.bound_loop()
@@ -321,6 +329,10 @@ class SyncOban:
         # Checked here: a warning about a job points at the caller's line, in its thread.
         jobs = _job_batch(jobs_or_first, rest, inline=inline)
         if conn is None:
+            if _hooks.sync_enqueuer and not inline and not _in_running_loop():
+                handled = _hooks.sync_enqueuer[0](self._oban, jobs)
+                if handled is not None:
+                    return handled
             return self._run(method, lambda: self._oban.enqueue_many(jobs), names)
         if inline:
             self._run(method, lambda: _run_inline(jobs), names)

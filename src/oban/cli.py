@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import importlib
 import logging
@@ -13,7 +14,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -45,9 +46,38 @@ _dsn_option = click.option(
 _prefix_option = click.option("--prefix", default=None, help="Schema name [env OBAN_PREFIX].")
 
 
+@dataclasses.dataclass(frozen=True)
+class Host:
+    """A program that runs the ``oban`` commands as its own (``manage.py oban``): give it as
+    ``main.main(..., obj=Host(...))``.
+
+    Attributes:
+        load: resolves the options a command was given (``dsn``, ``prefix``, ``queues``...)
+            into the settings, in place of ``Config.load`` (and ``oban.toml``).
+        argv: the command line that runs the commands there (``python manage.py oban``), for
+            the node processes of ``start --processes N``.
+        worker_modules: the modules holding the workers, already imported: ``start`` imports
+            these rather than discovering cron modules in the working directory.
+    """
+
+    load: Callable[..., Config]
+    argv: list[str]
+    worker_modules: list[str]
+
+
+def _host() -> Host | None:
+    context = click.get_current_context(silent=True)
+    return context.find_object(Host) if context is not None else None
+
+
 def _load(**options: Any) -> Config:
+    host = _host()
     try:
-        return Config.load(**options)
+        if host is None:
+            return Config.load(**options)
+        if options.pop("config_path", None) is not None:
+            raise ValueError("--config: oban.toml is not read here; the settings take its place")
+        return host.load(**options)
     except (TypeError, ValueError, FileNotFoundError) as error:
         raise click.UsageError(str(error)) from error
 
@@ -119,7 +149,8 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 @click.version_option(__version__, prog_name="oban")
 def main() -> None:
     """oban: background jobs on PostgreSQL."""
-    _working_directory_off_the_front()
+    if _host() is None:  # a host program (manage.py) has its own path set up
+        _working_directory_off_the_front()
 
 
 def _working_directory_off_the_front() -> None:
@@ -495,7 +526,10 @@ def start(
     _working_directory_last()
     modules = _split(cron_modules or os.environ.get("OBAN_CRON_MODULES"))
     paths = _split(cron_paths or os.environ.get("OBAN_CRON_PATHS"))
-    if dry_run:  # imports nothing: the cron workers are read from the source
+    host = _host()
+    if host is not None and not (modules or paths):  # the host imported its workers
+        declared = _import_cron_modules(host.worker_modules, [], discover=False)
+    elif dry_run:  # imports nothing: the cron workers are read from the source
         declared = _declared_cron(modules, paths)
     else:
         declared = _import_cron_modules(modules, paths)
@@ -522,9 +556,12 @@ def start(
     _run(_serve(config, supervisor=supervisor))
 
 
-def _import_cron_modules(modules: list[str], paths: list[str]) -> list[CronDeclaration]:
-    """Import the named modules, or the discovered ones; the cron entries they declared."""
-    if modules or paths:
+def _import_cron_modules(
+    modules: list[str], paths: list[str], *, discover: bool = True
+) -> list[CronDeclaration]:
+    """Import the named modules, or (``discover``) the discovered ones; the cron entries
+    they declared."""
+    if modules or paths or not discover:
         _import_modules(modules)
         _import_paths(paths)
     else:
@@ -559,7 +596,9 @@ def _supervise(config: Config) -> NoReturn:
             flags += [param.opts[0]] if value else []
         elif value is not None:
             flags += [param.opts[0], str(value)]
-    base = [sys.executable, *_safe_path(), "-m", "oban", "start", *flags, "--processes", "1"]
+    host = _host()
+    program = host.argv if host is not None else [sys.executable, *_safe_path(), "-m", "oban"]
+    base = [*program, "start", *flags, "--processes", "1"]
     commands = []
     for index in range(1, config.processes + 1):
         node = f"{config.node}-{index}" if config.node else None

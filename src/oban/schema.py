@@ -7,8 +7,10 @@ Use ``oban install`` on the command line, :func:`install` from code, or put
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 from psycopg import AsyncRawCursor
 from psycopg_pool import AsyncConnectionPool
 
@@ -18,6 +20,7 @@ from .errors import DuplicateUniqueKeysError
 __all__ = [
     "SCHEMA_VERSION",
     "dropped_tables",
+    "ensure_unique_index_sync",
     "install",
     "install_sql",
     "uninstall",
@@ -98,31 +101,61 @@ async def _ensure_unique_index(pool: AsyncConnectionPool[Any], prefix: str) -> N
             await conn.set_autocommit(True)
         try:
             cur = AsyncRawCursor(conn)
-            await cur.execute(_sql.load("postgres", "unique_index_check", prefix), (prefix,))
-            row = await cur.fetchone()
-            valid = row[0] if row else None
-            if valid is True:
-                return  # ours, or one made by Oban Pro: kept as it is
-            if valid is False:  # an earlier concurrent build failed half way
-                await cur.execute(
-                    f'DROP INDEX CONCURRENTLY IF EXISTS "{prefix}".oban_jobs_unique_index'
-                )
-            await cur.execute(_sql.load("postgres", "unique_duplicates", prefix))
-            duplicates = await cur.fetchall()
-            if duplicates:
-                held = "; ".join(
-                    f"key {key} held by jobs {', '.join(map(str, ids))}"
-                    for key, _count, ids in duplicates
-                )
-                raise DuplicateUniqueKeysError(
-                    f"cannot build oban_jobs_unique_index in schema {prefix!r}: jobs share a "
-                    f"unique key ({held}). Cancel or delete the extra jobs, or empty their "
-                    "meta.uniq_bmp, then run `oban install` again"
-                )
-            await cur.execute(unique_index_sql(prefix))
+
+            async def execute(query: str, params: tuple[Any, ...] = ()) -> list[Any]:
+                await cur.execute(query, params)
+                return await cur.fetchall() if cur.description is not None else []
+
+            await _unique_index_steps(execute, prefix)
         finally:
             if not autocommit:
                 await conn.set_autocommit(False)
+
+
+def ensure_unique_index_sync(conn: psycopg.Connection[Any], prefix: str = "public") -> None:
+    """What :func:`install` does after its script, on a synchronous psycopg connection in
+    autocommit mode (a Django or Alembic migration that runs outside a transaction): build the
+    unique-jobs index ``CONCURRENTLY`` unless it exists.
+
+    Raises:
+        DuplicateUniqueKeysError: as :func:`install`.
+        ValueError: ``conn`` is inside a transaction (``CONCURRENTLY`` cannot run there).
+    """
+    from ._engines._sync import awaitable, drive
+
+    if not conn.autocommit:
+        raise ValueError("ensure_unique_index_sync needs a connection in autocommit mode")
+    cur = psycopg.RawCursor(conn)
+
+    def execute(query: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        cur.execute(query, params)
+        return cur.fetchall() if cur.description is not None else []
+
+    drive(_unique_index_steps(awaitable(execute), _sql.validate_prefix(prefix)))
+
+
+async def _unique_index_steps(
+    execute: Callable[[str, tuple[Any, ...]], Awaitable[list[Any]]], prefix: str
+) -> None:
+    """Build ``oban_jobs_unique_index`` without blocking writes unless a valid one exists;
+    ``execute`` runs one statement in autocommit mode and returns its rows."""
+    rows = await execute(_sql.load("postgres", "unique_index_check", prefix), (prefix,))
+    valid = rows[0][0] if rows else None
+    if valid is True:
+        return  # ours, or one made by Oban Pro: kept as it is
+    if valid is False:  # an earlier concurrent build failed half way
+        await execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{prefix}".oban_jobs_unique_index', ())
+    duplicates = await execute(_sql.load("postgres", "unique_duplicates", prefix), ())
+    if duplicates:
+        held = "; ".join(
+            f"key {key} held by jobs {', '.join(map(str, ids))}" for key, _count, ids in duplicates
+        )
+        raise DuplicateUniqueKeysError(
+            f"cannot build oban_jobs_unique_index in schema {prefix!r}: jobs share a "
+            f"unique key ({held}). Cancel or delete the extra jobs, or empty their "
+            "meta.uniq_bmp, then run `oban install` again"
+        )
+    await execute(unique_index_sql(prefix), ())
 
 
 async def uninstall(pool: AsyncConnectionPool[Any], prefix: str = "public") -> None:

@@ -434,18 +434,11 @@ class SQLiteEngine:
         version set by someone else is left alone.
         """
         async with self._transaction() as conn:
-            for statement in _statements("install", self.prefix):
-                try:
-                    await conn.execute_fetchall(statement)
-                except sqlite3.IntegrityError as error:  # the unique index, over duplicates
-                    raise DuplicateUniqueKeysError(
-                        f"cannot build oban_jobs_unique_index in {self.path!r}: jobs share a "
-                        "unique key (written without the index). Cancel or delete the extra "
-                        "jobs, or empty their meta.uniq_bmp, then open it again"
-                    ) from error
-            rows = list(await conn.execute_fetchall("PRAGMA user_version"))
-            if rows[0][0] == 0:
-                await conn.execute_fetchall(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+            async def run(sql: str, params: dict[str, Any]) -> list[Any]:
+                return list(await conn.execute_fetchall(sql, params))
+
+            await self._install_with(run, force=True)
 
     async def try_open(self, wait: float) -> bool:
         """Open and install as on first use, waiting at most ``wait`` seconds for the file's
@@ -476,17 +469,37 @@ class SQLiteEngine:
         await self._install_with(functools.partial(_execute_on, conn))
 
     async def _install_with(
-        self, run: Callable[[str, dict[str, Any]], Awaitable[list[Any]]]
+        self, run: Callable[[str, dict[str, Any]], Awaitable[list[Any]]], *, force: bool = False
     ) -> None:
-        """:meth:`install_on`, running each statement with ``run``."""
+        """:meth:`install_on`, running each statement with ``run``; ``force``: every statement
+        even when the tables exist (an upgrade adds what a newer version has)."""
         rows = await run(self._q("check_schema"), {})
-        if all(rows[0]):
+        if all(rows[0]) and not force:
             return
         for statement in _statements("install", self.prefix):
-            await run(statement, {})
+            try:
+                await run(statement, {})
+            except sqlite3.IntegrityError as error:  # the unique index, over duplicates
+                raise DuplicateUniqueKeysError(
+                    f"cannot build oban_jobs_unique_index in {self.path!r}: jobs share a "
+                    "unique key (written without the index). Cancel or delete the extra "
+                    "jobs, or empty their meta.uniq_bmp, then open it again"
+                ) from error
         version = await run("PRAGMA user_version", {})
         if version[0][0] == 0:
             await run(f"PRAGMA user_version = {SCHEMA_VERSION}", {})
+
+    def install_sync(self, conn: sqlite3.Connection) -> None:
+        """:meth:`install` on the caller's ``sqlite3`` connection, inside whatever transaction
+        it has open (a Django migration's)."""
+        _sync.drive(
+            self._install_with(_sync.awaitable(functools.partial(_execute_sync, conn)), force=True)
+        )
+
+    def uninstall_sync(self, conn: sqlite3.Connection) -> None:
+        """:meth:`uninstall` on the caller's ``sqlite3`` connection, in its transaction."""
+        for statement in _statements("uninstall", self.prefix):
+            conn.execute(statement)
 
     async def uninstall(self) -> None:
         """Drop the oban tables of this prefix (idempotent)."""
@@ -960,6 +973,10 @@ class SQLiteEngine:
         async with self._transaction() as conn:
             for statement in _statements("reset", self.prefix):
                 await conn.execute_fetchall(statement)
+
+
+def _execute_sync(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+    return conn.execute(sql, params).fetchall()
 
 
 async def _execute_on(conn: Any, sql: str, params: dict[str, Any]) -> list[Any]:
