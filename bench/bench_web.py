@@ -13,20 +13,33 @@ pages without ``HX-Request``, the fragments (load more, live refresh) with it, t
 cookie kept by the client and its token sent in ``X-CSRF-Token`` on POSTs. So a time covers
 routing, the queries, building ``Job`` objects and rendering the templates (not a network or
 a server's HTTP parsing). Each request runs once to warm up and ``--repeat`` times (default
-5): the table shows the median in milliseconds, marks every median above 200 ms with ``!``,
-and gives in brackets the median time spent inside the ``Oban`` calls the handler made
-(``list_jobs``, ``count_jobs``, ``get_job``, ``queues``, ...); the rest is routing and
-rendering. The progress lines split that API time by call. "returned" is the job rows in
+5; use 20 or more for a meaningful p95): the table shows the median and the p95 (nearest
+rank) in milliseconds, marks every median or p95 above 200 ms with ``!``, and gives in
+brackets the median time spent inside the ``Oban`` calls the handler made (``list_jobs``,
+``count_jobs``, ``get_job``, ``queues``, ``crons``, ``job_stats``, ...); the rest is routing
+and rendering. The progress lines split that API time by call. "returned" is the job rows in
 the HTML (or an action's message) and the size of the response.
+
+Also, for the cron page: five cron entries declared for the instance, the minutely one with
+a day of runs (1,440 jobs) in the table, the others with a few.
 
 Requests: ``/jobs`` unfiltered and per state tab, a queue+state, worker, args and search
 filter, the 21st page of "load more" (the cursor followed 20 times, unfiltered and within a
-state), a job's detail page, ``/queues``, ``/nodes``, every live-refresh fragment
-(``/jobs/live`` at 50 rows, at 1,000 rows as a refresh asks once "load more" has shown that
-many, and with a state; ``/jobs/{id}/live``, ``/queues/live``, ``/nodes/live``),
-``/health?db=1``, and, last, the actions: pause and resume a queue, cancel and retry 50
-selected jobs (each run takes 50 new ones from the tab's first page: the actions change at
-most 600 of the seeded rows per pass, after that pass's reads).
+state), a job's detail page, ``/queues``, ``/nodes``, ``/cron``, ``/charts`` (the last hour
+per minute, every queue and one), every live-refresh fragment (``/jobs/live`` at 50 rows, at
+1,000 rows as a refresh asks once "load more" has shown that many, and with a state;
+``/jobs/{id}/live``, ``/queues/live``, ``/nodes/live``, ``/cron/live``, ``/charts/live``),
+the count of the "all matching" bar (``/jobs/matching``: a state, a queue with more than
+1,000 jobs, an args filter), ``/health?db=1``, and, last, the actions: pause and resume a
+queue, cancel and retry 50 selected jobs (each run takes 50 new ones from the tab's first
+page), then cancel every scheduled job of one queue and retry every discarded job of another
+(1,000 per request, the cap; before each run the jobs the previous one changed are put back,
+untimed): the actions change at most 600 of the seeded rows per pass for good, after that
+pass's reads.
+
+``--recent N`` first moves the finish time of the N newest completed jobs into the last hour
+(evenly spread, as in a busy hour: N / 60 jobs a minute), the charts' worst case; by default
+the seed finishes one job a second, some 2,800 completed ones in the last hour.
 
 PostgreSQL is measured right after the seed (``postgres``) and again after
 ``VACUUM (ANALYZE)`` (``pg+vacuum``), as in ``bench_query.py``; its schema
@@ -37,6 +50,7 @@ SQLite: a new file in a temporary directory, removed at the end unless ``--keep`
     .venv/bin/python bench/bench_web.py --quick            # 100,000 rows
     .venv/bin/python bench/bench_web.py --engine sqlite    # no server needed
     .venv/bin/python bench/bench_web.py --rows 250000 --repeat 9 --keep
+    .venv/bin/python bench/bench_web.py --engine postgres --repeat 20 --recent 50000
 
 The DSN comes from ``--dsn`` or ``OBAN_BENCH_DSN`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``).
@@ -48,6 +62,7 @@ import argparse
 import asyncio
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -70,7 +85,8 @@ from psycopg import sql
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from oban import Oban
+from oban import Job, Oban, decorators, worker
+from oban._scheduler import cron_job
 from oban.web import create_app
 
 SLOW_MS = 200.0
@@ -98,6 +114,8 @@ API_CALLS = (
     "get_job",
     "queues",
     "nodes",
+    "crons",
+    "job_stats",
     "cancel_many_jobs",
     "retry_many_jobs",
     "pause_queue",
@@ -107,10 +125,16 @@ JOB_ROW = re.compile(r'<tr data-job-id="(\d+)"')
 MORE = re.compile(r'class="more" hx-get="([^"]+)"')
 FLASH = re.compile(r'data-flash="ok">([^<]*)</p>')
 DETAIL = re.compile(r"/jobs/\d+")
+MATCHING = re.compile(r'data-matching="([^"]*)"')
 CSRF = re.compile(r'<meta name="oban-csrf-token" content="([^"]+)"')
 
-#: Request name -> (median ms, median ms inside the API calls, what it returned).
-Results = dict[str, tuple[float, float, str]]
+#: The cron entries declared for the instance: the first runs every minute.
+CRONS = ("* * * * *", "*/5 * * * *", "0 * * * *", "0 3 * * *", "30 6 * * MON-FRI")
+#: Runs of the minutely entry in the table: a day's.
+CRON_RUNS = 1_440
+
+#: Request name -> (median ms, p95 ms, median ms inside the API calls, what it returned).
+Results = dict[str, tuple[float, float, float, str]]
 
 
 class ApiMeter:
@@ -171,6 +195,8 @@ class Session:
     meter: ApiMeter
     token: str = ""
     cache: dict[str, Call] = field(default_factory=dict)
+    #: When the runs of an action on every matching job began (database clock).
+    marks: dict[str, Any] = field(default_factory=dict)
 
     async def send(self, call: Call) -> httpx.Response:
         headers = dict(HTMX) if call.htmx else {}
@@ -240,6 +266,9 @@ def requests(target: Target, rows: int, detail_ids: tuple[int, int]) -> list[Req
         Request(f"page /jobs/{{id}} discarded, {ERRORS} errors", Call(f"/jobs/{discarded}")),
         Request("page /queues", prepare=_fresh(Call("/queues"))),
         Request("page /nodes", prepare=_fresh(Call("/nodes"))),
+        Request(f"page /cron ({len(CRONS)} entries)", Call("/cron")),
+        Request("page /charts (every queue)", Call("/charts")),
+        Request("page /charts queue=billing", Call("/charts" + _query(queue="billing"))),
         Request("live /jobs/live (50 rows)", Call("/jobs/live", htmx=True)),
         Request("live /jobs/live limit=1000", Call("/jobs/live?limit=1000", htmx=True)),
         Request(
@@ -249,11 +278,49 @@ def requests(target: Target, rows: int, detail_ids: tuple[int, int]) -> list[Req
         Request("live /jobs/{id}/live", Call(f"/jobs/{discarded}/live", htmx=True)),
         Request("live /queues/live", prepare=_fresh(Call("/queues/live", htmx=True))),
         Request("live /nodes/live", prepare=_fresh(Call("/nodes/live", htmx=True))),
+        Request("live /cron/live", Call("/cron/live", htmx=True)),
+        Request("live /charts/live", Call("/charts/live", htmx=True)),
+        Request(
+            "live /charts/live queue=billing",
+            Call("/charts/live" + _query(queue="billing"), htmx=True),
+        ),
+        Request(
+            "count /jobs/matching state=retryable",
+            Call("/jobs/matching" + _query(state="retryable"), htmx=True),
+        ),
+        Request(
+            "count /jobs/matching queue=default (1,000+)",
+            Call("/jobs/matching" + _query(queue="default"), htmx=True),
+        ),
+        Request(
+            f"count /jobs/matching args {account}",
+            Call("/jobs/matching" + _query(args=account), htmx=True),
+        ),
         Request("health ?db=1", prepare=_fresh(Call("/health?db=1"))),
         Request("post pause queue (every node)", _queue_action("pause")),
         Request("post resume queue (every node)", _queue_action("resume")),
         Request("post cancel 50 selected (scheduled)", prepare=_select("cancel", "scheduled")),
         Request("post retry 50 selected (discarded)", prepare=_select("retry", "discarded")),
+        Request(
+            "post cancel all matching (mailers, scheduled)",
+            prepare=_matching(
+                "cancel",
+                "UPDATE oban_jobs SET state = 'scheduled', cancelled_at = NULL "
+                "WHERE state = 'cancelled' AND queue = 'mailers' AND cancelled_at >= %s",
+                state="scheduled",
+                queue="mailers",
+            ),
+        ),
+        Request(
+            "post retry all matching (default, discarded)",
+            prepare=_matching(
+                "retry",
+                "UPDATE oban_jobs SET state = 'discarded', discarded_at = attempted_at "
+                "WHERE state = 'available' AND queue = 'default' AND scheduled_at >= %s",
+                state="discarded",
+                queue="default",
+            ),
+        ),
     ]
     return plan
 
@@ -312,6 +379,23 @@ def _select(action: str, state: str) -> Callable[[Session], Awaitable[Call]]:
     return prepare
 
 
+def _matching(action: str, restore: str, **filters: str) -> Callable[[Session], Awaitable[Call]]:
+    """An action on every job matching ``filters`` (the newest 1,000 it applies to). Before
+    each run but the first, ``restore`` (untimed) puts back the jobs it changed since then,
+    so that every run acts on 1,000 jobs and the table stays as seeded."""
+
+    async def prepare(session: Session) -> Call:
+        since = session.marks.get(action)
+        if since is None:
+            [[session.marks[action]]] = await session.sql(f"SELECT {session.now_sql}", ())
+        else:
+            await session.sql(restore, (since,))
+        form = [*filters.items(), ("next", f"{PREFIX}/jobs")]
+        return Call(f"/jobs/{action}/matching", htmx=True, form=form)
+
+    return prepare
+
+
 # Measuring
 
 
@@ -322,6 +406,9 @@ def _returned(call: Call, response: httpx.Response) -> str:
     flash = FLASH.search(response.text)
     if flash is not None:
         return f"{flash.group(1)!r}, {shown}"
+    matching = MATCHING.search(response.text)
+    if matching is not None:
+        return f"{matching.group(1)} matching, {shown}"
     if call.path.startswith("/jobs") and not DETAIL.match(call.path):
         return f"{len(JOB_ROW.findall(response.text))} jobs, {shown}"
     return shown
@@ -350,9 +437,10 @@ async def measure(session: Session, plan: list[Request], repeat: int, label: str
                     calls.setdefault(name, []).append(seconds * 1000)
             returned = _returned(call, response)
         median = statistics.median(totals)
+        p95 = _p95(totals)
         api = statistics.median(calls.get("api", [0.0]))
-        results[request.name] = (median, api, returned)
-        mark = "!" if median > SLOW_MS else " "
+        results[request.name] = (median, p95, api, returned)
+        mark = "!" if p95 > SLOW_MS else " "
         # Where the API time went (the median of each call), for the progress lines.
         parts = ", ".join(
             f"{name} {statistics.median(times):.1f}"
@@ -360,11 +448,17 @@ async def measure(session: Session, plan: list[Request], repeat: int, label: str
             if name != "api"
         )
         print(
-            f"  {label:<9} {request.name:<44} {median:>8.1f} ms{mark} "
+            f"  {label:<9} {request.name:<44} {median:>8.1f} / {p95:>6.1f} ms{mark} "
             f"(api {api:.1f}: {parts or '-'})  {returned}",
             flush=True,
         )
     return results
+
+
+def _p95(times: list[float]) -> float:
+    """The nearest-rank 95th percentile."""
+    ordered = sorted(times)
+    return ordered[max(math.ceil(0.95 * len(ordered)), 1) - 1]
 
 
 def mounted(oban: Oban) -> Starlette:
@@ -378,11 +472,15 @@ async def bench(
     sql_runner: Callable[[str, tuple[Any, ...]], Awaitable[list[Any]]],
     now_sql: str,
     labels: list[str],
+    recent: int = 0,
 ) -> dict[str, Results]:
-    """Set up the nodes and the detail job, then measure once per label (a ``vacuum`` in
-    between when there are two)."""
+    """Set up the nodes, the detail job, the cron entries and (``recent``) a busy last hour,
+    then measure once per label (a ``vacuum`` in between when there are two)."""
     meter = ApiMeter(target.oban)
     detail = await decorate(target, sql_runner)
+    await add_crons(target.oban)
+    if recent:
+        await busy_hour(target, sql_runner, recent)
     transport = httpx.ASGITransport(app=mounted(target.oban))
     out: dict[str, Results] = {}
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
@@ -445,6 +543,53 @@ async def decorate(
     return completed[0].id, discarded[0].id
 
 
+async def add_crons(oban: Oban) -> None:
+    """:data:`CRONS`, declared for the instance, and their runs: a day of the minutely
+    entry's, and a few of each other's."""
+    entries = []
+    for n, expression in enumerate(CRONS):
+
+        async def process(self: Any, job: Job) -> None:
+            return None
+
+        klass = type(f"BenchCron{n}", (), {"process": process, "__module__": "bench_web"})
+        declared: Any = worker(oban=oban.name, queue="default", cron=expression)(klass)
+        [entry] = [e for e in decorators.cron_entries if e.worker is declared]
+        entries.append(entry)
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    runs = [cron_job(entries[0], minute - timedelta(minutes=m)) for m in range(CRON_RUNS)]
+    runs += [cron_job(e, minute - timedelta(days=d)) for e in entries[1:] for d in range(1, 4)]
+    await oban.enqueue_many(runs)
+
+
+async def busy_hour(
+    target: Target, run: Callable[[str, tuple[Any, ...]], Awaitable[list[Any]]], count: int
+) -> None:
+    """Spread the finish times of the ``count`` newest completed jobs over the last hour
+    (each ran 0.5 s after waiting 0.2 s)."""
+    print(f"moving {count:,} completed jobs into the last hour ...", flush=True)
+    if target.oban.pool is not None:
+        at = "timezone('UTC', now()) - make_interval(secs => r.n * 3600.0 / %s)"
+        ran, due = "interval '0.5 s'", "interval '0.7 s'"
+        times = f"attempted_at = {at} - {ran}, scheduled_at = {at} - {due}"
+    else:
+        moment = (
+            "strftime('%Y-%m-%d %H:%M:%f', 'now', '-' || (r.n * 3600.0 / %s + {}) || ' seconds')"
+        )
+        at = moment.format(0)
+        times = f"attempted_at = {moment.format(0.5)}, scheduled_at = {moment.format(0.7)}"
+    ranked = (
+        "SELECT id, row_number() OVER (ORDER BY id DESC) AS n FROM oban_jobs "
+        "WHERE state = 'completed' ORDER BY id DESC LIMIT %s"
+    )
+    await run(
+        f"UPDATE oban_jobs SET completed_at = {at}, {times} "
+        f"FROM ({ranked}) AS r WHERE oban_jobs.id = r.id",
+        (count, count, count, count),
+    )
+    await run("ANALYZE oban_jobs", ())
+
+
 def _middle(target: Target) -> str:
     return str((target.first_id + target.last_id) // 2)
 
@@ -487,19 +632,22 @@ def sqlite_runner(path: Path) -> Callable[[str, tuple[Any, ...]], Awaitable[list
 def report(results: dict[str, Results]) -> None:
     labels = list(results)
     names = list(next(iter(results.values())))
-    header = f"{'request':<44}" + "".join(f" {label + ' ms (api)':>22}" for label in labels)
+    header = f"{'request':<44}" + "".join(
+        f" {label + ' p50 / p95 ms (api)':>31}" for label in labels
+    )
     print(header + "  returned")
     print("-" * (len(header) + 30))
     for name in names:
         cells, sizes = "", []
         for label in labels:
-            ms, api, returned = results[label][name]
-            cells += f" {ms:>11.1f}{'!' if ms > SLOW_MS else ' '} ({api:>7.1f})"
+            ms, p95, api, returned = results[label][name]
+            slow = "!" if max(ms, p95) > SLOW_MS else " "
+            cells += f" {ms:>9.1f} / {p95:>7.1f}{slow} ({api:>7.1f})"
             if returned not in sizes:
                 sizes.append(returned)
         print(f"{name:<44}{cells}  {' / '.join(sizes)}")
     print(
-        f"! = median above {SLOW_MS:.0f} ms; (api) = median ms inside the Oban calls, "
+        f"! = median or p95 above {SLOW_MS:.0f} ms; (api) = median ms inside the Oban calls, "
         "the rest is routing and rendering"
     )
 
@@ -513,6 +661,12 @@ async def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=5, help="runs per request (median)")
     parser.add_argument("--quick", action="store_true", help="100,000 rows")
+    parser.add_argument(
+        "--recent",
+        type=int,
+        default=0,
+        help="move the finish time of this many completed jobs into the last hour (charts)",
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the schema and the SQLite file (paths printed)"
     )
@@ -534,7 +688,7 @@ async def main() -> None:
                 run = postgres_runner(target.oban)
                 now = "timezone('UTC', now())"
                 labels = ["postgres", "pg+vacuum"]
-                results |= await bench(target, rows, args.repeat, run, now, labels)
+                results |= await bench(target, rows, args.repeat, run, now, labels, args.recent)
             continue
         directory = Path(tempfile.mkdtemp(prefix="oban-bench-web-"))
         try:
@@ -542,7 +696,7 @@ async def main() -> None:
                 seeded[engine] = target.seed_seconds
                 run = sqlite_runner(directory / "query.db")
                 now = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-                results |= await bench(target, rows, args.repeat, run, now, ["sqlite"])
+                results |= await bench(target, rows, args.repeat, run, now, ["sqlite"], args.recent)
         finally:
             if args.keep:
                 print(f"kept the SQLite file {directory / 'query.db'}")

@@ -8,11 +8,13 @@ from importlib.metadata import version as _version
 
 # isort: off
 from ._config import Config
-from ._query import JobCounts, JobPage, NodeInfo
+from ._query import CronInfo, JobCounts, JobPage, JobStat, JobStats, NodeInfo
+from ._results import JobOutcome
 from ._sync import SyncOban
 from .job import Cancel, Job, JobState, Record, Snooze, current_job
 from .oban import Oban
 from .worker import Worker
+from .workflow import Workflow, WorkflowStatus
 
 # Last: ``oban.job`` and ``oban.worker`` are also submodules, and type checkers bind a name to
 # the submodule at every ``from .job import ...``; the decorators must be the final binding.
@@ -28,16 +30,22 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "Cancel",
     "Config",
+    "CronInfo",
     "Job",
     "JobCounts",
+    "JobOutcome",
     "JobPage",
+    "JobStat",
     "JobState",
+    "JobStats",
     "NodeInfo",
     "Oban",
     "Record",
     "Snooze",
     "SyncOban",
     "Worker",
+    "Workflow",
+    "WorkflowStatus",
     "__version__",
     "current_job",
     "job",

@@ -30,7 +30,7 @@ import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from . import telemetry
 from ._engines import _payloads
@@ -118,6 +118,9 @@ class Acker:
         self._deadline: float | None = None
         self._drained = asyncio.Event()
         self._drained.set()
+        self._urgent = False
+        #: Told of every written batch and the ids it changed (waiters for those jobs).
+        self.on_settled: Callable[[list[Ack], set[int]], None] | None = None
 
     @property
     def pending(self) -> int:
@@ -125,8 +128,11 @@ class Acker:
         return len(self._pending) + self._inflight
 
     def push(self, ack: Ack) -> None:
-        """Queue ``ack`` for the next batch."""
+        """Queue ``ack`` for the next batch (at once, with no wait for a fetch to carry it,
+        when someone waits for the job: a relay)."""
         self._pending.append(ack)
+        if ack.relay:
+            self._urgent = True
         self._drained.clear()
         self._event.set()
 
@@ -161,6 +167,8 @@ class Acker:
     def settle(self, batch: list[Ack], written: set[int]) -> None:
         """``batch`` was written; ``written`` are the ids the database changed."""
         self._inflight -= len(batch)
+        if self.on_settled is not None and batch:
+            self.on_settled(batch, written)
         if not self._pending and not self._inflight:
             self._drained.set()
         if len(written) != len(batch):
@@ -187,9 +195,10 @@ class Acker:
     async def _loop(self) -> None:
         while True:
             await self._event.wait()
-            if self._delay and self._deadline is None:
+            if self._delay and self._deadline is None and not self._urgent:
                 # Give a producer's fetch the chance to carry these acks.
                 await asyncio.sleep(self._delay)
+            self._urgent = False
             self._event.clear()
             while self._pending:
                 if await self._flush_once():

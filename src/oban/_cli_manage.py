@@ -1,8 +1,8 @@
 """``oban jobs``, ``job``, ``queues``, ``stats``, ``retry``, ``cancel``, ``delete``, ``pause``,
 ``resume``, ``scale``: see and steer jobs from a terminal, with the configuration ``oban start``
 reads. Readable tables on a terminal, ``--json`` for scripts. Everything goes through the
-public API (``list_jobs``, ``count_jobs``, ``queues``, the management calls) of a client
-instance that runs no queue."""
+public API (``list_jobs``, ``count_jobs``, ``job_stats``, ``queues``, the management calls) of
+a client instance that runs no queue."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import click
 
 from ._config import Config
 from ._engines._dsn import is_postgres, sqlite_path
-from ._query import parse_id
+from ._query import JobCounts, JobStat, JobStats, parse_id
 from .cli import _config_option, _dsn_option, _load, _prefix_option, _run, main
 from .job import Job, JobState
 from .oban import Oban
@@ -306,23 +306,15 @@ def queues(config_path: str | None, dsn: str | None, prefix: str | None, as_json
 @_common
 @_json_option
 def stats(config_path: str | None, dsn: str | None, prefix: str | None, as_json: bool) -> None:
-    """Jobs by state and queue (estimates past 1,000 per pair are marked ~)."""
-    counts = _with_client(
-        config_path, dsn, prefix, lambda oban: oban.count_jobs(("state", "queue"))
-    )
+    """Jobs by state and queue (estimates past 1,000 per pair are marked ~), then the jobs
+    that finished in the last hour per queue, with their wait and run times (p50, p95)."""
+
+    async def read(oban: Oban) -> tuple[JobCounts, JobStats]:
+        return await oban.count_jobs(("state", "queue")), await oban.job_stats()
+
+    counts, finished = _with_client(config_path, dsn, prefix, read)
     if as_json:
-        _dump(
-            [
-                {
-                    "state": state,
-                    "queue": queue,
-                    "count": count,
-                    "estimated": key in counts.estimated,
-                }
-                for key, count in sorted(counts.items())
-                for state, queue in [key]
-            ]
-        )
+        _dump({"counts": _counts_json(counts), "last_hour": _finished_json(finished)})
         return
     states = [state.value for state in JobState if any(k[0] == state.value for k in counts)]
     queue_names = sorted({key[1] for key in counts})
@@ -337,6 +329,70 @@ def stats(config_path: str | None, dsn: str | None, prefix: str | None, as_json:
         [[queue, *(cell((state, queue)) for state in states)] for queue in queue_names],
         empty="no jobs",
     )
+    click.echo(f"\nfinished in the last hour (since {_when(finished.since)} UTC):")
+    rows = [finished.total(name) for name in finished.queues()]
+    _table(
+        ["QUEUE", *_FINISHED_HEADERS],
+        [[row.queue, *_finished_cells(row)] for row in rows]
+        + ([["(all)", *_finished_cells(finished.total())]] if len(rows) > 1 else []),
+        empty="no jobs finished",
+    )
+    if finished.truncated:
+        click.echo(
+            f"(more jobs finished than one query reads: these are the newest "
+            f"{finished.limit:,}, whole from {_when(finished.complete_since)} UTC)"
+        )
+
+
+_FINISHED_HEADERS = (
+    "COMPLETED",
+    "DISCARDED",
+    "CANCELLED",
+    "WAIT_P50",
+    "WAIT_P95",
+    "RUN_P50",
+    "RUN_P95",
+)
+
+
+def _counts_json(counts: JobCounts) -> list[dict[str, Any]]:
+    return [
+        {"state": state, "queue": queue, "count": count, "estimated": key in counts.estimated}
+        for key, count in sorted(counts.items())
+        for state, queue in [key]
+    ]
+
+
+def _finished_json(finished: JobStats) -> dict[str, Any]:
+    def stat(row: JobStat) -> dict[str, Any]:
+        return {
+            "queue": row.queue,
+            "completed": row.completed,
+            "discarded": row.discarded,
+            "cancelled": row.cancelled,
+            "wait_p50": row.wait_p50,
+            "wait_p95": row.wait_p95,
+            "run_p50": row.run_p50,
+            "run_p95": row.run_p95,
+        }
+
+    return {
+        "since": _iso(finished.since),
+        "until": _iso(finished.until),
+        "complete_since": _iso(finished.complete_since),
+        "queues": [stat(finished.total(name)) for name in finished.queues()],
+        "total": stat(finished.total()),
+    }
+
+
+def _finished_cells(row: JobStat) -> list[str]:
+    times = (row.wait_p50, row.wait_p95, row.run_p50, row.run_p95)
+    return [
+        str(row.completed),
+        str(row.discarded),
+        str(row.cancelled),
+        *("-" if value is None else f"{value:.3f}s" for value in times),
+    ]
 
 
 def _manage(verb: str, method: str, help_text: str) -> None:

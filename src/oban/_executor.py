@@ -42,6 +42,11 @@ def _format_error(error: BaseException) -> str:
     return "".join(traceback.format_exception(error)).rstrip()
 
 
+def _workflow_of(job: Job) -> str | None:
+    workflow = job.meta.get("workflow_id") if job.meta.get("workflow") is True else None
+    return workflow if isinstance(workflow, str) else None
+
+
 async def _hooked_async(pending: Any) -> Any:
     try:
         await _hooks.before_async()
@@ -175,6 +180,8 @@ class Executor:
             error=reason,
             queue=job.queue,
             killed=True,
+            relay=job.meta.get("relay") is True,
+            workflow=_workflow_of(job),
         )
 
     async def _call(self, cls: type[Any], instance: Any, job: Job, timeout: float | None) -> Any:
@@ -246,6 +253,15 @@ class Executor:
         if isinstance(result, Cancel):
             reason = storable_text(str(result.reason))
             return Ack(**base, state=JobState.CANCELLED, error=reason)  # type: ignore[arg-type]
+        if not isinstance(result, Record) and (
+            job.meta.get("relay") is True or job.meta.get("workflow") is True
+        ):
+            try:
+                result = Record(result)  # relay: the value goes back to whoever waits
+            except (TypeError, ValueError) as problem:
+                # The work is done: it completes, and a waiter is told why no value came.
+                text = storable_text(f"the value process returned cannot be recorded: {problem}")
+                return Ack(**base, state=JobState.COMPLETED, meta={"relay_error": text})  # type: ignore[arg-type]
         if isinstance(result, Record):
             encoded = result.encoded
             if len(encoded) > _payloads.MAX_RECORDED_CHARS:

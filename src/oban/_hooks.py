@@ -21,13 +21,17 @@ if TYPE_CHECKING:
     from .job import Job
     from .oban import Oban
 
-__all__ = ["async_job_hooks", "job_hooks", "run_after", "sync_enqueuer"]
+__all__ = ["async_enqueuer", "async_job_hooks", "job_hooks", "run_after", "sync_enqueuer"]
 
 logger = logging.getLogger("oban.executor")
 
 job_hooks: list[Callable[[], None]] = []
 async_job_hooks: list[Callable[[], Awaitable[None]]] = []
 sync_enqueuer: list[Callable[[Oban, list[Job]], list[Job] | None]] = []
+#: The same for ``await oban.enqueue(...)`` (and ``Worker.enqueue``) without ``conn=`` on an
+#: instance that runs no node: the Django app inserts on Django's connection, so that an
+#: async view's enqueue never ties oban's pool to that request's event loop.
+async_enqueuer: list[Callable[[Oban, list[Job]], Awaitable[list[Job] | None]]] = []
 
 
 def around_sync(process: Callable[[Any], Any]) -> Callable[[Any], Any]:

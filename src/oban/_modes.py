@@ -33,8 +33,9 @@ def is_inline() -> bool:
     return testing_mode.get() == "inline"
 
 
-async def run_inline(job: Job) -> None:
-    """Run ``job`` now, as inline mode does; its exceptions propagate.
+async def run_inline(job: Job) -> object:
+    """Run ``job`` now, as inline mode does, and return what ``process`` returned; its
+    exceptions propagate.
 
     Raises:
         RuntimeError: no runner is registered (inline mode was set without ``oban.testing``).
@@ -42,4 +43,4 @@ async def run_inline(job: Job) -> None:
     runner = _runners.get("inline")
     if runner is None:
         raise RuntimeError("inline mode needs oban.testing: set it with oban.testing.mode()")
-    await runner(job)
+    return await runner(job)

@@ -278,6 +278,12 @@ class Producer:
 
     async def _execute(self, job: Job) -> None:
         ack, _ = await self._executor.run(job)
+        meta = job.meta
+        if meta.get("relay") is True:
+            ack.relay = True
+        if meta.get("workflow") is True:
+            workflow = meta.get("workflow_id")
+            ack.workflow = workflow if isinstance(workflow, str) else None
         self._acker.push(ack)
 
     def _finished(self, job_id: int, task: asyncio.Task[None]) -> None:

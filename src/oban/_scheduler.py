@@ -11,11 +11,13 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from . import telemetry
 from ._cron import CronEntry
 from ._engines.base import Engine
 from ._looper import Looper
+from ._query import CronInfo
 from .job import Job
 
 logger = logging.getLogger("oban.scheduler")
@@ -33,6 +35,31 @@ def cron_job(entry: CronEntry, at: datetime) -> Job:
         "cron_at": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     return job
+
+
+def describe(entry: CronEntry, timezone: str, last: Job | None, now: datetime) -> CronInfo:
+    """``entry`` as :meth:`Oban.crons` shows it: the job it inserts, ``last`` (its newest
+    job) and the first minute after ``now`` it is due, read in its timezone (else
+    ``timezone``, the scheduler's)."""
+    zone = entry.timezone or timezone
+    job = cron_job(entry, now)
+    options = {k: v for k, v in getattr(entry.worker, "_opts", {}).items() if k != "queue"}
+    try:
+        local = entry.expression.next_after(now.astimezone(ZoneInfo(zone)))
+        next_at: datetime | None = local.astimezone(UTC)
+    except ValueError:  # it never matches again
+        next_at = None
+    return CronInfo(
+        name=entry.name,
+        expression=entry.expression.source,
+        worker=job.worker,
+        queue=job.queue,
+        args=job.args,
+        options=options,
+        timezone=zone,
+        last_job=last,
+        next_at=next_at,
+    )
 
 
 class Scheduler(Looper):

@@ -31,9 +31,19 @@ from typing import TYPE_CHECKING, Any, Never, TypeVar
 
 from . import _hooks, decorators, telemetry
 from ._modes import is_inline, run_inline
-from ._query import EXACT_COUNT_LIMIT, JobCounts, JobPage, NodeInfo
+from ._query import (
+    EXACT_COUNT_LIMIT,
+    STATS_LIMIT,
+    CronInfo,
+    JobCounts,
+    JobPage,
+    JobStats,
+    NodeInfo,
+)
+from ._results import JobOutcome
 from .job import Job, JobState
 from .telemetry.core import has_span_handlers
+from .workflow import Workflow, WorkflowStatus
 
 if TYPE_CHECKING:
     from ._producer import QueueInfo
@@ -343,6 +353,104 @@ class SyncOban:
         with telemetry.span("oban.enqueue", {"jobs": jobs, "count": len(jobs)}):
             return engine.insert_jobs_sync(jobs, conn)
 
+    # Results
+
+    def wait_for(
+        self,
+        job: Job | int,
+        *,
+        timeout: float | None = 30.0,
+        with_retries: bool = False,
+        poll_interval: float = 0.5,
+        allow_nested: bool = False,
+    ) -> JobOutcome:
+        """Wait until ``job`` finishes and say how; see :meth:`Oban.wait_for`."""
+        return self._run(
+            "wait_for",
+            lambda: self._oban.wait_for(
+                job,
+                timeout=timeout,
+                with_retries=with_retries,
+                poll_interval=poll_interval,
+                allow_nested=allow_nested,
+            ),
+        )
+
+    def await_many(
+        self,
+        jobs: Iterable[Job | int],
+        *,
+        timeout: float | None = 30.0,
+        with_retries: bool = False,
+        poll_interval: float = 0.5,
+        allow_nested: bool = False,
+    ) -> list[JobOutcome]:
+        """Wait for many jobs at once; see :meth:`Oban.await_many`."""
+        ids = list(jobs)
+        return self._run(
+            "await_many",
+            lambda: self._oban.await_many(
+                ids,
+                timeout=timeout,
+                with_retries=with_retries,
+                poll_interval=poll_interval,
+                allow_nested=allow_nested,
+            ),
+        )
+
+    def relay(
+        self,
+        job: Job,
+        *,
+        timeout: float | None = 30.0,
+        with_retries: bool = False,
+        poll_interval: float = 0.5,
+        allow_nested: bool = False,
+    ) -> Any:
+        """Enqueue ``job``, wait for it and return its value; see :meth:`Oban.relay`. (The
+        job runs on a node, never here: waiting from a sync job of the node that must run it
+        holds one of its slots.)"""
+        return self._run(
+            "relay",
+            lambda: self._oban.relay(
+                job,
+                timeout=timeout,
+                with_retries=with_retries,
+                poll_interval=poll_interval,
+                allow_nested=allow_nested,
+            ),
+        )
+
+    # Workflows
+
+    def workflow_status(self, workflow: Workflow | Job | str) -> WorkflowStatus:
+        """The workflow's counts by state; see :meth:`Oban.workflow_status`."""
+        return self._run("workflow_status", lambda: self._oban.workflow_status(workflow))
+
+    def cancel_workflow(self, workflow: Workflow | Job | str) -> int:
+        """Cancel the workflow's unfinished jobs; see :meth:`Oban.cancel_workflow`."""
+        return self._run("cancel_workflow", lambda: self._oban.cancel_workflow(workflow))
+
+    def workflow_results(self, job: Job | Workflow | str) -> dict[str, Any]:
+        """The values of completed steps by name; see :meth:`Oban.workflow_results`."""
+        return self._run("workflow_results", lambda: self._oban.workflow_results(job))
+
+    def wait_for_workflow(
+        self,
+        workflow: Workflow | Job | str,
+        *,
+        timeout: float | None = 30.0,
+        poll_interval: float = 0.5,
+        allow_nested: bool = False,
+    ) -> WorkflowStatus:
+        """Wait until the workflow is done; see :meth:`Oban.wait_for_workflow`."""
+        return self._run(
+            "wait_for_workflow",
+            lambda: self._oban.wait_for_workflow(
+                workflow, timeout=timeout, poll_interval=poll_interval, allow_nested=allow_nested
+            ),
+        )
+
     # Jobs
 
     def get_job(self, job_id: int | Job) -> Job | None:
@@ -392,6 +500,20 @@ class SyncOban:
         return self._run(
             "count_jobs",
             lambda: self._oban.count_jobs(by, state=state, queue=queue, limit=limit),
+        )
+
+    def crons(self) -> list[CronInfo]:
+        """Every cron entry with its last and next run; see :meth:`Oban.crons`."""
+        return self._run("crons", self._oban.crons)
+
+    def job_stats(
+        self, *, bucket: int = 60, limit: int = STATS_LIMIT, window: int = 3600
+    ) -> JobStats:
+        """Jobs finished per bucket and queue, with wait and run percentiles; see
+        :meth:`Oban.job_stats`."""
+        return self._run(
+            "job_stats",
+            lambda: self._oban.job_stats(bucket=bucket, limit=limit, window=window),
         )
 
     def cancel_job(self, job: Job | int) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
 from typing import (
     TYPE_CHECKING,
@@ -20,8 +20,10 @@ from typing import (
 from ._instances import get_instance
 from ._modes import is_inline, run_inline
 from ._options import check_names
+from ._recorded import decode_recorded
 from ._unique import UniqueOptions, normalize_unique
-from .job import JOB_FIELDS, MAX_NAME_LENGTH, Job, JobState
+from .errors import RelayCancelled, RelayError
+from .job import JOB_FIELDS, MAX_NAME_LENGTH, Cancel, Job, JobState, Record, Snooze
 from .worker import register_worker, warn_if_unimportable, worker_name
 
 if TYPE_CHECKING:
@@ -132,6 +134,25 @@ class WorkerClass(Protocol[T_co]):
         ``conn`` is then a synchronous connection (psycopg, SQLAlchemy or sqlite3)."""
         ...
 
+    def relay(
+        self,
+        args: dict[str, Any] | None = None,
+        /,
+        *,
+        timeout: float | None = 30.0,
+        poll_interval: float = 0.5,
+        with_retries: bool = False,
+        allow_nested: bool = False,
+        **params: Unpack[EnqueueOptions],
+    ) -> Coroutine[Any, Any, Any]:
+        """Enqueue a job, wait for it, and return what ``process`` returned (see
+        docs/results.md).
+
+        Raises:
+            RelayTimeout, RelayCancelled, RelayDiscard, RelayError: see ``Oban.relay``.
+        """
+        ...
+
 
 class JobFunction(Protocol[P, R_co]):
     """What a function decorated with ``@job`` is to a type checker: still the function,
@@ -162,12 +183,19 @@ class JobFunction(Protocol[P, R_co]):
         """:meth:`enqueue` for code without a running event loop (see ``Oban.sync``)."""
         ...
 
+    def relay(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, Any]:
+        """Enqueue a job with the bound call arguments, wait for it and return what the
+        function returned (``Oban.relay``'s defaults: 30 s timeout, no retries awaited; for
+        other settings, ``await oban.relay(fn.new(...), timeout=...)``)."""
+        ...
+
 
 #: Options a decorator takes (the job defaults) and what new()/enqueue() take per job.
 WORKER_OPTIONS: frozenset[str] = frozenset(WorkerOptions.__optional_keys__)
 _DECORATOR_NAMES = WORKER_OPTIONS | {"cron", "oban"}
 _NEW_NAMES = frozenset(JobOptions.__optional_keys__)
 _ENQUEUE_NAMES = frozenset(EnqueueOptions.__optional_keys__) | {"conn"}
+_RELAY_NAMES = frozenset(EnqueueOptions.__optional_keys__)
 _SCHEDULE = frozenset({"scheduled_at", "scheduled_in", "schedule_in"})
 _COPIED = ("extra", "meta")  # dict defaults each job gets its own copy of
 
@@ -191,7 +219,10 @@ def _build_job(cls: Any, args: Any, params: dict[str, Any], call: str = "new") -
         if isinstance(options.get(key), dict):
             options[key] = dict(options[key])
     if params:
-        accepted = _ENQUEUE_NAMES if call.startswith("enqueue") else _NEW_NAMES
+        if call == "relay":
+            accepted = _RELAY_NAMES
+        else:
+            accepted = _ENQUEUE_NAMES if call.startswith("enqueue") else _NEW_NAMES
         if not params.keys() <= accepted:
             _check_call_options(params, accepted, f"{cls._worker_name}.{call}()")
         if not params.keys().isdisjoint(_SCHEDULE):  # a per-job time replaces the default
@@ -210,6 +241,61 @@ def _check_call_options(params: dict[str, Any], accepted: frozenset[str], where:
                 "job with new() to give it one (to run it with oban.testing.process_job)"
             )
     check_names(params, accepted, where)
+
+
+async def inline_relay(job: Job) -> Any:
+    """``relay`` in inline mode: run ``job`` here and return its value (``Record`` unwrapped);
+    ``Cancel`` raises :class:`RelayCancelled`, ``Snooze`` :class:`RelayError` (nothing would
+    run it again); the worker's exceptions propagate."""
+    result = await run_inline(job)
+    if isinstance(result, Record):
+        return decode_recorded(result.encoded)
+    if isinstance(result, Cancel):
+        raise RelayCancelled(f"{job.worker} cancelled: {result.reason}", job, str(result.reason))
+    if isinstance(result, Snooze):
+        raise RelayError(f"{job.worker} snoozed, which inline mode cannot wait for", job)
+    try:  # what a real round trip returns: the value through the recorded format
+        return decode_recorded(Record(result).encoded)
+    except (TypeError, ValueError) as problem:
+        text = f"the value process returned cannot be recorded: {problem}"
+        raise RelayError(f"{job.worker} completed, but {text}", job, text) from None
+
+
+def relay_job(cls: Any, args: Any, params: dict[str, Any]) -> Job:
+    """The job ``Worker.relay`` inserts: ``meta.relay`` set, so its value is recorded and its
+    completion announced.
+
+    Raises:
+        TypeError: ``conn=``: a job inserted in an open transaction is invisible until the
+            commit, which cannot come while the caller waits for it.
+    """
+    if "conn" in params:
+        raise TypeError(
+            f"{cls._worker_name}.relay() takes no conn=: the job would stay invisible until "
+            "your transaction commits, which cannot happen while you wait for it; enqueue "
+            "with conn=, commit, then `await oban.wait_for(job)`"
+        )
+    built = _build_job(cls, args, params, "relay")
+    built.meta = {**built.meta, "relay": True}
+    return built
+
+
+async def _relay(job: Job, oban: str, waits: dict[str, Any]) -> Any:
+    if is_inline():
+        return await inline_relay(job)
+    warn_if_unimportable(job.worker)
+    instance: Any = get_instance(oban)
+    return await instance.relay(job, **waits)
+
+
+_RELAY_WAITS = frozenset({"timeout", "poll_interval", "with_retries", "allow_nested"})
+
+
+def _split_waits(kwargs: dict[str, Any], own: Iterable[str] = ()) -> dict[str, Any]:
+    """Take the wait settings out of ``kwargs``, but the names in ``own`` (a ``@job``
+    function's own parameters)."""
+    names = _RELAY_WAITS.difference(own)
+    return {name: kwargs.pop(name) for name in list(kwargs) if name in names}
 
 
 async def _send(job: Job, oban: str, conn: Any) -> Job:
@@ -339,6 +425,10 @@ def _add_new_and_enqueue(cls: Any, name: str) -> None:
         what, instead = f"{name}.enqueue_sync()", f"await {name}.enqueue(...)"
         return _send_sync(built, klass._oban_name, conn, what, instead)
 
+    async def relay(klass: type[Any], args: dict[str, Any] | None = None, /, **params: Any) -> Any:
+        waits = _split_waits(params)
+        return await _relay(relay_job(klass, args, params), klass._oban_name, waits)
+
     new.__doc__ = f"Build (without inserting) a job for {name}."
     enqueue.__doc__ = f"Build and insert a job for {name}; returns it with its id."
     enqueue_sync.__doc__ = (
@@ -349,6 +439,12 @@ def _add_new_and_enqueue(cls: Any, name: str) -> None:
     cls.new = classmethod(new)
     cls.enqueue = classmethod(enqueue)
     cls.enqueue_sync = classmethod(enqueue_sync)
+    relay.__doc__ = (
+        f"Enqueue a job for {name}, wait for it and return what process returned "
+        "(``timeout=30.0``, ``poll_interval=0.5``, ``with_retries=False``, "
+        "``allow_nested=False``); see docs/results.md."
+    )
+    cls.relay = classmethod(relay)
 
 
 def worker(
@@ -518,7 +614,14 @@ def job(
             instead = f"await {cls._worker_name}.enqueue(...)"
             return _send_sync(cls.new(bind(*args, **kwargs)), oban, conn, what, instead)
 
+        async def relay(*args: Any, **kwargs: Any) -> Any:
+            waits = _split_waits(kwargs, signature.parameters)
+            built: Job = cls.new(bind(*args, **kwargs))
+            built.meta = {**built.meta, "relay": True}
+            return await _relay(built, oban, waits)
+
         target: Any = func
+        target.relay = relay
         target.new = new
         target.enqueue = enqueue
         target.enqueue_sync = enqueue_sync

@@ -7,6 +7,8 @@ invalid option); those are raised as the built-in type so callers can catch them
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ObanError(Exception):
     """Base class for errors raised by oban."""
@@ -63,3 +65,26 @@ class UnknownOptionError(ObanError, TypeError, ValueError):
 class UnimportableWorkerWarning(UserWarning):
     """A job's worker is defined in a script's ``__main__``, which other processes (another
     node, ``oban start``) cannot import, so only this process can run its jobs."""
+
+
+class RelayError(ObanError, RuntimeError):
+    """``relay`` did not get a value: the job's attempt failed (``with_retries=False``), or a
+    subclass says why. ``job`` is the job as last read (``None`` when it no longer exists),
+    ``error`` its last recorded error (the formatted exception), if any."""
+
+    def __init__(self, message: str, job: Any = None, error: str | None = None) -> None:
+        super().__init__(message)
+        self.job = job
+        self.error = error
+
+
+class RelayTimeout(RelayError, TimeoutError):
+    """The job did not finish within ``timeout``; it keeps running (or waiting) regardless."""
+
+
+class RelayCancelled(RelayError):
+    """The job was cancelled (or returned ``Cancel``)."""
+
+
+class RelayDiscard(RelayError):
+    """The job was discarded (its attempts are used up), or deleted before it finished."""

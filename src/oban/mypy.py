@@ -1,5 +1,5 @@
-"""A mypy plugin that gives classes decorated with ``@worker`` their ``new``, ``enqueue`` and
-``enqueue_sync``.
+"""A mypy plugin that gives classes decorated with ``@worker`` their ``new``, ``enqueue``,
+``enqueue_sync`` and ``relay``.
 
 mypy never applies a class decorator's return type to the decorated name, so without help
 ``MyWorker.enqueue(...)`` is ``"type[MyWorker]" has no attribute "enqueue"``. Enable the
@@ -28,7 +28,7 @@ __all__ = ["ObanPlugin", "plugin"]
 
 _DECORATOR = "oban.decorators.worker"
 _PROTOCOL = "oban.decorators.WorkerClass"
-_METHODS = ("new", "enqueue", "enqueue_sync")
+_METHODS = ("new", "enqueue", "enqueue_sync", "relay")
 _ATTRIBUTES = ("_oban_name", "_opts", "_worker_name")
 
 
@@ -67,7 +67,8 @@ def _add_worker_methods(ctx: ClassDefContext) -> bool:
 
 
 class ObanPlugin(Plugin):
-    """Adds ``new``/``enqueue``/``enqueue_sync`` classmethods to ``@worker`` classes."""
+    """Adds ``new``/``enqueue``/``enqueue_sync``/``relay`` classmethods to ``@worker``
+    classes."""
 
     def get_class_decorator_hook_2(self, fullname: str) -> Callable[[ClassDefContext], bool] | None:
         return _add_worker_methods if fullname == _DECORATOR else None

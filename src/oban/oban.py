@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
 import math
 import os
 import socket
+import sys
+import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, ClassVar, Never, Self, cast
 
 from psycopg_pool import AsyncConnectionPool
 
-from . import telemetry
+from . import _hooks, telemetry
 from ._acker import Acker
 from ._config import (
     MAX_QUEUE_LIMIT,
@@ -30,7 +34,7 @@ from ._config import (
 )
 from ._cron import CronEntry
 from ._engines._dsn import is_postgres, sqlite_path
-from ._engines.base import Engine
+from ._engines.base import Ack, Engine
 from ._engines.postgres import PostgresEngine, new_pool, open_pool, resolve_conninfo, shown
 from ._executor import Executor
 from ._gossip import Gossip
@@ -47,24 +51,47 @@ from ._query import (
     COUNT_BY,
     EXACT_COUNT_LIMIT,
     MAX_PAGE,
+    STATS_LIMIT,
+    CronInfo,
     JobCounts,
     JobPage,
+    JobStats,
     NodeInfo,
+    check_stats_window,
     job_filter,
     page_after,
 )
 from ._refresher import Refresher
-from ._scheduler import Scheduler
+from ._results import (
+    DELETED,
+    IDS_PER_NOTIFICATION,
+    JobOutcome,
+    Waiter,
+    Waiters,
+    outcome_of,
+    relay_ids,
+)
+from ._scheduler import Scheduler, describe
 from ._signal_poller import SignalPoller
 from ._stager import Stager
 from ._sync import SyncOban
 from ._tasks import cancel_and_wait
 from ._wire import SIGNATURE, SIGNED_AT, encode_payload, sign, verify
-from .decorators import cron_entries
-from .errors import OptionNotImplementedError, UnknownOptionError
-from .job import MAX_NAME_LENGTH, Job, JobState
+from ._workflows import Sweeper as WorkflowSweeper
+from ._workflows import release as release_workflows
+from .decorators import cron_entries, inline_relay
+from .errors import (
+    OptionNotImplementedError,
+    RelayCancelled,
+    RelayDiscard,
+    RelayError,
+    RelayTimeout,
+    UnknownOptionError,
+)
+from .job import MAX_NAME_LENGTH, Job, JobState, current_job
 from .telemetry.core import has_span_handlers
 from .worker import warn_if_unimportable
+from .workflow import Workflow, WorkflowStatus, status_of, workflow_id_of
 
 __all__ = ["Oban", "QueueInfo"]
 
@@ -235,6 +262,11 @@ class Oban:
         self._leadership = bool(config.queues) if config.leadership is None else config.leadership
         self._producers: dict[str, Producer] = {}
         self._local_drops = Drops("the signal channel")
+        self._waiters = Waiters(self._read_waited)
+        self._release_pending: set[str] = set()
+        self._release_loop: asyncio.Task[None] | None = None
+        #: Hears ``relay`` notifications for waiters of an instance that runs no node.
+        self._relay_listener: PostgresNotifier | None = None
         self._notifier: PostgresNotifier | None = None
         self._acker: Acker | None = None
         self._stager: Stager | None = None
@@ -333,6 +365,8 @@ class Oban:
             self._on_signal(message)
         elif channel == "leader":
             self._on_leader(message)
+        elif channel == "relay":
+            self._on_relay(message)
 
     # Registry and pool
 
@@ -436,6 +470,7 @@ class Oban:
             max_workers=max(4, total), thread_name_prefix=f"oban-{self.name}"
         )
         self._acker = Acker(self._engine)
+        self._acker.on_settled = self._on_acks_settled
         self._acker.start()
         self._executor = Executor(threads=self._threads, worker_modules=self.config.worker_modules)
         await self._start_notifier(bool(queues))
@@ -479,6 +514,7 @@ class Oban:
             )
             self._notifier.listen("insert", self._on_insert)
             self._notifier.listen("signal", self._on_remote_signal)
+            self._notifier.listen("relay", self._on_relay)
             if self._leadership:
                 self._notifier.listen("leader", self._on_leader)
             await self._notifier.start()
@@ -527,6 +563,11 @@ class Oban:
                 instance=self.name,
                 is_leader=lambda: self.is_leader,
                 **config.scheduler,
+            ),
+            WorkflowSweeper(
+                engine=self._engine,
+                is_leader=lambda: self.is_leader,
+                on_changed=self._on_jobs_changed,
             ),
         ]
 
@@ -613,6 +654,10 @@ class Oban:
         return 0 if self._executor is None else self._executor.threads_busy
 
     async def _close_engine(self) -> None:
+        await self._waiters.stop()
+        listener, self._relay_listener = self._relay_listener, None
+        if listener is not None:
+            await listener.stop()
         if not self._engine_ready:
             return
         self._engine_ready = False
@@ -658,8 +703,8 @@ class Oban:
             elif isinstance(plugin, Lifeline):
                 plugin.note_outage()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Any, name: str | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -796,6 +841,10 @@ class Oban:
             for job in jobs:
                 await run_inline(job)
             return jobs
+        if conn is None and _hooks.async_enqueuer and not self._started:
+            handled = await _hooks.async_enqueuer[0](self, jobs)
+            if handled is not None:
+                return handled
         if not has_span_handlers("oban.enqueue"):
             return await (await self._ready_for(conn)).insert_jobs(jobs, conn=conn)
         # Handlers of oban.enqueue.start may still add to each job's meta (trace context).
@@ -836,6 +885,273 @@ class Oban:
         [key] = _ids([job_id])
         found = await (await self._ready()).get_jobs([key])
         return found[0] if found else None
+
+    # Results
+
+    async def wait_for(
+        self,
+        job: Job | int,
+        *,
+        timeout: float | None = 30.0,
+        with_retries: bool = False,
+        poll_interval: float = 0.5,
+        allow_nested: bool = False,
+    ) -> JobOutcome:
+        """Wait until ``job`` (a ``Job`` or an id) finishes, however it was enqueued, and say
+        how: a :class:`JobOutcome` with its state, the value it recorded and its last error.
+        Never raises for the job's fate: a timeout returns ``done=False``.
+
+        The wait ends at ``completed``, ``cancelled`` or ``discarded``, at ``retryable``
+        unless ``with_retries``, and when the row is gone (``"deleted"``). It hears this
+        instance's acks at once, other nodes' acks of jobs enqueued with :meth:`relay`
+        through a notification (PostgreSQL), and otherwise reads the row every
+        ``poll_interval`` seconds. ``timeout=None`` waits for ever.
+
+        Raises:
+            TypeError, ValueError: a bad id, timeout or poll interval.
+        """
+        [outcome] = await self.await_many(
+            [job],
+            timeout=timeout,
+            with_retries=with_retries,
+            poll_interval=poll_interval,
+            allow_nested=allow_nested,
+        )
+        return outcome
+
+    async def await_many(
+        self,
+        jobs: Iterable[Job | int],
+        *,
+        timeout: float | None = 30.0,
+        with_retries: bool = False,
+        poll_interval: float = 0.5,
+        allow_nested: bool = False,
+    ) -> list[JobOutcome]:
+        """:meth:`wait_for` for many jobs at once, within one ``timeout``: their outcomes in
+        the order given (one read of all pending rows per wake-up or poll)."""
+        ids = _ids(jobs)
+        _check_wait(timeout, poll_interval)
+        if not allow_nested:
+            _warn_if_nested("await_many/wait_for")
+        engine = await self._ready()
+        await self._listen_for_relays()
+        waiter = Waiter(ids, with_retries, poll_interval)
+        self._waiters.add(waiter)
+        try:
+            if timeout is None:
+                await waiter.done.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.done.wait(), timeout)
+            if waiter.pending:  # at the deadline: read once more, a completion just now counts
+                left = sorted(waiter.pending)
+                waiter.take(await _read_jobs(engine, left), left)
+        finally:
+            self._waiters.remove(waiter)
+        return [
+            outcome_of(job_id, waiter.latest.get(job_id), job_id not in waiter.pending)
+            for job_id in ids
+        ]
+
+    async def relay(
+        self,
+        job: Job,
+        *,
+        timeout: float | None = 30.0,
+        with_retries: bool = False,
+        poll_interval: float = 0.5,
+        allow_nested: bool = False,
+    ) -> Any:
+        """Enqueue ``job``, wait for it, and return what its ``process`` returned (``Record``
+        unwrapped). ``Worker.relay(args, ...)`` and ``fn.relay(...)`` call this.
+
+        The job is enqueued with ``meta.relay``: its return value is recorded (as
+        ``Record(value)`` would) and the node that runs it announces its ack. In inline test
+        mode the job runs here, now.
+
+        Raises:
+            RelayTimeout: not finished within ``timeout`` (it keeps running; the exception
+                carries the job as last read).
+            RelayCancelled: cancelled (or ``process`` returned ``Cancel``).
+            RelayDiscard: discarded, or deleted before it finished.
+            RelayError: an attempt failed and ``with_retries`` is false (``error`` holds the
+                formatted exception), or the value could not be recorded.
+        """
+        if not isinstance(job, Job):
+            raise TypeError(f"relay takes a Job, got {type(job).__name__}")
+        if not allow_nested:
+            _warn_if_nested("relay")
+        job.meta = {**job.meta, "relay": True}
+        if is_inline():
+            return await inline_relay(job)
+        _check_wait(timeout, poll_interval)
+        inserted = await self.enqueue(job)
+        outcome = await self.wait_for(
+            inserted,
+            timeout=timeout,
+            with_retries=with_retries,
+            poll_interval=poll_interval,
+            allow_nested=True,
+        )
+        return relay_result(job.worker, outcome, timeout)
+
+    async def _read_waited(self, ids: list[int]) -> dict[int, Job]:
+        return await _read_jobs(await self._ready(), ids)
+
+    def _on_acks_settled(self, batch: list[Ack], written: set[int]) -> None:
+        """The acker wrote ``batch`` (committed): wake this instance's waiters for those jobs,
+        tell the others of the jobs enqueued with ``relay``, and check the workflows whose
+        jobs finished."""
+        if self._waiters:
+            self._waiters.wake(ack.id for ack in batch)
+        relayed = [ack.id for ack in batch if ack.relay and (ack.id in written or ack.killed)]
+        if relayed:
+            self._announce_relayed(relayed)
+        workflows = {
+            ack.workflow
+            for ack in batch
+            if ack.workflow is not None
+            and ack.state in _FINISHED
+            and (ack.id in written or ack.killed)
+        }
+        if workflows:
+            # Coalesced: while a check runs, later acks' workflows wait for the next one (one
+            # statement in flight per instance, whatever the ack rate: a 10,000-to-1 fan-in
+            # does not run 200 checks side by side).
+            self._release_pending |= workflows
+            if self._release_loop is None or self._release_loop.done():
+                self._release_loop = asyncio.create_task(
+                    self._release_pending_workflows(), name="oban-workflow-release"
+                )
+                self._background.add(self._release_loop)
+                self._release_loop.add_done_callback(self._background.discard)
+
+    async def _release_pending_workflows(self) -> None:
+        while self._release_pending:
+            workflow_ids, self._release_pending = self._release_pending, set()
+            await self._release_workflows(workflow_ids)
+
+    async def _release_workflows(self, workflow_ids: Iterable[str]) -> None:
+        try:
+            await release_workflows(await self._ready(), workflow_ids, self._on_jobs_changed)
+        except Exception as error:  # the sweeper releases them later
+            logger.warning("workflow release check failed, the sweeper retries: %s", error)
+
+    def _on_jobs_changed(self, rows: list[tuple[int, str, str, str]]) -> None:
+        """Workflow jobs were released or cancelled: wake their waiters, and this node's
+        producers of the queues that got available jobs (other nodes hear the NOTIFY)."""
+        if self._waiters:
+            self._waiters.wake(row[0] for row in rows)
+        self._wake({row[2] for row in rows if row[1] == "available"})
+
+    def _announce_relayed(self, ids: list[int]) -> None:
+        if self.sqlite_path is not None:
+            key = (os.path.realpath(self.sqlite_path), self.prefix)
+            for peer in list(_sqlite_peers.get(key, ())):
+                if peer is not self:
+                    peer._on_local_message("relay", {"ids": ids})
+            return
+        self._spawn(self._notify_relayed(ids), "oban-relay-notify")
+
+    async def _notify_relayed(self, ids: list[int]) -> None:
+        step = IDS_PER_NOTIFICATION
+        payloads = [encode_payload({"ids": ids[i : i + step]}) for i in range(0, len(ids), step)]
+        try:
+            await self._engine.notify("relay", payloads)
+        except Exception as error:  # waiters elsewhere poll: late, never lost
+            logger.warning("could not announce %d relayed jobs: %s", len(ids), error)
+
+    def _on_relay(self, message: dict[str, Any]) -> None:
+        ids = relay_ids(message)
+        if ids is None:
+            drops = self._notifier.dropped if self._notifier is not None else self._local_drops
+            drops("relay", "not a list of job ids", message)
+            return
+        if self._waiters:
+            self._waiters.wake(ids)
+
+    async def _listen_for_relays(self) -> None:
+        """On PostgreSQL, make sure ``relay`` notifications reach this instance's waiters: a
+        running node hears them already; an instance that only enqueues gets a listener of
+        its own (one connection, closed by ``stop()``), or polls if it cannot have one."""
+        if self.pool is None or self._notifier is not None or self._relay_listener is not None:
+            return
+        if self.config.notifier.get("type", "postgres") != "postgres":
+            return
+        listener = PostgresNotifier(
+            beat_interval=self.config.notifier.get("beat_interval", 30.0),
+            conninfo=self.pool.conninfo,
+            connect_kwargs=self.pool.kwargs,
+            prefix=self.prefix,
+        )
+        listener.listen("relay", self._on_relay)
+        self._relay_listener = listener
+        await listener.start()
+
+    # Workflows
+
+    async def workflow_status(self, workflow: Workflow | Job | str) -> WorkflowStatus:
+        """How many of the workflow's jobs are in each state, and whether it is done (given
+        as a ``Workflow``, one of its jobs, or its id); one indexed read."""
+        workflow_id = workflow_id_of(workflow)
+        rows = await (await self._ready()).workflow_jobs(workflow_id)  # type: ignore[attr-defined]
+        counts: dict[str, int] = {}
+        for _id, state, _name, _deps in rows:
+            counts[state] = counts.get(state, 0) + 1
+        return status_of(workflow_id, counts)
+
+    async def cancel_workflow(self, workflow: Workflow | Job | str) -> int:
+        """Cancel every unfinished job of the workflow, running ones included (as
+        :meth:`cancel_many_jobs`); return how many were cancelled."""
+        workflow_id = workflow_id_of(workflow)
+        rows = await (await self._ready()).workflow_jobs(workflow_id)  # type: ignore[attr-defined]
+        unfinished = [job_id for job_id, state, _n, _d in rows if state not in _FINISHED]
+        cancelled = await self.cancel_many_jobs(unfinished) if unfinished else 0
+        await self._release_workflows([workflow_id])
+        return cancelled
+
+    async def workflow_results(self, job: Job | Workflow | str) -> dict[str, Any]:
+        """The values the workflow's completed steps returned, by step name: for a ``Job`` of
+        the workflow (inside its ``process``), those of its dependencies; for a workflow or
+        its id, those of every completed step (``None`` for a step that returned nothing).
+        A step not completed is left out."""
+        workflow_id = workflow_id_of(job)
+        engine = await self._ready()
+        rows = await engine.workflow_jobs(workflow_id)  # type: ignore[attr-defined]
+        wanted: set[str] | None = None
+        if isinstance(job, Job):
+            deps = job.meta.get("deps")
+            wanted = {d for d in deps if isinstance(d, str)} if isinstance(deps, list) else set()
+        ids = [
+            job_id
+            for job_id, state, name, _deps in rows
+            if state == "completed" and isinstance(name, str) and (wanted is None or name in wanted)
+        ]
+        found = await _read_jobs(engine, ids)
+        return {str(row.meta.get("name")): row.recorded for row in found.values()}
+
+    async def wait_for_workflow(
+        self,
+        workflow: Workflow | Job | str,
+        *,
+        timeout: float | None = 30.0,
+        poll_interval: float = 0.5,
+        allow_nested: bool = False,
+    ) -> WorkflowStatus:
+        """Wait until no job of the workflow can run any more (or ``timeout``), and return its
+        status (``done`` false on timeout)."""
+        workflow_id = workflow_id_of(workflow)
+        _check_wait(timeout, poll_interval)
+        rows = await (await self._ready()).workflow_jobs(workflow_id)  # type: ignore[attr-defined]
+        await self.await_many(
+            [row[0] for row in rows],
+            timeout=timeout,
+            with_retries=True,
+            poll_interval=poll_interval,
+            allow_nested=allow_nested,
+        )
+        return await self.workflow_status(workflow_id)
 
     # Querying
 
@@ -928,6 +1244,49 @@ class Oban:
             if is_estimate:
                 estimated.add(key)
         return JobCounts(counts, estimated)
+
+    async def crons(self) -> list[CronInfo]:
+        """Every cron entry this instance schedules (the workers of this process declared with
+        ``cron=`` for this instance's name), in declaration order: the job it inserts, the
+        newest job it inserted (looked up by name through an index, never by reading the
+        table) and the next minute it is due, read in its timezone (else the scheduler's).
+
+        >>> [(c.expression, c.next_at) for c in await oban.crons()]  # doctest: +SKIP
+        [('*/5 * * * *', datetime.datetime(2024, 5, 1, 12, 5, tzinfo=datetime.timezone.utc))]
+        """
+        entries = self._cron_entries()
+        last: dict[Any, Job] = {}
+        if entries:
+            names = sorted({entry.name for entry in entries})
+            jobs = await (await self._ready()).last_cron_jobs(names)
+            last = {job.meta.get("cron_name"): job for job in jobs}
+        now = datetime.now(UTC)
+        zone = str(self.config.scheduler.get("timezone", "UTC"))
+        return [describe(entry, zone, last.get(entry.name), now) for entry in entries]
+
+    async def job_stats(
+        self, *, bucket: int = 60, limit: int = STATS_LIMIT, window: int = 3600
+    ) -> JobStats:
+        """How many jobs finished (completed, discarded, cancelled) in the last ``window``
+        seconds, per ``bucket`` seconds and per queue, with the p50 and p95 of their wait
+        (``attempted_at - scheduled_at``) and run time (``completed_at - attempted_at``):
+        one bounded query along the ``*_at`` indexes of the finished states.
+
+        The buckets are aligned on the epoch and the last one holds the database's now. At
+        most the newest ``limit`` finished jobs are read: past that, ``complete_since`` says
+        from when the figures are whole.
+
+        Raises:
+            TypeError: an argument that is not an integer.
+            ValueError: a window that is not a whole number of buckets, more than 1,440
+                buckets, a limit below 1.
+
+        >>> stats = await oban.job_stats()                      # doctest: +SKIP
+        >>> stats.total("mailers").completed, stats.total("mailers").run_p95  # doctest: +SKIP
+        (1250, 0.84)
+        """
+        window, bucket, limit = check_stats_window(window, bucket, limit)
+        return await (await self._ready()).job_stats(window, bucket, limit)
 
     async def nodes(self) -> list[NodeInfo]:
         """Every node running queues for this instance's name, from :meth:`queues`: its
@@ -1150,6 +1509,8 @@ class Oban:
             "oban.job.cancel",
             {"ids": sorted(cancelled + executing), "running": executing},
         )
+        if self._waiters:
+            self._waiters.wake(cancelled + executing)
         return len(cancelled) + len(executing)
 
     async def retry_job(self, job: Job | int) -> int:
@@ -1170,7 +1531,11 @@ class Oban:
 
     async def delete_many_jobs(self, jobs: Iterable[Job | int]) -> int:
         """Delete jobs that are not executing; return how many were deleted."""
-        return await (await self._ready()).delete_jobs(_ids(jobs))
+        ids = _ids(jobs)
+        deleted = await (await self._ready()).delete_jobs(ids)
+        if self._waiters:
+            self._waiters.wake(ids)
+        return deleted
 
     async def update_job(
         self, job: Job | int, changes: dict[str, Any] | Callable[[Job], dict[str, Any]]
@@ -1230,6 +1595,74 @@ def _job_batch(
             warn_if_unimportable(job.worker)
     return jobs
 
+
+def _check_wait(timeout: float | None, poll_interval: float) -> None:
+    for name, value in (("timeout", timeout), ("poll_interval", poll_interval)):
+        if value is None and name == "timeout":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+        if not math.isfinite(value) or value < 0 or (name == "poll_interval" and value == 0):
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def _warn_if_nested(call: str) -> None:
+    running = current_job()
+    if running is not None:
+        warnings.warn(
+            f"{call} called inside job {running.id} ({running.worker}): if every slot of the "
+            "queue that runs the awaited job is held by jobs that wait like this one, none "
+            "finishes (pass allow_nested=True when that cannot happen)",
+            RuntimeWarning,
+            stacklevel=_callers_level(),
+        )
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside oban (the line
+    that called ``relay``/``wait_for``), so each such line is warned about once."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
+async def _read_jobs(engine: Engine, ids: list[int]) -> dict[int, Job]:
+    found: dict[int, Job] = {}
+    for start in range(0, len(ids), 500):
+        for row in await engine.get_jobs(ids[start : start + 500]):
+            found[row.id] = row  # type: ignore[index]
+    return found
+
+
+def relay_result(worker: str, outcome: JobOutcome, timeout: float | None) -> Any:
+    """What ``relay`` returns for ``outcome``, or the exception it raises (the message has the
+    last line of the job's error; the exception's ``error``, all of it)."""
+    where = f"{worker} (job {outcome.id})"
+    error = outcome.error
+    reason = f": {error.strip().splitlines()[-1]}" if error and error.strip() else ""
+    if not outcome.done:
+        raise RelayTimeout(
+            f"{where} did not finish within {timeout}s (it is {outcome.state})", outcome.job, error
+        )
+    if outcome.state == "completed":
+        if error is not None:
+            raise RelayError(f"{where} completed, but {error}", outcome.job, error)
+        return outcome.value
+    if outcome.state == "cancelled":
+        raise RelayCancelled(f"{where} was cancelled{reason}", outcome.job, error)
+    if outcome.state == "discarded":
+        raise RelayDiscard(f"{where} was discarded{reason}", outcome.job, error)
+    if outcome.state == DELETED:
+        raise RelayDiscard(f"{where} was deleted before it finished", None, None)
+    raise RelayError(f"{where} failed{reason}", outcome.job, error)
+
+
+#: Ack states after which a job never runs again (unless retried by hand).
+_FINISHED = frozenset({"completed", "cancelled", "discarded"})
 
 _ID_MIN = -(2**63)
 _ID_MAX = 2**63 - 1

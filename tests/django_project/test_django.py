@@ -374,3 +374,64 @@ def test_jobs_are_django_jobs() -> None:
     inserted = enqueue(job)
     assert jobs()[0].args == {"n": 2**62 + 1}  # big integers stay exact
     assert inserted.id == jobs()[0].id
+
+
+def test_await_enqueue_in_an_async_view_leaves_the_instance_usable(client: Client) -> None:
+    """Under WSGI each async view runs on an event loop of its own, closed afterwards: the
+    insert goes through Django's connection, so no pool is tied to that loop."""
+    for email in ("a@example.com", "b@example.com"):
+        response = client.post("/orders/async/enqueue/", {"email": email})
+        assert response.status_code == 200
+    assert [row.worker for row in jobs()] == ["shop.workers.SendReceipt"] * 2
+    assert get_oban().sync.get_job(response.json()["job"]) is not None
+
+
+def test_a_task_whose_value_cannot_be_stored_fails_once(node: Any) -> None:
+    from shop.tasks import when
+
+    result = when.enqueue()
+    wait_for(lambda: jobs()[0].state == "cancelled", what="the task to end")
+    row = jobs()[0]
+    assert row.attempt == 1
+    fetched = when.get_result(result.id)
+    assert fetched.status == "FAILED"
+    assert "cannot be stored" in fetched.errors[-1].traceback
+
+
+def test_a_task_outside_the_installed_apps_is_refused_at_enqueue() -> None:
+    from tests.django_project.outside_tasks import stray
+
+    with pytest.raises(ValueError, match="not in an installed app"):
+        stray.enqueue()
+    assert jobs() == []
+
+
+def test_the_job_model_refuses_writes() -> None:
+    SendReceipt.enqueue_sync({"order": 10})
+    with pytest.raises(TypeError, match="read only"):
+        JobRow.objects.update(state="completed")
+    with pytest.raises(TypeError, match="read only"):
+        JobRow.objects.all().delete()
+    with pytest.raises(TypeError, match="read only"):
+        jobs()[0].delete()
+    assert jobs()[0].state == "available"
+
+
+def test_manage_check_reports_a_wrong_oban_setting() -> None:
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+    from django.test import override_settings
+
+    call_command("check")
+    with (
+        override_settings(OBAN={"queuez": {}}),
+        pytest.raises(SystemCheckError, match=r"oban\.E001"),
+    ):
+        call_command("check")
+
+
+def test_manage_oban_accepts_django_options() -> None:
+    settings_module = os.environ["DJANGO_SETTINGS_MODULE"]
+    result = manage("oban", "jobs", "--settings", settings_module, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["jobs"] == []

@@ -153,15 +153,57 @@ async def test_stats_counts_by_state_and_queue(cli: Cli) -> None:
     )
     await client.enqueue(Job("app.A", queue="mail", scheduled_in=3600))
     out = await cli("stats")
-    lines = [line.split() for line in out.splitlines()]
+    counts, finished = out.split("\n\n")
+    lines = [line.split() for line in counts.splitlines()]
     assert lines[0] == ["QUEUE", "AVAILABLE", "SCHEDULED"]
     assert lines[1:] == [["mail", "3", "1"], ["reports", "1", "0"]]
+    assert finished.startswith("finished in the last hour") and "no jobs finished" in finished
     data = await cli.json("stats")
-    assert {(d["state"], d["queue"]): d["count"] for d in data} == {
+    assert {(d["state"], d["queue"]): d["count"] for d in data["counts"]} == {
         ("available", "mail"): 3,
         ("available", "reports"): 1,
         ("scheduled", "mail"): 1,
     }
+    assert data["last_hour"]["queues"] == [] and data["last_hour"]["total"]["completed"] == 0
+
+
+async def test_stats_shows_the_last_hours_throughput_per_queue(cli: Cli) -> None:
+    node = cli.oban(name="cli_node", queues={"cli_q": 2})
+    await node.start()
+    done = await node.enqueue_many([CliRecords.new({}) for _ in range(3)])
+    failed = await node.enqueue(CliFails.new({"x": 1}, max_attempts=1))
+    waiting = await node.enqueue(Job("app.A", queue="cli_other"))
+    await node.cancel_job(waiting)
+    ids = [job.id for job in [*done, failed]]
+
+    async def finished() -> bool:
+        jobs = [await node.get_job(i) for i in ids if i is not None]
+        return all(job is not None and job.state in ("completed", "discarded") for job in jobs)
+
+    await eventually(finished, timeout=10, message="the jobs finished")
+    lines = [line.split() for line in (await cli("stats")).split("\n\n")[1].splitlines()]
+    assert lines[1] == [
+        "QUEUE",
+        "COMPLETED",
+        "DISCARDED",
+        "CANCELLED",
+        "WAIT_P50",
+        "WAIT_P95",
+        "RUN_P50",
+        "RUN_P95",
+    ]
+    rows = {line[0]: line[1:] for line in lines[2:]}
+    assert rows["cli_q"][:3] == ["3", "1", "0"] and rows["cli_other"][:3] == ["0", "0", "1"]
+    assert rows["(all)"][:3] == ["3", "1", "1"]
+    # The cancelled job never ran: no wait nor run time; cli_q's jobs ran.
+    assert rows["cli_other"][3:] == ["-", "-", "-", "-"]
+    assert all(cell.endswith("s") for cell in rows["cli_q"][3:])
+    data = (await cli.json("stats"))["last_hour"]
+    by_queue = {row["queue"]: row for row in data["queues"]}
+    assert (by_queue["cli_q"]["completed"], by_queue["cli_q"]["discarded"]) == (3, 1)
+    assert by_queue["cli_q"]["run_p95"] >= by_queue["cli_q"]["run_p50"] >= 0
+    assert by_queue["cli_other"]["wait_p50"] is None and data["total"]["cancelled"] == 1
+    assert data["since"] < data["until"] and data["complete_since"] == data["since"]
 
 
 async def test_retry_cancel_and_delete_change_the_jobs(cli: Cli) -> None:

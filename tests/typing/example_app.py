@@ -86,3 +86,17 @@ async def instances() -> None:
     assert_type(report.backoff(Job("x.Y")), int)
     limits: Any = SendReceipt.RETRIES
     assert limits == 3
+
+
+async def results(oban: Oban) -> None:
+    # Awaitable results (docs/results.md): the value is whatever process returned.
+    value = await BuildReport.relay({"month": 11}, timeout=5.0, queue="reports")
+    sized = await resize.relay("/tmp/dog.png", width=64)
+    receipt = await SendReceipt.enqueue({"to": "ada@example.com"})
+    outcome = await oban.wait_for(receipt, timeout=1.0, with_retries=True)
+    assert_type(outcome.state, str)
+    assert_type(outcome.done, bool)
+    many = await oban.await_many([receipt, 42], poll_interval=0.1)
+    assert_type(many[0].error, str | None)
+    direct = await oban.relay(resize.new("/tmp/cat.png"), timeout=None)
+    assert (value, sized, direct) is not None

@@ -8,7 +8,8 @@ application would:
 * ``/ro/oban``: the same dashboard, read-only.
 
 Its ``Oban`` instance is a client named ``Oban``, like the test's node, so it sees that
-node's queues.
+node's queues. The two cron workers below are declared in this process only, for the cron
+page (a client never schedules them).
 """
 
 from __future__ import annotations
@@ -24,10 +25,27 @@ from starlette.requests import Request
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from oban import Oban
+from oban import Job, Oban, worker
 from oban.web import create_app
 
 NONCE_KEY = "test.csp_nonce"
+
+
+@worker(name="app.workers.WeekdayDigest", queue="digests", cron="30 6 * * MON-FRI")
+class WeekdayDigest:
+    async def process(self, job: Job) -> None:
+        return None
+
+
+@worker(
+    name="app.workers.TenMinuteSweep",
+    queue="digests",
+    priority=1,
+    cron={"expr": "*/10 * * * *", "timezone": "Europe/Paris"},
+)
+class TenMinuteSweep:
+    async def process(self, job: Job) -> None:
+        return None
 
 
 class StrictPolicy:

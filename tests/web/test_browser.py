@@ -232,7 +232,8 @@ def page(browser: Browser, site: Site, console_errors: list[str]) -> Iterator[Pa
     context.add_init_script(
         "window.__violations = [];"
         "document.addEventListener('securitypolicyviolation', e =>"
-        " window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));"
+        " window.__violations.push([e.violatedDirective, e.blockedURI,"
+        " e.sourceFile + ':' + e.lineNumber + ':' + e.columnNumber].join(' ')));"
     )
     tab = context.new_page()
     problems = console_errors
@@ -249,7 +250,9 @@ def page(browser: Browser, site: Site, console_errors: list[str]) -> Iterator[Pa
 
 
 def _shoot(page: Page, site: Site, name: str, tmp_path: Path) -> None:
-    png = page.screenshot(path=str(tmp_path / f"web-{name}.png"), full_page=True)
+    # caret="initial": hiding the caret leaves a style attribute on each input, which a live
+    # refresh's swap then copies (and the page's policy refuses).
+    png = page.screenshot(path=str(tmp_path / f"web-{name}.png"), full_page=True, caret="initial")
     assert len(png) > 10_000, "the screenshot is too small to show anything"
     if UPDATE_SCREENSHOTS and site.engine == "postgres":
         DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
@@ -340,6 +343,77 @@ def test_queue_controls_reach_the_node(page: Page, site: Site, tmp_path: Path) -
     page.goto(f"{ADMIN}/nodes")
     page.locator(f"tr[data-node='{NODE}']").wait_for()
     _shoot(page, site, "nodes", tmp_path)
+
+
+def test_bulk_action_on_every_matching_job(page: Page, site: Site, tmp_path: Path) -> None:
+    scheduled = site.seeded.ids["scheduled"]
+    page.goto(f"{ADMIN}/jobs?state=scheduled")
+    button = page.locator("#matching button[data-matching-verb='cancel']")
+    button.wait_for()
+    assert page.locator("#matching [data-matching]").get_attribute("data-matching") == str(
+        len(scheduled)
+    )
+    assert "takes the newest 1,000" in page.inner_text("#matching")  # the cap, said
+    _shoot(page, site, "jobs-matching", tmp_path)
+    button.click()  # its confirm dialog is accepted
+    done = len(scheduled)
+    page.wait_for_selector(f"#flash:has-text('Cancelled {done} of {done} matching jobs')")
+    site.wait(lambda: {site.state(i) for i in scheduled} == {"cancelled"}, "jobs cancelled")
+    # The list refreshes at once, and the bar counts again: nothing is scheduled now.
+    page.wait_for_selector("tr.empty")
+    page.wait_for_selector("#matching [data-matching='0']")
+
+
+def test_cron_page_shows_each_entry_and_a_new_run(page: Page, site: Site, tmp_path: Path) -> None:
+    page.goto(f"{ADMIN}/cron")
+    rows = page.locator("tr[data-cron]")
+    rows.first.wait_for()
+    assert rows.count() == 2
+    digest = page.locator("tr[data-cron]:has-text('30 6 * * MON-FRI')")
+    name = digest.get_attribute("data-cron")
+    assert name and "none in the table" in digest.inner_text()
+    assert digest.locator("[data-next-run] time").inner_text().startswith("in ")
+    # A run appears with the next live refresh, linked to its job.
+    minute = time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime())
+    run = site.run(
+        site.node.enqueue(
+            Job(
+                "app.workers.WeekdayDigest",
+                queue="digests",
+                meta={"cron": True, "cron_name": name, "cron_at": minute},
+            )
+        )
+    )
+    digest.locator(f"[data-last-run] a[href$='/jobs/{run.id}']").wait_for()
+    assert "available" in digest.locator("[data-last-run]").inner_text()
+    _shoot(page, site, "cron", tmp_path)
+
+
+def test_charts_render_and_follow_the_live_refresh(page: Page, site: Site, tmp_path: Path) -> None:
+    page.goto(f"{ADMIN}/charts")
+    for chart in ("#chart-throughput", "#chart-latency"):
+        page.locator(f"{chart} canvas").wait_for()
+    throughput = "window.obanCharts['chart-throughput']"
+    assert page.evaluate(f"{throughput}.data[0].length") == 60  # a minute each, for an hour
+    completed = page.evaluate(f"{throughput}.data[1].reduce((sum, n) => sum + (n || 0), 0)")
+    assert completed >= len(site.seeded.ids["completed"])
+    assert page.evaluate("window.obanCharts['chart-latency'].series.length") == 5  # x + 4
+    _shoot(page, site, "charts", tmp_path)
+
+    # The live refresh fetches the fragment again, and the charts are drawn anew from it.
+    page.evaluate(f"{throughput}.seen = true")
+    with page.expect_response(lambda response: "/charts/live" in response.url):
+        pass
+    page.wait_for_function(f"{throughput} && !{throughput}.seen")
+    assert page.evaluate(f"{throughput}.data[0].length") == 60
+
+    page.select_option("select[name=queue]", "beta")
+    page.wait_for_url("**/charts?queue=beta")
+    page.locator("#chart-throughput canvas").wait_for()
+    assert "beta" in (page.text_content("#chart-panel h2") or "")
+    with page.expect_response(lambda response: "/charts/live" in response.url) as polled:
+        pass
+    assert "queue=beta" in polled.value.url
 
 
 def test_read_only_refuses_a_direct_post(page: Page, site: Site, console_errors: list[str]) -> None:

@@ -36,6 +36,11 @@ async def test_every_page_and_fragment_answers_under_the_prefix(oban: Oban) -> N
             "/queues/live",
             "/nodes",
             "/nodes/live",
+            "/cron",
+            "/cron/live",
+            "/charts",
+            "/charts/live?queue=beta",
+            "/jobs/matching?state=discarded",
         ]
         for path in paths:
             response = await web.get(path)
@@ -44,11 +49,11 @@ async def test_every_page_and_fragment_answers_under_the_prefix(oban: Oban) -> N
             # Every link stays under the mount point: none is absolute to the host's root.
             for link in links(response.text):
                 assert link.startswith(f"{PREFIX}/"), (path, link)
-        page = await web.get("/jobs")
-        for asset in re.findall(r'(?:src|href)="([^"]*/static/[^"]*)"', page.text):
-            served = await web.client.get(asset.replace("&amp;", "&"))
-            assert served.status_code == 200, asset
-            assert "immutable" in served.headers["cache-control"]
+        for page in [await web.get("/jobs"), await web.get("/charts")]:
+            for asset in re.findall(r'(?:src|href)="([^"]*/static/[^"]*)"', page.text):
+                served = await web.client.get(asset.replace("&amp;", "&"))
+                assert served.status_code == 200, asset
+                assert "immutable" in served.headers["cache-control"]
         assert (await web.get("/static/../_app.py")).status_code == 404
         assert (await web.get("/health")).json() == {"status": "ok"}
         assert (await web.get("/health?db=1")).json() == {"status": "ok", "database": "ok"}
@@ -195,7 +200,15 @@ async def test_no_inline_script_or_style_and_a_strict_policy(oban: Oban) -> None
     async with dash(oban=oban) as web:
         pages = [
             await web.get(path)
-            for path in ("/jobs", f"/jobs/{seeded.discarded}", "/queues", "/nodes")
+            for path in (
+                "/jobs",
+                f"/jobs/{seeded.discarded}",
+                "/queues",
+                "/nodes",
+                "/cron",
+                "/charts",
+                "/jobs/matching?state=discarded",
+            )
         ]
     for page in pages:
         policy = page.headers["content-security-policy"]

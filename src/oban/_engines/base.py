@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from .._query import JobFilter
+from .._query import JobFilter, JobStats
 from ..job import Job
 
 #: The error recorded for a job cancelled while it ran (the canceller writes it with the
@@ -37,6 +37,10 @@ class Ack:
     #: The job was cancelled while it ran: whoever cancelled it already wrote the row, so
     #: this ack normally changes nothing (and that is expected, not stale).
     killed: bool = False
+    #: The job was enqueued with ``relay``: waiters on other nodes hear of this ack.
+    relay: bool = False
+    #: The id of the job's workflow, if any: once written, its waiting jobs are checked.
+    workflow: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,14 @@ class Engine(Protocol):
     ) -> list[tuple[str, str, bool, int]]:
         """(state, queue, estimated, count) for every pair with jobs; past ``limit`` a pair's
         count may be an estimate (``estimated`` true)."""
+
+    async def last_cron_jobs(self, names: Sequence[str]) -> list[Job]:
+        """The newest job (latest ``meta.cron_at``) of each cron entry named, where there is
+        one; an indexed lookup per name, never a pass over the table."""
+
+    async def job_stats(self, window: int, bucket: int, limit: int) -> JobStats:
+        """Jobs finished in the last ``window`` seconds per ``bucket`` and queue, from at most
+        the newest ``limit`` of them (see :class:`~oban._query.JobStats`)."""
 
     async def stage_jobs(self, queues: Sequence[str] | None, limit: int) -> dict[str, int]:
         """Make up to ``limit`` due scheduled/retryable jobs of ``queues`` (``None``: every

@@ -21,7 +21,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .. import _unique
-from .._query import JobFilter, like_pattern
+from .._query import JobFilter, JobStats, job_stats_from_rows, like_pattern
 from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
 from . import _payloads, _sql, _sync
@@ -587,6 +587,21 @@ class PostgresEngine:
             (state, queue, bool(estimated), int(count)) for state, queue, estimated, count in rows
         ]
 
+    async def last_cron_jobs(self, names: Sequence[str]) -> list[Job]:
+        if not names:
+            return []
+        rows = await self._run("last_cron_jobs", (list(names),))
+        return [_row_to_job(row) for row in rows]
+
+    async def job_stats(self, window: int, bucket: int, limit: int) -> JobStats:
+        async with self._connection() as conn:
+            async with conn.transaction():
+                # As for count_jobs: a large limit makes a large cost estimate, which would
+                # have the statement JIT-compiled for longer than it runs.
+                await conn.execute("SET LOCAL jit = off")
+                rows = await _execute_sql(conn, self._q("job_stats"), (window, bucket, limit))
+        return job_stats_from_rows(window, bucket, limit, rows)
+
     async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
         rows = await self._run("get_jobs", (list(ids),))
         return [_row_to_job(row) for row in rows]
@@ -598,6 +613,21 @@ class PostgresEngine:
 
     async def delete_producer(self, uuid: str) -> None:
         await self._run("delete_producer", (uuid,))
+
+    # Workflows
+
+    async def release_workflows(self, ids: Sequence[str]) -> list[tuple[int, str, str, str]]:
+        """Release or cancel the suspended jobs of workflows ``ids`` whose dependencies
+        finished (see release_workflows.sql); the changed jobs: (id, state, queue, wid)."""
+        rows = await self._run("release_workflows", (list(ids), self.insert_channel))
+        return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+    async def suspended_workflows(self, limit: int) -> list[str]:
+        return [str(r[0]) for r in await self._run("suspended_workflows", (limit,))]
+
+    async def workflow_jobs(self, workflow_id: str) -> list[tuple[int, str, Any, Any]]:
+        """(id, state, name, deps) of every job of the workflow, oldest first."""
+        return [tuple(r) for r in await self._run("workflow_jobs", (workflow_id,))]
 
     async def notify(self, channel: str, payloads: Sequence[str]) -> None:
         await self._run("notify", (self.channel(channel), list(payloads)))

@@ -40,7 +40,14 @@ import aiosqlite
 import orjson
 
 from .. import _unique
-from .._query import JobFilter, json_contains, like_pattern
+from .._query import (
+    JobFilter,
+    JobStats,
+    StatsSample,
+    job_stats_from_samples,
+    json_contains,
+    like_pattern,
+)
 from .._wire import decode_payload
 from ..errors import DatabaseUnavailableError, DuplicateUniqueKeysError, SchemaNotInstalledError
 from ..job import Job, JobState
@@ -101,6 +108,11 @@ def _icontains(text: Any, needle: str) -> int:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return int(isinstance(text, str) and needle in text.casefold())
+
+
+def _ms(listed: str | None) -> list[float]:
+    """Seconds from a comma-separated list of milliseconds (``group_concat``)."""
+    return [int(value) / 1000 for value in listed.split(",")] if listed else []
 
 
 def _name(value: Any) -> str:
@@ -791,6 +803,23 @@ class SQLiteEngine:
         rows = await self._run("count_jobs", params)
         return [(_name(state), _name(queue), False, int(count)) for state, queue, count in rows]
 
+    async def last_cron_jobs(self, names: Sequence[str]) -> list[Job]:
+        if not names:
+            return []
+        rows = await self._run("last_cron_jobs", {"names": orjson.dumps(list(names)).decode()})
+        return [_row_to_job(row) for row in rows]
+
+    async def job_stats(self, window: int, bucket: int, limit: int) -> JobStats:
+        params = {"window": window, "bucket": bucket, "limit": limit}
+        rows = await self._run("job_stats", params)
+        samples: list[StatsSample] = [
+            (int(at), _name(queue), int(done), int(dropped), int(cancelled), _ms(waits), _ms(runs))
+            for _until, _cut, at, queue, done, dropped, cancelled, waits, runs in rows
+            if at is not None
+        ]
+        until, cut = int(rows[0][0]), rows[0][1]
+        return job_stats_from_samples(window, bucket, limit, until, cut, samples)
+
     async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
         rows = await self._run("get_jobs", {"ids": orjson.dumps(list(ids)).decode()})
         return [_row_to_job(row) for row in rows]
@@ -931,6 +960,37 @@ class SQLiteEngine:
                 running = {row[0] for row in await conn.execute_fetchall(find, params)}
                 cancelled = sorted(row[0] for row in await conn.execute_fetchall(cancel, params))
         return [i for i in cancelled if i not in running], [i for i in cancelled if i in running]
+
+    # Workflows
+
+    async def release_workflows(self, ids: Sequence[str]) -> list[tuple[int, str, str, str]]:
+        """Release or cancel the suspended jobs of workflows ``ids`` whose dependencies
+        finished (see release_workflows.sql); the changed jobs: (id, state, queue, wid)."""
+        params = {"wids": orjson.dumps(list(ids)).decode()}
+        statements = _statements("release_workflows", self.prefix)
+        with self._schema_guard():
+            async with self._transaction() as conn:
+                for statement in statements[:3]:
+                    await conn.execute_fetchall(statement, params)
+                released = list(await conn.execute_fetchall(statements[3], params))
+                cancelled = list(await conn.execute_fetchall(statements[4], params))
+        self._wake(sorted({row[2] for row in released if row[1] == "available"}))
+        return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in released + cancelled]
+
+    async def suspended_workflows(self, limit: int) -> list[str]:
+        return [str(r[0]) for r in await self._run("suspended_workflows", {"limit": limit})]
+
+    async def workflow_jobs(self, workflow_id: str) -> list[tuple[int, str, Any, Any]]:
+        """(id, state, name, deps) of every job of the workflow, oldest first."""
+        rows = await self._run("workflow_jobs", {"wid": workflow_id})
+        found: list[tuple[int, str, Any, Any]] = []
+        for job_id, state, name, deps in rows:
+            try:
+                decoded = orjson.loads(deps) if isinstance(deps, str) else None
+            except orjson.JSONDecodeError:
+                decoded = None
+            found.append((int(job_id), str(state), name, decoded))
+        return found
 
     # Management
 

@@ -36,6 +36,7 @@ EVENTS: list[str] = [
     "oban.notifier.status",
     "oban.job.cancel",
     "oban.unique.conflict",
+    "oban.workflow.release",
     "oban.web.action",
 ]
 

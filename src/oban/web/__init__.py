@@ -1,4 +1,5 @@
-"""The oban dashboard: an ASGI app that shows and steers jobs, queues and nodes.
+"""The oban dashboard: an ASGI app that shows and steers jobs, queues and nodes, lists the
+cron entries and charts the last hour's throughput and latency.
 
 It needs the ``web`` extra (``pip install 'oban[web]'``: Starlette, Jinja2 and, for
 ``oban web``, uvicorn). Mount it in any ASGI application, under any prefix; it uses only the

@@ -29,10 +29,10 @@ from ..errors import InstanceNotFoundError
 from ..job import Job
 from ..oban import Oban
 from . import ACTIONS
-from ._filters import FilterError, Filters
+from ._filters import STATES, FilterError, Filters
 from ._render import HERE, STATIC_FILES, environment, static_version
 from ._security import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, cross_site, csrf_token, token_matches
-from ._views import job_view, queue_rows, sidebar
+from ._views import charts, job_view, queue_rows, sidebar
 
 __all__ = ["ACTION_EVENT", "BULK_LIMIT", "Dashboard", "build_app"]
 
@@ -44,11 +44,33 @@ ACTION_EVENT = "oban.web.action"
 BULK_LIMIT = 1_000
 #: Jobs in one page of the list.
 PAGE_SIZE = 50
+#: The charts: the last hour, per minute.
+CHART_WINDOW = 3_600
+CHART_BUCKET = 60
+#: The longest queue name (oban_jobs' check constraint).
+MAX_QUEUE = 127
 #: Refresh intervals offered, in seconds (0: off).
 REFRESH_CHOICES = (1, 2, 5, 15, 0)
 #: Largest form body read (bytes): 1,000 ids and a token fit well within it.
 MAX_FORM_BYTES = 64 * 1024
 JOB_ACTIONS = ("cancel", "retry", "delete")
+#: The states each job action changes (docs/managing.md): an action on every job matching a
+#: filter takes only jobs in these, so that the next click reaches the next ones.
+ACTION_STATES = {
+    "cancel": ("available", "scheduled", "retryable", "suspended", "executing"),
+    "retry": ("scheduled", "retryable", "completed", "discarded", "cancelled", "suspended"),
+    "delete": (
+        "available",
+        "scheduled",
+        "retryable",
+        "completed",
+        "discarded",
+        "cancelled",
+        "suspended",
+    ),
+}
+#: An action's past tense, for its message.
+DONE = {"cancel": "Cancelled", "retry": "Retried", "delete": "Deleted"}
 QUEUE_ACTIONS = ("pause", "resume", "scale", "stop")
 #: Our own policy, sent unless the host gives a nonce (and so sends its own).
 DEFAULT_CSP = (
@@ -175,6 +197,7 @@ class Dashboard:
             Route("/jobs", view(self.jobs_page), name="jobs"),
             Route("/jobs/live", view(self.jobs_live), name="jobs_live"),
             Route("/jobs/more", view(self.jobs_more), name="jobs_more"),
+            Route("/jobs/matching", view(self.jobs_matching), name="jobs_matching"),
             Route("/jobs/{id:int}", view(self.job_page), name="job"),
             Route("/jobs/{id:int}/live", view(self.job_live), name="job_live"),
             Route(
@@ -182,6 +205,12 @@ class Dashboard:
                 self._act(self.job_action, JOB_ACTIONS),
                 methods=["POST"],
                 name="job_action",
+            ),
+            Route(
+                "/jobs/{action}/matching",
+                self._act(self.job_action_matching, JOB_ACTIONS),
+                methods=["POST"],
+                name="job_action_matching",
             ),
             Route("/queues", view(self.queues_page), name="queues"),
             Route("/queues/live", view(self.queues_live), name="queues_live"),
@@ -193,6 +222,10 @@ class Dashboard:
             ),
             Route("/nodes", view(self.nodes_page), name="nodes"),
             Route("/nodes/live", view(self.nodes_live), name="nodes_live"),
+            Route("/charts", view(self.charts_page), name="charts"),
+            Route("/charts/live", view(self.charts_live), name="charts_live"),
+            Route("/cron", view(self.cron_page), name="cron"),
+            Route("/cron/live", view(self.cron_live), name="cron_live"),
             Route("/health", self.health, name="health"),
             Route("/static/{path:path}", self.static, name="static"),
         ]
@@ -430,16 +463,56 @@ class Dashboard:
             raise Refused(
                 400, f"At most {BULK_LIMIT:,} jobs per action; {len(ids):,} were selected."
             )
-        oban = context.oban
-        run = {
-            "cancel": oban.cancel_many_jobs,
-            "retry": oban.retry_many_jobs,
-            "delete": oban.delete_many_jobs,
-        }[action]
-        changed = await run(ids)
+        changed = await _act_on(context.oban, action, ids)
         self._audit(context, action, ids=ids, count=changed)
-        done = {"cancel": "Cancelled", "retry": "Retried", "delete": "Deleted"}[action]
-        return self._done(context, f"{done} {changed:,} of {len(ids):,} selected jobs.")
+        return self._done(context, f"{DONE[action]} {changed:,} of {len(ids):,} selected jobs.")
+
+    async def jobs_matching(self, context: Context) -> Response:
+        """How many jobs match the filters (up to :data:`BULK_LIMIT`), with the buttons that
+        act on all of them; nothing without a filter or without a job action allowed."""
+        filters = Filters.from_query(context.request.query_params.multi_items())
+        bar: dict[str, Any] = {"count": 0, "more": False, "actions": []}
+        bulk = any(action in context.allowed for action in JOB_ACTIONS)
+        if bulk and (filters.active or filters.state):
+            try:
+                kwargs = filters.list_kwargs()
+            except FilterError:
+                kwargs = None
+            if kwargs is not None:
+                page = await _matching_page(context.oban, kwargs)
+                bar["count"], bar["more"] = len(page.jobs), page.next is not None
+            states = set(filters.states or STATES)
+            bar["actions"] = [
+                action
+                for action in JOB_ACTIONS
+                if action in context.allowed and states.intersection(ACTION_STATES[action])
+            ]
+        here = self._url(context.request, "jobs", filters.query())
+        return self._render(context, "_matching.html", filters=filters, here=here, **bar)
+
+    async def job_action_matching(self, context: Context) -> Response:
+        """The action on the newest :data:`BULK_LIMIT` jobs that match the filters in the
+        form and are in a state it changes (listed with ``list_jobs``, then acted on by id,
+        as the selection is)."""
+        action = context.request.path_params["action"]
+        pairs = [(key, value) for key, values in context.form.items() for value in values]
+        filters = Filters.from_query(pairs)
+        if not (filters.active or filters.state):
+            raise Refused(400, "Filter the jobs first: an action on all jobs needs a filter.")
+        try:
+            kwargs = filters.list_kwargs()
+        except FilterError as problem:
+            raise Refused(400, f"Cannot filter: {problem}") from None
+        wanted = kwargs.get("state") or STATES
+        kwargs["state"] = [state for state in wanted if state in ACTION_STATES[action]]
+        page = await _matching_page(context.oban, kwargs)
+        ids = [job.id for job in page.jobs if job.id is not None]
+        changed = await _act_on(context.oban, action, ids) if ids else 0
+        self._audit(context, action, ids=ids, count=changed, filters=filters.query())
+        rest = f" More match: {action} again for the next {BULK_LIMIT:,}." if page.next else ""
+        return self._done(
+            context, f"{DONE[action]} {changed:,} of {len(ids):,} matching jobs.{rest}"
+        )
 
     # Queues and nodes
 
@@ -488,10 +561,44 @@ class Dashboard:
         nodes = await context.oban.nodes()
         return self._render(context, "_nodes_body.html", nodes=nodes)
 
+    # Charts
+
+    async def charts_page(self, context: Context) -> Response:
+        return self._render(context, "charts.html", page="charts", **await self._charts(context))
+
+    async def charts_live(self, context: Context) -> Response:
+        return self._render(context, "_charts_body.html", **await self._charts(context))
+
+    async def _charts(self, context: Context) -> dict[str, Any]:
+        queue = context.request.query_params.get("queue", "").strip()[:MAX_QUEUE] or None
+        stats = await context.oban.job_stats(window=CHART_WINDOW, bucket=CHART_BUCKET)
+        queues = stats.queues()
+        if queue is not None and queue not in queues:
+            queues = sorted([*queues, queue])
+        live = self._url(context.request, "charts_live", _query(queue=queue))
+        return {**charts(stats, queue), "queue": queue, "queues": queues, "live_url": live}
+
+    # Cron
+
+    async def cron_page(self, context: Context) -> Response:
+        crons = await context.oban.crons()
+        return self._render(context, "cron.html", page="cron", crons=crons)
+
+    async def cron_live(self, context: Context) -> Response:
+        crons = await context.oban.crons()
+        return self._render(context, "_cron_body.html", crons=crons)
+
     # Actions
 
     def _audit(self, context: Context, action: str, **details: Any) -> None:
-        meta = {"action": action, "ids": None, "queue": None, "node": None, "limit": None}
+        meta = {
+            "action": action,
+            "filters": None,
+            "ids": None,
+            "queue": None,
+            "node": None,
+            "limit": None,
+        }
         meta.update(details, user=context.user)
         telemetry.execute(ACTION_EVENT, meta)
         logger.info(
@@ -548,6 +655,33 @@ class Dashboard:
 
 
 # Helpers
+
+
+async def _act_on(oban: Oban, action: str, ids: list[int]) -> int:
+    """``action`` (a job action) on the jobs ``ids``; how many changed."""
+    run = {
+        "cancel": oban.cancel_many_jobs,
+        "retry": oban.retry_many_jobs,
+        "delete": oban.delete_many_jobs,
+    }[action]
+    return await run(ids)
+
+
+async def _matching_page(oban: Oban, kwargs: dict[str, Any]) -> JobPage:
+    """The newest :data:`BULK_LIMIT` jobs that match ``list_jobs`` filters. Asked first, the
+    counts of the filtered states and queues (exact where there are none) spare a walk of the
+    whole table when they hold no job."""
+    state, queue = kwargs.get("state"), kwargs.get("queue")
+    if state == []:
+        return JobPage(jobs=[], next=None)
+    try:
+        if state is not None or queue is not None:
+            counts = await oban.count_jobs(by=("state", "queue"), state=state, queue=queue)
+            if _nothing_in(counts, state, queue):
+                return JobPage(jobs=[], next=None)
+        return await oban.list_jobs(**kwargs, limit=BULK_LIMIT)
+    except (TypeError, ValueError) as problem:
+        raise Refused(400, f"Cannot filter: {problem}") from None
 
 
 async def _read_form(request: Request) -> dict[str, list[str]]:

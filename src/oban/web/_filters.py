@@ -66,6 +66,10 @@ class Filters:
             ]
         )
 
+    def items(self) -> list[tuple[str, str]]:
+        """The filters given, as (URL key, text) pairs: hidden fields of a form."""
+        return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name)]
+
     @property
     def states(self) -> list[str]:
         return _split(self.state)

@@ -21,6 +21,7 @@ from ..job import Job
 __all__ = [
     "STATIC_FILES",
     "TimelineEntry",
+    "duration",
     "environment",
     "pretty_json",
     "relative",
@@ -35,6 +36,9 @@ STATIC_FILES = {
     "oban-web.css": "text/css; charset=utf-8",
     "oban-web.js": "text/javascript; charset=utf-8",
     "vendor/htmx-2.0.11.min.js": "text/javascript; charset=utf-8",
+    "oban-charts.js": "text/javascript; charset=utf-8",
+    "vendor/uplot-1.6.32.min.js": "text/javascript; charset=utf-8",
+    "vendor/uplot-1.6.32.min.css": "text/css; charset=utf-8",
 }
 #: Characters of args shown in a list row.
 ROW_ARGS_CHARS = 160
@@ -61,6 +65,7 @@ def environment() -> Environment:
     env.filters["relative"] = relative
     env.filters["iso"] = iso
     env.filters["number"] = number
+    env.filters["duration"] = duration
     env.globals["timeline"] = timeline
     env.globals["job_time"] = job_time
     return env
@@ -104,6 +109,19 @@ def _key(key: Any) -> str:
 def number(value: int, estimated: bool = False) -> str:
     """``12,345``, or ``~12,345`` for a planner estimate."""
     return f"~{value:,}" if estimated else f"{value:,}"
+
+
+def duration(seconds: float | None) -> str:
+    """``340 ms``, ``2.5 s``, ``3m 20s``, ``2h 5m``; an empty string for ``None``."""
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m {int(seconds % 60)}s"
+    return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60)}m"
 
 
 def iso(moment: datetime | None) -> str:

@@ -1,17 +1,17 @@
-"""What the pages show, shaped from the query API's answers: sidebar counts, queue rows and
-a job's decoded recorded result."""
+"""What the pages show, shaped from the query API's answers: sidebar counts, queue rows, a
+job's decoded recorded result and the charts' series."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import JobCounts
+from .. import JobCounts, JobStat, JobStats
 from ..job import Job, JobState
 from ._filters import Filters
 from ._render import pretty_json
 
-__all__ = ["QueueRow", "Tally", "job_view", "queue_rows", "sidebar"]
+__all__ = ["QueueRow", "Tally", "charts", "job_view", "queue_rows", "sidebar"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +95,59 @@ def queue_rows(infos: list[Any], counts: JobCounts) -> list[QueueRow]:
         row = rows.setdefault(queue, QueueRow(queue))
         row.counts[state] = row.counts.get(state, 0) + count
     return [rows[name] for name in sorted(rows)]
+
+
+#: The charts' series: (label, the JobStat field, the CSS variable of its colour, dashed).
+THROUGHPUT = (
+    ("completed", "completed", "--state-completed", False),
+    ("discarded", "discarded", "--state-discarded", False),
+    ("cancelled", "cancelled", "--state-cancelled", False),
+)
+LATENCY = (
+    ("wait p50", "wait_p50", "--state-available", False),
+    ("wait p95", "wait_p95", "--state-available", True),
+    ("run p50", "run_p50", "--state-completed", False),
+    ("run p95", "run_p95", "--state-completed", True),
+)
+
+
+def charts(stats: JobStats, queue: str | None) -> dict[str, Any]:
+    """The charts page's data: the throughput and latency series of ``queue`` (``None``: every
+    queue) from the first whole bucket on, and each queue's figures over the window."""
+    points = [p for p in stats.series(queue) if p.at is not None and p.at >= stats.complete_since]
+    x = [int(p.at.timestamp()) for p in points if p.at is not None]
+    return {
+        "throughput": _chart(x, points, THROUGHPUT, f"jobs per {_span(stats.bucket)}"),
+        "latency": _chart(x, points, LATENCY, "seconds"),
+        "totals": [stats.total(name) for name in stats.queues()],
+        "total": stats.total(),
+        "stats": stats,
+    }
+
+
+def _chart(
+    x: list[int], points: list[JobStat], series: tuple[tuple[str, str, str, bool], ...], unit: str
+) -> dict[str, Any]:
+    return {
+        "unit": unit,
+        "x": x,
+        "series": [
+            {
+                "label": label,
+                "color": color,
+                "dash": dash,
+                # A minute without jobs is a gap: a lone minute is drawn as a point.
+                "points": unit == "seconds",
+                "values": [getattr(point, name) for point in points],
+            }
+            for label, name, color, dash in series
+        ],
+    }
+
+
+def _span(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return "hour" if seconds == 3600 else f"{seconds // 3600} hours"
+    if seconds % 60 == 0:
+        return "minute" if seconds == 60 else f"{seconds // 60} minutes"
+    return f"{seconds} s"

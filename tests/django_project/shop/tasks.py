@@ -18,3 +18,11 @@ def attempt_number(context: Any, fail_first: bool) -> int:
     if fail_first and context.attempt < 2:
         raise RuntimeError("first attempt fails")
     return context.attempt
+
+
+@task()
+def when() -> object:
+    """Returns what JSON cannot hold: the task fails once, and is not run again."""
+    import datetime
+
+    return datetime.datetime(2026, 1, 1)

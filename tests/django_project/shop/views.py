@@ -18,6 +18,13 @@ def create_order(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"order": order.id, "job": job.id})
 
 
+async def create_order_async_enqueue(request: HttpRequest) -> JsonResponse:
+    """``await Worker.enqueue`` in an async view: on Django's connection, as aenqueue."""
+    order = await Order.objects.acreate(email=request.POST["email"])
+    job = await SendReceipt.enqueue({"order": order.id})
+    return JsonResponse({"order": order.id, "job": job.id})
+
+
 async def create_order_async(request: HttpRequest) -> JsonResponse:
     order = await Order.objects.acreate(email=request.POST["email"])
     job = await aenqueue(SendReceipt.new({"order": order.id}))

@@ -1,4 +1,4 @@
-"""Workers of the test app: imported at startup by oban.contrib.django (OBAN_WORKER_MODULES)."""
+"""Workers of the test app: imported at startup by oban.contrib.django (OBAN_AUTODISCOVER)."""
 
 from django.db import transaction
 

@@ -4,7 +4,7 @@
   ``DATABASES[OBAN_DATABASE_ALIAS]`` (default ``"default"``) unless ``OBAN["dsn"]`` names one.
 * ``manage.py migrate`` installs and upgrades the schema; ``manage.py oban start`` runs the
   queues (every ``oban`` command is there, with the same flags).
-* Each installed app's ``workers`` module is imported at startup (``OBAN_WORKER_MODULES``).
+* Each installed app's ``workers`` module is imported at startup (``OBAN_AUTODISCOVER``).
 * ``Worker.enqueue_sync(...)``, ``fn.enqueue_sync(...)`` and ``oban.sync.enqueue(...)`` insert
   on Django's own connection: inside ``transaction.atomic()`` the job commits or rolls back
   with the block (``OBAN_ENQUEUE = "on_commit"``: it is inserted once the block commits).
@@ -139,6 +139,19 @@ def _instance_for(name: str) -> Oban | None:
     from .conf import instance_name
 
     return get_oban() if name == instance_name() else None
+
+
+async def _async_enqueuer(oban: Oban, jobs: list[Job]) -> list[Job] | None:
+    """The ``_hooks.async_enqueuer`` the app installs: ``await Worker.enqueue(...)`` in an
+    async view inserts as ``aenqueue`` does, on Django's connection (where the ORM's calls of
+    that request run), not on a pool tied to the request's event loop."""
+    from asgiref.sync import sync_to_async
+
+    from .conf import instance_name
+
+    if oban.name != instance_name():
+        return None
+    return await sync_to_async(_sync_enqueuer, thread_sensitive=True)(oban, jobs)
 
 
 def _sync_enqueuer(oban: Oban, jobs: list[Job]) -> list[Job] | None:

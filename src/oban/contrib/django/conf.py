@@ -1,5 +1,5 @@
 """The Django app's settings: ``OBAN`` (the keys of ``oban.toml``), ``OBAN_DATABASE_ALIAS``,
-``OBAN_ENQUEUE`` and ``OBAN_WORKER_MODULES``, read when first needed (so that a test's
+``OBAN_ENQUEUE`` and ``OBAN_AUTODISCOVER``, read when first needed (so that a test's
 ``override_settings`` or pytest-django's test database is seen)."""
 
 from __future__ import annotations
@@ -81,12 +81,12 @@ def enqueue_mode() -> EnqueueMode:
 
 
 def worker_module_names() -> list[str]:
-    """``OBAN_WORKER_MODULES`` (default ``["workers"]``): the module of each installed app
+    """``OBAN_AUTODISCOVER`` (default ``["workers"]``): the module of each installed app
     imported at startup, where its workers (and their cron entries) are declared."""
-    names = getattr(settings, "OBAN_WORKER_MODULES", ["workers"])
+    names = getattr(settings, "OBAN_AUTODISCOVER", ["workers"])
     if isinstance(names, str) or not all(isinstance(name, str) for name in names):
         raise ImproperlyConfigured(
-            f"OBAN_WORKER_MODULES must be a list of module names, got {names!r}"
+            f"OBAN_AUTODISCOVER must be a list of module names, got {names!r}"
         )
     return list(names)
 

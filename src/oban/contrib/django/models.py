@@ -55,8 +55,27 @@ class JobListField(models.Field):
         return list(value)
 
 
+class ReadOnlyQuerySet(models.QuerySet):
+    """Reads only: ``update()`` and ``delete()`` would change jobs behind oban's back (a
+    running job deleted, a state without its timestamps)."""
+
+    def update(self, **kwargs: Any) -> int:
+        raise TypeError(_READ_ONLY)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise TypeError(_READ_ONLY)
+
+
+_READ_ONLY = (
+    "oban's Job model is read only: enqueue with Worker.enqueue_sync(...) and change jobs "
+    "with get_oban().sync.retry_many_jobs/cancel_many_jobs/delete_many_jobs/update_job"
+)
+
+
 class Job(models.Model):
     """One row of ``oban_jobs`` (read only: see the module)."""
+
+    objects = ReadOnlyQuerySet.as_manager()
 
     STATES: ClassVar[list[tuple[str, str]]] = [(s.value, s.value.capitalize()) for s in JobState]
 
@@ -91,7 +110,7 @@ class Job(models.Model):
         return f"{self.worker} #{self.id} ({self.state})"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError(
-            "oban's Job model is read only: enqueue with Worker.enqueue_sync(...) and change "
-            "jobs with get_oban().sync.retry_job/cancel_job/update_job"
-        )
+        raise TypeError(_READ_ONLY)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise TypeError(_READ_ONLY)

@@ -20,13 +20,14 @@ from django.apps import apps
 from django.utils.module_loading import import_string
 
 from ...decorators import worker
-from ...job import Job, JobState, Record
+from ...job import Cancel, Job, JobState, Record
 
 try:  # Django 6
     from django.tasks.backends.base import BaseTaskBackend
     from django.tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
     from django.tasks.exceptions import TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued, task_finished, task_started
+    from django.utils.json import normalize_json
 except ImportError:  # the backport: pip install django-tasks
     from django_tasks.backends.base import BaseTaskBackend  # type: ignore[no-redef,unused-ignore]
     from django_tasks.base import (  # type: ignore[no-redef,unused-ignore]
@@ -42,6 +43,7 @@ except ImportError:  # the backport: pip install django-tasks
         task_finished,
         task_started,
     )
+    from django_tasks.utils import normalize_json  # type: ignore[no-redef,unused-ignore]
 
 __all__ = ["RUNNER", "ObanBackend", "RunTask", "oban_priority"]
 
@@ -88,6 +90,7 @@ class ObanBackend(BaseTaskBackend):
         from .conf import database_alias
 
         self.validate_task(task)
+        _task(task.module_path)  # refused now, not on each of the job's attempts
         pending = _result(task, Job(RUNNER), args=list(args), kwargs=dict(kwargs))
         job = Job(
             RUNNER,
@@ -193,12 +196,22 @@ class RunTask:
             else:
                 value = call(*result.args, **result.kwargs)
         except BaseException:
-            object.__setattr__(result, "status", TaskResultStatus.FAILED)
-            object.__setattr__(result, "finished_at", dt.datetime.now(dt.UTC))
-            task_finished.send(sender, task_result=result)
+            _finish(result, sender, TaskResultStatus.FAILED)
             raise
-        object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
-        object.__setattr__(result, "finished_at", dt.datetime.now(dt.UTC))
+        try:
+            # What Django's own backends store: the value through JSON.
+            value = normalize_json(value)
+            recorded = Record(value)
+        except (TypeError, ValueError) as error:
+            # The task ran: running it again cannot help. It ends failed, with the reason.
+            _finish(result, sender, TaskResultStatus.FAILED)
+            return Cancel(f"the task's return value cannot be stored: {error}")
         object.__setattr__(result, "_return_value", value)
-        task_finished.send(sender, task_result=result)
-        return Record(value)
+        _finish(result, sender, TaskResultStatus.SUCCESSFUL)
+        return recorded
+
+
+def _finish(result: TaskResult, sender: Any, status: Any) -> None:
+    object.__setattr__(result, "status", status)
+    object.__setattr__(result, "finished_at", dt.datetime.now(dt.UTC))
+    task_finished.send(sender, task_result=result)

@@ -68,6 +68,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS {table_prefix}oban_jobs_unique_index
       END
     ) > 0;
 
+-- Workflows (docs/workflows.md): a workflow's jobs by meta.workflow_id. Only jobs whose meta
+-- names one are in it; a meta that is not JSON names none and fails nothing.
+CREATE INDEX IF NOT EXISTS {table_prefix}oban_jobs_workflow_index
+  ON {table_prefix}oban_jobs ((CASE WHEN instr(meta, '"workflow_id"') = 0 THEN NULL WHEN json_valid(meta) THEN json_extract(meta, '$.workflow_id') END))
+  WHERE (CASE WHEN instr(meta, '"workflow_id"') = 0 THEN NULL WHEN json_valid(meta) THEN json_extract(meta, '$.workflow_id') END) IS NOT NULL;
+
 CREATE TABLE IF NOT EXISTS {table_prefix}oban_leaders (
   name TEXT PRIMARY KEY NOT NULL DEFAULT 'Oban',
   node TEXT NOT NULL,

@@ -19,11 +19,17 @@ class Command(BaseCommand):
     )
 
     def run_from_argv(self, argv: list[str]) -> None:
-        # click parses the arguments, so every flag and --help is the `oban` command's own.
-        program = [sys.executable, os.path.abspath(argv[0]), argv[1]]
-        prog_name = f"{os.path.basename(argv[0])} {argv[1]}"
-        main, host = _main(program)
-        main.main(args=argv[2:], prog_name=prog_name, obj=host, standalone_mode=True)
+        # click parses the arguments, so every flag and --help is the `oban` command's own;
+        # Django's own --settings and --pythonpath (already applied) are taken out.
+        arguments, django_options = _split_django_options(argv[2:])
+        if os.path.basename(argv[0]) == "__main__.py":  # python -m django
+            program = [sys.executable, "-m", "django", argv[1]]
+            prog_name = f"python -m django {argv[1]}"
+        else:
+            program = [sys.executable, os.path.abspath(argv[0]), argv[1]]
+            prog_name = f"{os.path.basename(argv[0])} {argv[1]}"
+        main, host = _main([*program, *django_options])
+        main.main(args=arguments, prog_name=prog_name, obj=host, standalone_mode=True)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("arguments", nargs=argparse.REMAINDER)
@@ -42,6 +48,28 @@ class Command(BaseCommand):
         except SystemExit as done:
             if done.code:
                 raise CommandError(f"oban exited with status {done.code}") from done
+
+
+def _split_django_options(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """``arguments`` without Django's ``--settings``/``--pythonpath`` (either spelling), and
+    those options, to hand on to the node processes of ``start --processes N``."""
+    rest: list[str] = []
+    django: list[str] = []
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        name = argument.split("=", 1)[0]
+        if name in ("--settings", "--pythonpath"):
+            if "=" in argument:
+                django.append(argument)
+            elif index + 1 < len(arguments):
+                django += [argument, arguments[index + 1]]
+                index += 1
+            index += 1
+            continue
+        rest.append(argument)
+        index += 1
+    return rest, django
 
 
 def _main(program: list[str]) -> tuple[click.Group, Any]:

@@ -1,0 +1,193 @@
+"""Waiting for jobs to finish: ``Oban.wait_for``, ``await_many`` and ``relay``.
+
+A waiter registers itself under the job's id *before* it reads the row, so a completion that
+lands between the two is never missed: either the read sees it, or the wake-up comes after the
+registration. Wake-ups come from this instance's acks (in-process), from the ``relay``
+notification other nodes send after acking jobs enqueued with ``relay`` (PostgreSQL), or from
+SQLite peers in this process; a poll every ``poll_interval`` covers everything else (a lost
+notification, another process on SQLite, a job not enqueued for relay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .job import Job, JobState
+
+__all__ = ["DELETED", "JobOutcome", "Waiter", "Waiters", "is_done", "outcome_of", "relay_ids"]
+
+logger = logging.getLogger("oban")
+
+#: The state a :class:`JobOutcome` reports for a job whose row no longer exists.
+DELETED = "deleted"
+#: States a job does not leave without help (a retry): the wait ends there.
+FINAL = frozenset({JobState.COMPLETED, JobState.CANCELLED, JobState.DISCARDED})
+#: Ids per relay notification: a NOTIFY payload stays far below PostgreSQL's 8,000 bytes.
+IDS_PER_NOTIFICATION = 400
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """How a wait for one job ended (:meth:`Oban.wait_for`, :meth:`Oban.await_many`).
+
+    ``done`` is false when the timeout came first; ``state`` is then the state last seen.
+    ``state`` is ``"deleted"`` when the row no longer exists. ``value`` is what ``process``
+    returned when the job was enqueued with ``relay`` or returned ``Record(value)`` (else
+    ``None``); ``error`` the last recorded error of a failed, discarded or cancelled job.
+    ``job`` is the row as last read (``None`` once deleted).
+    """
+
+    id: int
+    state: str
+    done: bool
+    value: Any = None
+    error: str | None = None
+    job: Job | None = None
+
+
+def is_done(job: Job | None, with_retries: bool) -> bool:
+    """Whether a wait for ``job`` (``None``: deleted) ends: completed, cancelled, discarded,
+    deleted; retryable too unless ``with_retries``."""
+    if job is None:
+        return True
+    return job.state in FINAL or (not with_retries and job.state == JobState.RETRYABLE)
+
+
+def outcome_of(job_id: int, job: Job | None, done: bool) -> JobOutcome:
+    if job is None:
+        return JobOutcome(job_id, DELETED, done)
+    state = str(job.state.value if isinstance(job.state, JobState) else job.state)
+    error = None
+    if job.state != JobState.COMPLETED and job.errors:
+        last = job.errors[-1]
+        error = str(last.get("error")) if isinstance(last, dict) else str(last)
+    value = None
+    if job.state == JobState.COMPLETED:
+        if isinstance(job.meta.get("relay_error"), str):
+            error = job.meta["relay_error"]
+        try:
+            value = job.recorded
+        except ValueError as problem:  # a meta.return nothing can decode
+            error = f"the recorded value cannot be read: {problem}"
+    return JobOutcome(job_id, state, done, value, error, job)
+
+
+class Waiter:
+    """One ``await_many`` call: the ids it still waits for and what was last read of each."""
+
+    __slots__ = ("done", "latest", "pending", "poll_interval", "with_retries")
+
+    def __init__(self, ids: Iterable[int], with_retries: bool, poll_interval: float) -> None:
+        self.pending = set(ids)
+        self.with_retries = with_retries
+        self.poll_interval = poll_interval
+        self.latest: dict[int, Job | None] = {}
+        self.done = asyncio.Event()
+
+    def take(self, found: dict[int, Job], read: Iterable[int]) -> None:
+        """Rows were read for ``read`` (``found``: those that exist)."""
+        for job_id in read:
+            if job_id in self.pending:
+                self.latest[job_id] = row = found.get(job_id)
+                if is_done(row, self.with_retries):
+                    self.pending.discard(job_id)
+        if not self.pending:
+            self.done.set()
+
+
+Reader = Callable[[list[int]], Awaitable[dict[int, Job]]]
+
+
+class Waiters:
+    """Every waiter of one instance, served by one loop: whenever a job they wait for may have
+    changed (an ack here, a notification, a cancel) and at least every ``poll_interval``, it
+    reads all the rows still waited for, 500 ids per statement, and hands them out. However
+    many wait, the database sees one read per wake-up, never one per waiter.
+
+    A new waiter is read at the loop's next pass, which starts after it registered: a job that
+    finished before is seen then (no wake-up can be lost between a registration and a read).
+    """
+
+    __slots__ = ("_dirty", "_ids", "_logged", "_read", "_task", "_waiters")
+
+    def __init__(self, read: Reader) -> None:
+        self._read = read
+        self._waiters: set[Waiter] = set()
+        self._ids: dict[int, int] = {}  # id -> how many waiters wait for it
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._logged = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self._waiters)
+
+    def add(self, waiter: Waiter) -> None:
+        self._waiters.add(waiter)
+        for job_id in waiter.pending:
+            self._ids[job_id] = self._ids.get(job_id, 0) + 1
+        self._dirty.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._serve(), name="oban-waiters")
+
+    def remove(self, waiter: Waiter) -> None:
+        if waiter not in self._waiters:
+            return
+        self._waiters.discard(waiter)
+        for job_id in waiter.latest.keys() | waiter.pending:
+            left = self._ids.get(job_id, 0) - 1
+            if left > 0:
+                self._ids[job_id] = left
+            else:
+                self._ids.pop(job_id, None)
+
+    def wake(self, ids: Iterable[int]) -> None:
+        """Jobs ``ids`` may have changed: read again now if anyone waits for one of them."""
+        if self._ids and any(job_id in self._ids for job_id in ids):
+            self._dirty.set()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _serve(self) -> None:
+        while self._waiters:
+            self._dirty.clear()  # before the read: a change during it triggers another
+            waiting = [w for w in self._waiters if w.pending]
+            ids = sorted({job_id for waiter in waiting for job_id in waiter.pending})
+            if ids:
+                try:
+                    found = await self._read(ids)
+                except Exception as error:  # waiters time out; the next pass tries again
+                    now = time.monotonic()
+                    if now - self._logged > 5.0:
+                        self._logged = now
+                        logger.warning("reading the jobs waited for failed: %s", error)
+                else:
+                    for waiter in waiting:
+                        waiter.take(found, ids)
+            if not any(w.pending for w in self._waiters):
+                await self._dirty.wait()  # only finished waiters left: until one comes
+                continue
+            interval = min(w.poll_interval for w in self._waiters if w.pending)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), interval)
+
+
+def relay_ids(message: dict[str, Any]) -> list[int] | None:
+    """The job ids of a ``relay`` notification, or ``None`` when it is not one (hostile or
+    malformed input: dropped)."""
+    ids = message.get("ids")
+    if not isinstance(ids, list) or len(ids) > IDS_PER_NOTIFICATION:
+        return None
+    if not all(type(job_id) is int and 0 < job_id < 2**63 for job_id in ids):
+        return None
+    return ids

@@ -1,0 +1,441 @@
+"""Awaitable results (issue 18 item 1): ``Worker.relay``, ``fn.relay``, ``Oban.wait_for``
+and ``await_many`` on both engines, in process and across processes, with the traps of
+docs/results.md: a completion before the waiter subscribed, a lost notification, a result
+at the timeout, a large result, nested waits, inline mode."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from oban import Job, JobOutcome, Oban, schema, telemetry, testing
+from oban.errors import RelayCancelled, RelayDiscard, RelayError, RelayTimeout
+from tests.helpers import eventually, oban_factory
+from tests.integration.relay_workers import (
+    Echo,
+    Explode,
+    FailTwice,
+    Refuse,
+    SyncEcho,
+    Unrecordable,
+    multiply,
+)
+from tests.processes import Launcher, until
+
+ENGINES = ["postgres", "sqlite"]
+
+
+class Engine:
+    """The test's database: ``dsn`` and ``prefix`` of a fresh PostgreSQL schema or SQLite
+    file."""
+
+    def __init__(self, dsn: str, prefix: str) -> None:
+        self.dsn = dsn
+        self.prefix = prefix
+        self.postgres = dsn.startswith("postgresql://")
+
+
+@pytest.fixture(params=ENGINES)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        yield Engine(f"sqlite:///{tmp_path / 'jobs.db'}", "public")
+        return
+    dsn = str(request.getfixturevalue("dsn"))
+    prefix = f"r_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(dsn) as conn:
+            conn.execute(schema.install_sql(prefix).encode())
+        yield Engine(dsn, prefix)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{prefix}" CASCADE'.encode())
+
+
+@pytest.fixture
+async def make(database: Engine) -> AsyncIterator[Callable[..., Oban]]:
+    """Instances on the test's database; all stopped afterwards."""
+    async with oban_factory(dsn=database.dsn, prefix=database.prefix) as made:
+        yield made
+
+
+async def node(make: Callable[..., Oban], **options: Any) -> Oban:
+    oban = make(queues={"relay": 5}, stager={"interval": 0.05}, **options)
+    await oban.start()
+    return oban
+
+
+# --- round trips -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", [7, None, "text", [1, "two", 3.5], {"nested": {"big": 2**62 + 1, "ok": True}}]
+)
+async def test_relay_returns_what_process_returned(make: Callable[..., Oban], value: Any) -> None:
+    await node(make)
+    assert await Echo.relay({"value": value}, timeout=10) == value
+    assert await SyncEcho.relay({"value": value}, timeout=10) == value
+
+
+async def test_a_job_function_relays_with_its_own_parameters(make: Callable[..., Oban]) -> None:
+    await node(make)
+    assert await multiply.relay(6, 7) == 42
+    assert await multiply.relay(6, 7, timeout=100) == 142  # the function's `timeout`
+
+
+async def test_the_value_is_recorded_for_everyone(make: Callable[..., Oban]) -> None:
+    oban = await node(make)
+    assert await Echo.relay({"value": {"a": 1}}) == {"a": 1}
+    (job,) = (await oban.list_jobs(worker=Echo)).jobs
+    assert job.meta["relay"] is True and job.meta["recorded"] is True
+    assert job.recorded == {"a": 1}
+    outcome = await oban.wait_for(job)
+    assert (outcome.state, outcome.done, outcome.value) == ("completed", True, {"a": 1})
+
+
+async def test_a_large_result_travels_through_the_row(
+    make: Callable[..., Oban], database: Engine
+) -> None:
+    await node(make)
+    big = "x" * 2_000_000
+    payloads: list[str] = []
+    listener = None
+    if database.postgres:  # what other nodes hear: ids only, never the value
+        listener = await psycopg.AsyncConnection.connect(database.dsn, autocommit=True)
+        await listener.execute(f'LISTEN "{database.prefix}.oban_relay"'.encode())
+
+        async def hear() -> None:
+            async for note in listener.notifies():
+                payloads.append(note.payload)
+
+        hearing = asyncio.create_task(hear())
+    try:
+        assert await Echo.relay({"value": big}, timeout=20) == big
+        if listener is not None:
+            await eventually(lambda: payloads, message="the relay notification")
+            assert len(payloads) == 1 and len(payloads[0]) < 100, payloads
+    finally:
+        if listener is not None:
+            hearing.cancel()
+            await listener.close()
+
+
+async def test_wait_for_a_job_enqueued_any_other_way(make: Callable[..., Oban]) -> None:
+    oban = await node(make)
+    jobs = [await Echo.enqueue({"value": n, "sleep": 0.05 * n}) for n in range(5)]
+    outcomes = await oban.await_many([*jobs, jobs[0].id])  # type: ignore[list-item]
+    assert [o.state for o in outcomes] == ["completed"] * 6
+    assert all(o.done and o.error is None for o in outcomes)
+    # not enqueued for relay, and not recording: no value
+    assert [o.value for o in outcomes] == [None] * 6
+    assert [o.id for o in outcomes] == [*(j.id for j in jobs), jobs[0].id]
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+
+async def test_a_failed_attempt_raises_unless_retries_are_awaited(
+    make: Callable[..., Oban],
+) -> None:
+    await node(make)
+    with pytest.raises(RelayError, match="attempt 1 fails") as failed:
+        await FailTwice.relay({}, timeout=10)
+    assert type(failed.value) is RelayError
+    assert failed.value.job is not None and failed.value.job.state == "retryable"
+    assert "ValueError: attempt 1 fails" in (failed.value.error or "")
+
+    assert await FailTwice.relay({}, timeout=20, with_retries=True) == 3
+
+
+async def test_discarded_cancelled_and_unrecordable(make: Callable[..., Oban]) -> None:
+    oban = await node(make)
+    with pytest.raises(RelayDiscard, match="exploded") as discarded:
+        await Explode.relay({}, timeout=10)
+    assert "RuntimeError: exploded" in (discarded.value.error or "")
+
+    with pytest.raises(RelayCancelled, match="not today"):
+        await Refuse.relay({}, timeout=10)
+
+    with pytest.raises(RelayError, match="cannot be recorded"):
+        await Unrecordable.relay({}, timeout=10)
+    (job,) = (await oban.list_jobs(worker=Unrecordable)).jobs
+    assert job.state == "completed"  # the work was done: it is not run again
+
+
+async def test_cancelling_a_running_relayed_job(make: Callable[..., Oban]) -> None:
+    oban = await node(make)
+    waiting = asyncio.create_task(Echo.relay({"sleep": 30}, timeout=20))
+
+    async def executing() -> list[Job]:
+        return (await oban.list_jobs(worker=Echo, state="executing")).jobs
+
+    running = await eventually(executing, message="the job to run")
+    started = time.monotonic()
+    await oban.cancel_job(running[0])
+    with pytest.raises(RelayCancelled):
+        await waiting
+    assert time.monotonic() - started < 2
+
+
+async def test_a_deleted_job_ends_the_wait(make: Callable[..., Oban]) -> None:
+    oban = make()
+    job = await Echo.enqueue({"value": 1}, scheduled_in=3600)
+    waiting = asyncio.create_task(oban.wait_for(job, timeout=10))
+    await asyncio.sleep(0.1)
+    await oban.delete_job(job)
+    outcome = await waiting
+    assert (outcome.state, outcome.done, outcome.job) == ("deleted", True, None)
+    with pytest.raises(RelayDiscard, match="deleted"):
+        from oban.oban import relay_result
+
+        relay_result("Echo", outcome, 10)
+
+
+# --- timing traps -----------------------------------------------------------------------------
+
+
+async def test_timeout_leaves_the_job_running(make: Callable[..., Oban]) -> None:
+    oban = await node(make)
+    started = time.monotonic()
+    with pytest.raises(RelayTimeout, match=r"did not finish within 0\.3s") as late:
+        await Echo.relay({"value": "late", "sleep": 1.0}, timeout=0.3)
+    assert 0.3 <= time.monotonic() - started < 1.0
+    assert late.value.job is not None and late.value.job.state == "executing"
+    outcome = await oban.wait_for(late.value.job, timeout=10)
+    assert (outcome.state, outcome.value) == ("completed", "late")
+
+    # wait_for never raises for the job's fate: done=False and the state last seen
+    job = await Echo.enqueue({"sleep": 0}, scheduled_in=3600)
+    pending = await oban.wait_for(job, timeout=0.1)
+    assert (pending.done, pending.state) == (False, "scheduled")
+
+
+async def test_a_completion_before_the_wait_is_seen_at_once(make: Callable[..., Oban]) -> None:
+    oban = await node(make)
+    job = await Echo.enqueue({"value": 1})
+    await eventually(
+        lambda: _state(oban, job, "completed"), message="the job to complete unobserved"
+    )
+    started = time.monotonic()
+    outcome = await oban.wait_for(job, poll_interval=10)
+    assert outcome.state == "completed" and time.monotonic() - started < 0.5
+
+
+async def _state(oban: Oban, job: Job, state: str) -> bool:
+    found = await oban.get_job(job)
+    return found is not None and found.state == state
+
+
+async def test_a_completion_during_the_last_poll_interval_is_not_a_timeout(
+    make: Callable[..., Oban],
+) -> None:
+    """The row is read once more at the deadline: a job that completes just before it (here
+    on a client instance that polls slowly and hears nothing) is reported completed."""
+    await node(make)
+    client = make(name="client", notifier={"type": "poll"})
+    job = await client.enqueue(Echo.new({"value": 5, "sleep": 0.3}))
+    outcome = await client.wait_for(job, timeout=0.8, poll_interval=5)
+    assert (outcome.done, outcome.state, outcome.value) == (True, "completed", None)
+
+
+# --- across processes -------------------------------------------------------------------------
+
+
+async def test_relay_to_a_node_in_another_process(
+    make: Callable[..., Oban], database: Engine, tmp_path: Path
+) -> None:
+    """The waiter is a client-mode instance here; the job runs in an `oban start` process.
+    On PostgreSQL the node's relay notification wakes the waiter (far sooner than the poll
+    interval); on SQLite the waiter polls the row."""
+    client = make()
+    args = ["--dsn", database.dsn, "--prefix", database.prefix, "--queues", "relay:5"]
+    launcher = Launcher(tmp_path)
+    try:
+        remote = await launcher.start(
+            "node", *args, "--cron-modules", "tests.integration.relay_workers"
+        )
+        await until(lambda: client.nodes(), remote, timeout=30, message="the node to register")
+        poll = 5.0 if database.postgres else 0.2
+        assert await Echo.relay({"value": "warm"}, timeout=30, poll_interval=poll) == "warm"
+        started = time.monotonic()
+        values = await asyncio.gather(
+            *(Echo.relay({"value": n}, timeout=30, poll_interval=poll) for n in range(20))
+        )
+        elapsed = time.monotonic() - started
+        assert values == list(range(20))
+        if database.postgres:
+            assert elapsed < 2.0, "notifications, not the 5 s poll, woke the waiters"
+    finally:
+        await launcher.kill_all()
+
+
+async def test_a_lost_notification_is_covered_by_polling(
+    make: Callable[..., Oban], database: Engine
+) -> None:
+    """The waiter's listener connection is killed (our own backend): the wait still ends,
+    by polling, within about one poll interval."""
+    await node(make)
+    client = make(name="client")
+    await client.wait_for(await client.enqueue(Echo.new({"value": 0})), timeout=10)
+    if database.postgres:
+        listener = client._relay_listener
+        assert listener is not None and listener.connected
+        async with await psycopg.AsyncConnection.connect(database.dsn, autocommit=True) as admin:
+            cur = await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query = %s AND pid <> pg_backend_pid()",
+                (f'LISTEN "{database.prefix}.oban_relay"',),
+            )
+            assert [row[0] for row in await cur.fetchall()] == [True]
+    job = await client.enqueue(Echo.new({"value": 9, "sleep": 0.2}, meta={"relay": True}))
+    started = time.monotonic()
+    outcome = await client.wait_for(job, timeout=10, poll_interval=0.5)
+    assert (outcome.state, outcome.value) == ("completed", 9)
+    assert time.monotonic() - started < 2.0
+
+
+# --- in-process use -----------------------------------------------------------------------------
+
+
+async def test_waiting_inside_a_job_warns(make: Callable[..., Oban]) -> None:
+    oban = await node(make)
+    from oban.job import _current_job
+
+    token = _current_job.set(Job("tests.Fake", id=99))
+    try:
+        with pytest.warns(RuntimeWarning, match="inside job 99"):
+            assert await Echo.relay({"value": 1}, timeout=10) == 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert await Echo.relay({"value": 2}, timeout=10, allow_nested=True) == 2
+            await oban.wait_for(1, timeout=0.01, allow_nested=True)
+    finally:
+        _current_job.reset(token)
+
+
+async def test_the_nested_warning_points_at_the_caller(make: Callable[..., Oban]) -> None:
+    await node(make)
+    from oban.job import _current_job
+
+    token = _current_job.set(Job("tests.Fake", id=98))
+    try:
+        with pytest.warns(RuntimeWarning) as caught:
+            await Echo.relay({"value": 1}, timeout=10)
+    finally:
+        _current_job.reset(token)
+    assert [w.filename for w in caught] == [__file__]
+
+
+async def test_relay_takes_no_conn_and_names_itself_in_errors(make: Callable[..., Oban]) -> None:
+    make()
+    with pytest.raises(TypeError, match=r"relay\(\) takes no conn="):
+        await Echo.relay({}, conn=object())
+    with pytest.raises(ValueError, match=r"Echo\.relay\(\)"):
+        await Echo.relay({}, quue="x")  # type: ignore[call-arg]
+
+
+async def test_a_cancel_before_the_job_ran_says_so_plainly(make: Callable[..., Oban]) -> None:
+    oban = make()
+    waiting = asyncio.create_task(Echo.relay({}, timeout=10, scheduled_in=3600))
+    scheduled = await eventually(
+        lambda: _listed(oban, "scheduled"), message="the relayed job to be inserted"
+    )
+    await oban.cancel_job(scheduled[0])
+    with pytest.raises(RelayCancelled) as cancelled:
+        await waiting
+    assert str(cancelled.value).endswith("was cancelled"), str(cancelled.value)
+
+
+async def _listed(oban: Oban, state: str) -> list[Job]:
+    return (await oban.list_jobs(worker=Echo, state=state)).jobs
+
+
+async def test_inline_mode_runs_the_job_here() -> None:
+    with testing.mode("inline"):
+        assert await Echo.relay({"value": {"x": 1}}) == {"x": 1}
+        # what a real round trip gives back: tuples are lists, a datetime cannot travel
+        assert await Echo.relay({"value": (1, 2)}) == [1, 2]
+        with pytest.raises(RelayError, match="cannot be recorded"):
+            await Unrecordable.relay({})
+        assert await multiply.relay(2, 3) == 6
+        with pytest.raises(RelayCancelled, match="not today"):
+            await Refuse.relay({})
+        with pytest.raises(RuntimeError, match="exploded"):
+            await Explode.relay({})
+
+
+async def test_bad_wait_settings_are_refused(make: Callable[..., Oban]) -> None:
+    oban = make()
+    for bad in ({"timeout": -1}, {"poll_interval": 0}, {"timeout": float("nan")}):
+        with pytest.raises(ValueError, match="positive number of seconds"):
+            await oban.wait_for(1, **bad)
+    with pytest.raises(TypeError, match="number of seconds"):
+        await oban.wait_for(1, timeout="5")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await oban.wait_for("1")  # type: ignore[arg-type]
+
+
+async def test_hostile_relay_notifications_are_dropped(make: Callable[..., Oban]) -> None:
+    oban = await node(make)
+    dropped: list[dict[str, Any]] = []
+    telemetry.attach("t", ["oban.notifier.dropped"], lambda _e, meta: dropped.append(meta))
+    try:
+        hostile: list[dict[str, Any]] = [
+            {"ids": "1"},
+            {"ids": [True]},
+            {"ids": [-1]},
+            {"ids": list(range(1, 999))},
+        ]
+        for message in hostile:
+            oban._on_relay(message)
+    finally:
+        telemetry.detach("t")
+    assert [m["channel"] for m in dropped] == ["relay"] * 4
+    assert await Echo.relay({"value": 3}, timeout=10) == 3
+
+
+def test_sync_relay_and_wait(tmp_path: Path) -> None:
+    async def start() -> Oban:
+        oban = Oban(dsn=f"sqlite:///{tmp_path / 'sync.db'}", queues={"relay": 2})
+        await oban.start()
+        return oban
+
+    loop = asyncio.new_event_loop()
+    import threading
+
+    ready: list[Oban] = []
+
+    def run() -> None:
+        ready.append(loop.run_until_complete(start()))
+        loop.run_forever()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        while not ready:
+            time.sleep(0.01)
+        oban = ready[0]
+        assert oban.sync.relay(Echo.new({"value": "sync"}), timeout=10) == "sync"
+        job = oban.sync.enqueue(Echo.new({"value": 1}))
+        outcome = oban.sync.wait_for(job, timeout=10)
+        assert isinstance(outcome, JobOutcome) and outcome.state == "completed"
+        assert job.id is not None
+        assert [o.state for o in oban.sync.await_many([job, job.id], timeout=10)] == [
+            "completed",
+            "completed",
+        ]
+    finally:
+        asyncio.run_coroutine_threadsafe(oban.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+        from oban.oban import _instances
+
+        _instances.clear()
