@@ -336,7 +336,7 @@ async def test_the_nested_warning_points_at_the_caller(make: Callable[..., Oban]
 async def test_relay_takes_no_conn_and_names_itself_in_errors(make: Callable[..., Oban]) -> None:
     make()
     with pytest.raises(TypeError, match=r"relay\(\) takes no conn="):
-        await Echo.relay({}, conn=object())
+        await Echo.relay({}, conn=object())  # type: ignore[call-arg]
     with pytest.raises(ValueError, match=r"Echo\.relay\(\)"):
         await Echo.relay({}, quue="x")  # type: ignore[call-arg]
 
