@@ -45,6 +45,17 @@ OPTIONAL: dict[str, str] = {
     "oban.web._render": "jinja2",
     "oban.web._security": "starlette",
     "oban.web._views": "jinja2",
+    # oban.contrib.django: the django extra
+    "oban.contrib.django._schema": "django",
+    "oban.contrib.django.admin": "django",
+    "oban.contrib.django.apps": "django",
+    "oban.contrib.django.conf": "django",
+    "oban.contrib.django.management.commands.oban": "django",
+    "oban.contrib.django.migrations.0001_initial": "django",
+    "oban.contrib.django.migrations.0002_unique_index": "django",
+    "oban.contrib.django.migrations.0003_job": "django",
+    "oban.contrib.django.models": "django",
+    "oban.contrib.django.tasks": "django",
 }
 
 # Importing ``oban.__main__`` would run the CLI; it is exercised with ``python -m oban``.
