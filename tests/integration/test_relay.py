@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from oban import Job, JobOutcome, Oban, schema, telemetry, testing
+from oban import Job, JobOutcome, Oban, telemetry, testing
 from oban.errors import RelayCancelled, RelayDiscard, RelayError, RelayTimeout
 from tests.helpers import eventually, oban_factory
+from tests.integration.databases import Database, database_fixture  # noqa: F401 (fixture)
 from tests.integration.relay_workers import (
     Echo,
     Explode,
@@ -30,37 +30,9 @@ from tests.integration.relay_workers import (
 )
 from tests.processes import Launcher, until
 
-ENGINES = ["postgres", "sqlite"]
-
-
-class Engine:
-    """The test's database: ``dsn`` and ``prefix`` of a fresh PostgreSQL schema or SQLite
-    file."""
-
-    def __init__(self, dsn: str, prefix: str) -> None:
-        self.dsn = dsn
-        self.prefix = prefix
-        self.postgres = dsn.startswith("postgresql://")
-
-
-@pytest.fixture(params=ENGINES)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        yield Engine(f"sqlite:///{tmp_path / 'jobs.db'}", "public")
-        return
-    dsn = str(request.getfixturevalue("dsn"))
-    prefix = f"r_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(dsn) as conn:
-            conn.execute(schema.install_sql(prefix).encode())
-        yield Engine(dsn, prefix)
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{prefix}" CASCADE'.encode())
-
 
 @pytest.fixture
-async def make(database: Engine) -> AsyncIterator[Callable[..., Oban]]:
+async def make(database: Database) -> AsyncIterator[Callable[..., Oban]]:
     """Instances on the test's database; all stopped afterwards."""
     async with oban_factory(dsn=database.dsn, prefix=database.prefix) as made:
         yield made
@@ -101,7 +73,7 @@ async def test_the_value_is_recorded_for_everyone(make: Callable[..., Oban]) -> 
 
 
 async def test_a_large_result_travels_through_the_row(
-    make: Callable[..., Oban], database: Engine
+    make: Callable[..., Oban], database: Database
 ) -> None:
     await node(make)
     big = "x" * 2_000_000
@@ -249,7 +221,7 @@ async def test_a_completion_during_the_last_poll_interval_is_not_a_timeout(
 
 
 async def test_relay_to_a_node_in_another_process(
-    make: Callable[..., Oban], database: Engine, tmp_path: Path
+    make: Callable[..., Oban], database: Database, tmp_path: Path
 ) -> None:
     """The waiter is a client-mode instance here; the job runs in an `oban start` process.
     On PostgreSQL the node's relay notification wakes the waiter (far sooner than the poll
@@ -277,7 +249,7 @@ async def test_relay_to_a_node_in_another_process(
 
 
 async def test_a_lost_notification_is_covered_by_polling(
-    make: Callable[..., Oban], database: Engine
+    make: Callable[..., Oban], database: Database
 ) -> None:
     """The waiter's listener connection is killed (our own backend): the wait still ends,
     by polling, within about one poll interval."""

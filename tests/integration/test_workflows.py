@@ -7,44 +7,18 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
 import pytest
 
-from oban import Job, Oban, Workflow, schema, telemetry
+from oban import Job, Oban, Workflow, telemetry
 from tests.helpers import eventually, oban_factory
 from tests.integration import workflow_workers
+from tests.integration.databases import Database, database_fixture  # noqa: F401 (fixture)
 from tests.integration.workflow_workers import LEDGER, Fail, Gather, Step
-
-ENGINES = ["postgres", "sqlite"]
-
-
-class Database:
-    def __init__(self, dsn: str, prefix: str) -> None:
-        self.dsn = dsn
-        self.prefix = prefix
-        self.postgres = dsn.startswith("postgresql://")
-
-
-@pytest.fixture(params=ENGINES)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        yield Database(f"sqlite:///{tmp_path / 'jobs.db'}", "public")
-        return
-    dsn = str(request.getfixturevalue("dsn"))
-    prefix = f"w_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(dsn) as conn:
-            conn.execute(schema.install_sql(prefix).encode())
-        yield Database(dsn, prefix)
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{prefix}" CASCADE'.encode())
 
 
 @pytest.fixture
