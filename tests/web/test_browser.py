@@ -328,10 +328,14 @@ def test_queue_controls_reach_the_node(page: Page, site: Site, tmp_path: Path) -
 
     node_row.locator("button.action-pause").click()
     site.wait(lambda: alpha().paused, "alpha paused on the node")
-    infos = site.run(site.node.queues())
-    assert [(i.queue, i.node, i.paused) for i in infos if i.queue == "alpha"] == [
-        ("alpha", NODE, True)
-    ]
+
+    def alpha_rows() -> list[tuple[str, str, bool]]:
+        infos = site.run(site.node.queues())
+        return [(i.queue, i.node, i.paused) for i in infos if i.queue == "alpha"]
+
+    # The producer row records the pause a moment after the node applies it.
+    site.wait(lambda: any(paused for _q, _n, paused in alpha_rows()), "the pause in the row")
+    assert alpha_rows() == [("alpha", NODE, True)]
     node_row.locator("button.action-resume").wait_for()  # the page shows it paused
 
     node_row.locator("button.action-resume").click()
