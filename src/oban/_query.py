@@ -19,6 +19,7 @@ __all__ = [
     "COUNT_BY",
     "EXACT_COUNT_LIMIT",
     "MAX_BUCKETS",
+    "MAX_ID",
     "MAX_PAGE",
     "STATS_LIMIT",
     "CronInfo",

@@ -470,6 +470,7 @@ class SyncOban:
         ids: Iterable[int | Job] | None = None,
         limit: int = 50,
         after: str | None = None,
+        scan: int | None = None,
     ) -> JobPage:
         """One page of jobs, newest first; see :meth:`Oban.list_jobs`."""
         return self._run(
@@ -485,6 +486,7 @@ class SyncOban:
                 ids=ids,
                 limit=limit,
                 after=after,
+                scan=scan,
             ),
         )
 

@@ -523,16 +523,7 @@ def start(
     supervisor = supervisor_pid()
     os.environ.pop(SUPERVISOR_ENV, None)
     supervised = supervisor is not None
-    _working_directory_last()
-    modules = _split(cron_modules or os.environ.get("OBAN_CRON_MODULES"))
-    paths = _split(cron_paths or os.environ.get("OBAN_CRON_PATHS"))
-    host = _host()
-    if host is not None and not (modules or paths):  # the host imported its workers
-        declared = _import_cron_modules(host.worker_modules, [], discover=False)
-    elif dry_run:  # imports nothing: the cron workers are read from the source
-        declared = _declared_cron(modules, paths)
-    else:
-        declared = _import_cron_modules(modules, paths)
+    declared = import_cron_workers(cron_modules, cron_paths, dry_run=dry_run)
 
     if not supervised:  # the supervisor said it all
         for expression, name in declared:
@@ -554,6 +545,24 @@ def start(
     if config.processes > 1:
         _supervise(config)
     _run(_serve(config, supervisor=supervisor))
+
+
+def import_cron_workers(
+    cron_modules: str | None, cron_paths: str | None, *, dry_run: bool = False
+) -> list[CronDeclaration]:
+    """Import the workers that declare cron entries, as ``oban start`` does: the modules and
+    paths given (else OBAN_CRON_MODULES / OBAN_CRON_PATHS), else a host's worker modules,
+    else those discovered in the working directory (searched after the installed packages);
+    with ``dry_run`` nothing is imported and the entries are read from the source."""
+    _working_directory_last()
+    modules = _split(cron_modules or os.environ.get("OBAN_CRON_MODULES"))
+    paths = _split(cron_paths or os.environ.get("OBAN_CRON_PATHS"))
+    host = _host()
+    if host is not None and not (modules or paths):  # the host imported its workers
+        return _import_cron_modules(host.worker_modules, [], discover=False)
+    if dry_run:  # imports nothing: the cron workers are read from the source
+        return _declared_cron(modules, paths)
+    return _import_cron_modules(modules, paths)
 
 
 def _import_cron_modules(

@@ -50,6 +50,7 @@ from ._pruner import Pruner
 from ._query import (
     COUNT_BY,
     EXACT_COUNT_LIMIT,
+    MAX_ID,
     MAX_PAGE,
     STATS_LIMIT,
     CronInfo,
@@ -1168,6 +1169,7 @@ class Oban:
         ids: Iterable[int | Job] | None = None,
         limit: int = 50,
         after: str | None = None,
+        scan: int | None = None,
     ) -> JobPage:
         """One page of jobs, newest first, that match every filter given.
 
@@ -1179,10 +1181,15 @@ class Oban:
         the page's ``next`` as ``after`` for the following one (keyset paging: no offset,
         no count, as fast on the last page as on the first).
 
+        ``scan`` bounds the work of a filter no index serves (a rare ``search`` reads every
+        row): only jobs whose ids lie in the ``scan`` ids below the cursor (or the newest id)
+        are examined. The page then ends where the scan ended, with fewer than ``limit`` jobs
+        (even none) and a ``next`` cursor that resumes the scan below, while older jobs exist.
+
         Raises:
-            TypeError: a filter or limit of the wrong type.
-            ValueError: an unknown state, a limit out of range, a cursor that is not one,
-                an id out of range.
+            TypeError: a filter, limit or scan of the wrong type.
+            ValueError: an unknown state, a limit or scan out of range, a cursor that is not
+                one, an id out of range.
         """
         where = job_filter(
             state=state,
@@ -1198,11 +1205,25 @@ class Oban:
             raise TypeError(f"limit must be an integer, got {limit!r}")
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
+        if scan is not None:
+            if isinstance(scan, bool) or not isinstance(scan, int):
+                raise TypeError(f"scan must be an integer, got {scan!r}")
+            if not 1 <= scan <= MAX_ID:
+                raise ValueError(f"scan must be a positive number of ids, got {scan}")
         before = page_after(after)
-        jobs = await (await self._ready()).list_jobs(where, before, limit + 1)
-        more = len(jobs) > limit
-        jobs = jobs[:limit]
-        return JobPage(jobs, str(jobs[-1].id) if more and jobs else None)
+        engine = await self._ready()
+        floor = None
+        if scan is not None:
+            top = before if before is not None else (await engine.max_job_id(None) or 0) + 1
+            floor = top - scan if top > scan else None
+        jobs = await engine.list_jobs(where, before, limit + 1, floor)
+        if len(jobs) > limit:
+            return JobPage(jobs[:limit], str(jobs[limit - 1].id))
+        if floor is None:
+            return JobPage(jobs, None)
+        # The scan ended before the page filled: resume it at the next older job, if any.
+        below = await engine.max_job_id(floor)
+        return JobPage(jobs, None if below is None else str(below + 1))
 
     async def count_jobs(
         self,

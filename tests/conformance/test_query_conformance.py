@@ -182,6 +182,77 @@ async def test_paging_is_stable_while_jobs_are_inserted_and_deleted(
     assert _ids(first.jobs) + rest == _newest_first(inserted)
 
 
+async def _scanned_pages(oban: Oban, scan: int, limit: int, **filters: Any) -> list[JobPage]:
+    """Every page of a bounded scan, following ``next`` to the end."""
+    pages: list[JobPage] = []
+    after: str | None = None
+    while True:
+        page = await oban.list_jobs(limit=limit, after=after, scan=scan, **filters)
+        pages.append(page)
+        if page.next is None:
+            return pages
+        after = page.next
+        assert len(pages) < 1_000, "a bounded scan does not end"
+
+
+async def test_a_bounded_scan_examines_only_its_window_and_resumes_below_it(oban: Oban) -> None:
+    jobs = await oban.enqueue_many(
+        [(ConfQBeta if n % 7 == 0 else ConfQAlpha).new({"n": n}) for n in range(40)]
+    )
+    ids = _ids(jobs)
+    assert ids == list(range(ids[0], ids[0] + 40)), "enqueue_many gave non-consecutive ids"
+    betas = [_id(j) for j in jobs if j.worker == BETA]
+
+    pages = await _scanned_pages(oban, 5, 50, worker=ConfQBeta)
+    # Every page holds the matches of exactly its window of 5 ids below the cursor.
+    top = ids[-1] + 1
+    for page in pages[:-1]:
+        assert page.next == str(top - 5), "the next cursor does not resume below the window"
+        assert _ids(page.jobs) == [i for i in _newest_first(betas) if top - 5 <= i < top]
+        top -= 5
+    assert [i for page in pages for i in _ids(page.jobs)] == _newest_first(betas)
+    assert len(pages) == 8, "40 ids in windows of 5 make 8 pages"
+    assert any(page.jobs == [] and page.next is not None for page in pages), (
+        "a window without a match must still give a cursor"
+    )
+
+
+async def test_a_bounded_scan_page_that_fills_pages_as_usual(oban: Oban) -> None:
+    ids = _ids(await oban.enqueue_many([ConfQAlpha.new({"n": n}) for n in range(12)]))
+    page = await oban.list_jobs(limit=3, scan=10)
+    assert _ids(page.jobs) == _newest_first(ids)[:3]
+    assert page.next == str(_newest_first(ids)[2]), "a full page's cursor is its last id"
+    # A scan wider than the table is no bound at all.
+    whole = await oban.list_jobs(limit=50, scan=1_000_000)
+    assert _ids(whole.jobs) == _newest_first(ids) and whole.next is None
+
+
+async def test_a_bounded_scan_jumps_over_deleted_ids(oban: Oban, sql: Callable[..., Any]) -> None:
+    ids = _ids(await oban.enqueue_many([ConfQAlpha.new({"n": n}) for n in range(30)]))
+    # Keep the 5 newest and the 5 oldest: a gap of 20 ids between them.
+    gone = ids[5:25]
+    await sql(oban, f"DELETE FROM oban_jobs WHERE id IN ({', '.join(map(str, gone))})")
+
+    first = await oban.list_jobs(limit=50, scan=5)
+    assert _ids(first.jobs) == _newest_first(ids[25:])
+    # The cursor skips the gap: the next page's window starts at the next older job.
+    assert first.next == str(ids[4] + 1)
+    second = await oban.list_jobs(limit=50, scan=5, after=first.next)
+    assert _ids(second.jobs) == _newest_first(ids[:5])
+    assert second.next is None, "no job is older than the last window"
+
+
+async def test_a_bounded_scan_of_an_empty_table_ends_at_once(oban: Oban) -> None:
+    page = await oban.list_jobs(scan=10)
+    assert page.jobs == [] and page.next is None
+
+
+@pytest.mark.parametrize("scan", [0, -5])
+async def test_list_jobs_refuses_a_scan_below_one(oban: Oban, scan: int) -> None:
+    with pytest.raises(ValueError, match="scan"):
+        await oban.list_jobs(scan=scan)
+
+
 async def test_an_empty_table_gives_an_empty_last_page(oban: Oban) -> None:
     page = await oban.list_jobs()
     assert page.jobs == [] and page.next is None
@@ -838,6 +909,9 @@ async def test_list_jobs_refuses_bad_values(oban: Oban, options: dict[str, Any])
         {"ids": ["1"]},
         {"ids": [True]},
         {"ids": [1.0]},
+        {"scan": True},
+        {"scan": "5"},
+        {"scan": 5.0},
     ],
     ids=_param_id,
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +132,35 @@ def test_without_the_web_extra_it_imports_and_says_what_to_install() -> None:
     )
     assert result.returncode == 1, result.stderr
     assert "pip install 'oban[web]'" in result.stderr
+
+
+def test_oban_web_lists_the_cron_entries_of_the_workers_it_discovers(tmp_path: Path) -> None:
+    """A real ``oban web`` in the application's directory imports its cron workers as
+    ``oban start`` does, so the cron page shows their entries."""
+    from tests.web.test_browser import _free_port, _oban_web, _stop, _wait_until_serving
+
+    (tmp_path / "nightly_jobs.py").write_text(
+        "from oban import worker\n\n"
+        "@worker(queue='reports', cron='17 3 * * *')\n"
+        "class NightlyReport:\n"
+        "    async def process(self, job):\n"
+        "        return None\n"
+    )
+    dsn = f"sqlite:///{tmp_path / 'jobs.db'}"
+    asyncio.run(_install(dsn))
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OBAN_")}
+    proc = subprocess.Popen(
+        [*_oban_web(), "--dsn", dsn, "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_until_serving(proc, f"http://127.0.0.1:{port}/health")
+        page = httpx.get(f"http://127.0.0.1:{port}/cron").text
+    finally:
+        assert _stop(proc) == 0
+    assert "17 3 * * *" in page, page
+    assert "nightly_jobs.NightlyReport" in page

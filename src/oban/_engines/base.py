@@ -90,8 +90,15 @@ class Engine(Protocol):
         """:meth:`ack_jobs` and :meth:`fetch_jobs` at once, all or nothing: a producer's
         fetch carries the acks waiting to be written. Returns (acked ids, claimed jobs)."""
 
-    async def list_jobs(self, where: JobFilter, after: int | None, limit: int) -> list[Job]:
-        """Up to ``limit`` jobs matching ``where`` with an id below ``after``, newest first."""
+    async def list_jobs(
+        self, where: JobFilter, after: int | None, limit: int, floor: int | None = None
+    ) -> list[Job]:
+        """Up to ``limit`` jobs matching ``where`` with an id below ``after`` and not below
+        ``floor``, newest first."""
+
+    async def max_job_id(self, below: int | None) -> int | None:
+        """The largest job id (below ``below`` when given), ``None`` without such a job; one
+        probe of the primary key."""
 
     async def count_jobs(
         self, states: Sequence[str] | None, queues: Sequence[str] | None, limit: int

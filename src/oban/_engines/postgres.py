@@ -555,7 +555,9 @@ class PostgresEngine:
             self.on_unique_conflicts(conflicts)
         return {row[0]: row[1] for row in rows}
 
-    async def list_jobs(self, where: JobFilter, after: int | None, limit: int) -> list[Job]:
+    async def list_jobs(
+        self, where: JobFilter, after: int | None, limit: int, floor: int | None = None
+    ) -> list[Job]:
         params = (
             None if where.states is None else "{" + ",".join(where.states) + "}",
             where.queues,
@@ -567,10 +569,15 @@ class PostgresEngine:
             where.ids,
             after,
             limit,
+            floor,
         )
         async with self._connection() as conn:
             rows = await _execute_sql(conn, self._q("list_jobs"), params, prepare=False)
         return [_row_to_job(row) for row in rows]
+
+    async def max_job_id(self, below: int | None) -> int | None:
+        rows = await self._run("max_job_id", (below,))
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     async def count_jobs(
         self, states: Sequence[str] | None, queues: Sequence[str] | None, limit: int

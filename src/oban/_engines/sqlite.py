@@ -773,7 +773,9 @@ class SQLiteEngine:
         self._wake(list(counts))
         return counts
 
-    async def list_jobs(self, where: JobFilter, after: int | None, limit: int) -> list[Job]:
+    async def list_jobs(
+        self, where: JobFilter, after: int | None, limit: int, floor: int | None = None
+    ) -> list[Job]:
         def array(values: Sequence[Any] | None) -> str | None:
             return None if values is None else orjson.dumps(list(values)).decode()
 
@@ -789,9 +791,14 @@ class SQLiteEngine:
             "needle": None if where.search is None else where.search.casefold(),
             "ids": array(where.ids),
             "after": after,
+            "floor": floor,
             "limit": limit,
         }
         return [_row_to_job(row) for row in await self._run("list_jobs", params)]
+
+    async def max_job_id(self, below: int | None) -> int | None:
+        rows = await self._run("max_job_id", {"below": below})
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     async def count_jobs(
         self, states: Sequence[str] | None, queues: Sequence[str] | None, limit: int

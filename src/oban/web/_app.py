@@ -12,6 +12,7 @@ import functools
 import inspect
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,16 @@ ACTION_EVENT = "oban.web.action"
 BULK_LIMIT = 1_000
 #: Jobs in one page of the list.
 PAGE_SIZE = 50
+#: A filter no index serves (search, tags, worker; args and meta on SQLite) is looked for in
+#: windows of this many job ids (``list_jobs(scan=)``), newest first, ...
+SCAN_WINDOW = 20_000
+#: ... for at most this long per page or fragment (then the page ends where the search did,
+#: and "load more" searches on) ...
+SCAN_SECONDS = 0.1
+#: ... or this long for an action on every matching job.
+ACTION_SCAN_SECONDS = 1.0
+#: Unless the filtered states and queues hold at most this many jobs (their index finds them).
+SCAN_ABOVE = 50_000
 #: The charts: the last hour, per minute.
 CHART_WINDOW = 3_600
 CHART_BUCKET = 60
@@ -408,6 +419,7 @@ class Dashboard:
         self, context: Context, filters: Filters, *, limit: int, after: str | None = None
     ) -> dict[str, Any]:
         error = None
+        scanning = False
         counts = await context.oban.count_jobs(by=("state", "queue"))
         try:
             kwargs = filters.list_kwargs()
@@ -415,6 +427,8 @@ class Dashboard:
                 # A state or queue without jobs (absent pairs are exact): listing it would
                 # walk the whole table to find nothing.
                 page = JobPage(jobs=[], next=None)
+            elif scanning := _scans(context.oban, counts, kwargs):
+                page = await _scan(context.oban, kwargs, limit, after, SCAN_SECONDS)
             else:
                 page = await context.oban.list_jobs(**kwargs, limit=limit, after=after)
         except (FilterError, TypeError, ValueError) as problem:
@@ -426,6 +440,9 @@ class Dashboard:
             "jobs": page.jobs,
             "next": page.next,
             "error": error,
+            # A bounded search that stopped before the page filled: where it got to.
+            "searched_to": page.next if scanning and len(page.jobs) < limit else None,
+            "scanning": scanning,
             "sidebar": sidebar(counts, filters),
             "live_url": self._url(request, "jobs_live", query),
             "more_href": self._url(
@@ -479,8 +496,9 @@ class Dashboard:
             except FilterError:
                 kwargs = None
             if kwargs is not None:
-                page = await _matching_page(context.oban, kwargs)
+                page, searched = await _matching_page(context.oban, kwargs, SCAN_SECONDS)
                 bar["count"], bar["more"] = len(page.jobs), page.next is not None
+                bar["searched_to"] = page.next if searched else None
             states = set(filters.states or STATES)
             bar["actions"] = [
                 action
@@ -505,11 +523,16 @@ class Dashboard:
             raise Refused(400, f"Cannot filter: {problem}") from None
         wanted = kwargs.get("state") or STATES
         kwargs["state"] = [state for state in wanted if state in ACTION_STATES[action]]
-        page = await _matching_page(context.oban, kwargs)
+        page, searched = await _matching_page(context.oban, kwargs, ACTION_SCAN_SECONDS)
         ids = [job.id for job in page.jobs if job.id is not None]
         changed = await _act_on(context.oban, action, ids) if ids else 0
         self._audit(context, action, ids=ids, count=changed, filters=filters.query())
-        rest = f" More match: {action} again for the next {BULK_LIMIT:,}." if page.next else ""
+        if searched:
+            rest = f" Older jobs were not searched yet: {action} again to search on."
+        elif page.next:
+            rest = f" More match: {action} again for the next {BULK_LIMIT:,}."
+        else:
+            rest = ""
         return self._done(
             context, f"{DONE[action]} {changed:,} of {len(ids):,} matching jobs.{rest}"
         )
@@ -667,21 +690,62 @@ async def _act_on(oban: Oban, action: str, ids: list[int]) -> int:
     return await run(ids)
 
 
-async def _matching_page(oban: Oban, kwargs: dict[str, Any]) -> JobPage:
-    """The newest :data:`BULK_LIMIT` jobs that match ``list_jobs`` filters. Asked first, the
-    counts of the filtered states and queues (exact where there are none) spare a walk of the
-    whole table when they hold no job."""
+async def _matching_page(
+    oban: Oban, kwargs: dict[str, Any], seconds: float
+) -> tuple[JobPage, bool]:
+    """The newest :data:`BULK_LIMIT` jobs that match ``list_jobs`` filters, and whether the
+    search for them stopped (after ``seconds``) before reaching the oldest job. Asked first,
+    the counts of the filtered states and queues (exact where there are none) spare a walk of
+    the whole table when they hold no job."""
     state, queue = kwargs.get("state"), kwargs.get("queue")
     if state == []:
-        return JobPage(jobs=[], next=None)
+        return JobPage(jobs=[], next=None), False
     try:
-        if state is not None or queue is not None:
+        counts = JobCounts()
+        if state is not None or queue is not None or _unindexed(oban, kwargs):
             counts = await oban.count_jobs(by=("state", "queue"), state=state, queue=queue)
-            if _nothing_in(counts, state, queue):
-                return JobPage(jobs=[], next=None)
-        return await oban.list_jobs(**kwargs, limit=BULK_LIMIT)
+        if _nothing_in(counts, state, queue):
+            return JobPage(jobs=[], next=None), False
+        if _scans(oban, counts, kwargs):
+            page = await _scan(oban, kwargs, BULK_LIMIT, None, seconds)
+            return page, page.next is not None and len(page.jobs) < BULK_LIMIT
+        return await oban.list_jobs(**kwargs, limit=BULK_LIMIT), False
     except (TypeError, ValueError) as problem:
         raise Refused(400, f"Cannot filter: {problem}") from None
+
+
+def _scans(oban: Oban, counts: JobCounts, kwargs: dict[str, Any]) -> bool:
+    """Whether ``list_jobs`` filters need a bounded search: a filter no index serves, over
+    states and queues holding more than :data:`SCAN_ABOVE` jobs (``counts`` by state and
+    queue)."""
+    if not _unindexed(oban, kwargs):
+        return False
+    return sum(_in_scope(counts, kwargs.get("state"), kwargs.get("queue"))) > SCAN_ABOVE
+
+
+def _unindexed(oban: Oban, kwargs: dict[str, Any]) -> bool:
+    """Whether ``list_jobs`` filters include one that no index serves."""
+    unindexed: tuple[str, ...] = ("search", "tags", "worker")
+    if oban.sqlite_path is not None:
+        unindexed += ("args", "meta")  # PostgreSQL has GIN indexes on both
+    return any(kwargs.get(name) is not None for name in unindexed)
+
+
+async def _scan(
+    oban: Oban, kwargs: dict[str, Any], limit: int, after: str | None, seconds: float
+) -> JobPage:
+    """Up to ``limit`` matching jobs found by searching windows of :data:`SCAN_WINDOW` ids
+    newest first from ``after``, for about ``seconds``: the page ends where the search did."""
+    deadline = time.monotonic() + seconds
+    jobs: list[Job] = []
+    while True:
+        page = await oban.list_jobs(
+            **kwargs, limit=limit - len(jobs), after=after, scan=SCAN_WINDOW
+        )
+        jobs += page.jobs
+        after = page.next
+        if after is None or len(jobs) >= limit or time.monotonic() >= deadline:
+            return JobPage(jobs, after)
 
 
 async def _read_form(request: Request) -> dict[str, list[str]]:
@@ -724,12 +788,18 @@ def _nothing_in(counts: JobCounts, state: Any, queue: Any) -> bool:
     queues (each a name, a list of names or ``None`` for any)."""
     if state is None and queue is None:
         return False
+    return not _in_scope(counts, state, queue)
+
+
+def _in_scope(counts: JobCounts, state: Any, queue: Any) -> list[int]:
+    """The counts of the (state, queue) pairs in the given states and queues."""
     states = None if state is None else {state} if isinstance(state, str) else set(state)
     queues = None if queue is None else {queue} if isinstance(queue, str) else set(queue)
-    return not any(
-        (states is None or key[0] in states) and (queues is None or key[1] in queues)
-        for key in counts
-    )
+    return [
+        count
+        for key, count in counts.items()
+        if (states is None or key[0] in states) and (queues is None or key[1] in queues)
+    ]
 
 
 def _query(**values: Any) -> str:

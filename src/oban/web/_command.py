@@ -97,6 +97,16 @@ def _parse_basic_auth(
     default="INFO",
     show_default=True,
 )
+@click.option(
+    "--cron-modules",
+    default=None,
+    help="Modules with cron workers to import, for the cron page [env OBAN_CRON_MODULES].",
+)
+@click.option(
+    "--cron-paths",
+    default=None,
+    help="Files/directories of cron workers to import [env OBAN_CRON_PATHS].",
+)
 def web(
     config_path: str | None,
     dsn: str | None,
@@ -107,11 +117,14 @@ def web(
     basic_auth: tuple[str, str] | None,
     refresh: str,
     log_level: str,
+    cron_modules: str | None,
+    cron_paths: str | None,
 ) -> None:
     """Serve the web dashboard: jobs, queues and nodes of the configured database.
 
     It runs no queues (a client, like ``Oban(...)`` without queues) and reads the same
-    configuration as ``oban start`` (flags, OBAN_* variables, oban.toml).
+    configuration as ``oban start`` (flags, OBAN_* variables, oban.toml); it imports the cron
+    workers as ``oban start`` does, so that the cron page lists their entries.
     """
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -123,9 +136,10 @@ def web(
     except ImportError as error:
         raise click.ClickException(f"{_INSTALL_HINT} ({error})") from error
     from .._engines._dsn import is_postgres, sqlite_path
-    from ..cli import _database, _load
+    from ..cli import _database, _load, import_cron_workers
 
     config = _load(config_path=config_path, dsn=dsn, prefix=prefix)
+    import_cron_workers(cron_modules, cron_paths)
     # A client: the dashboard only reads and signals; it never runs jobs or leads.
     config = dataclasses.replace(config, queues={}, leadership=False)
     if not is_postgres(config.dsn) and not Path(sqlite_path(config.dsn)).is_file():

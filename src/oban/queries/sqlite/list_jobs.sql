@@ -3,7 +3,8 @@
 -- must contain, as PostgreSQL's @> decides: oban_json_contains, registered by the engine),
 -- :search (a LIKE pattern over the worker and the args' text, escaped with \; LIKE ignores
 -- the case of ASCII letters only, so a search with other letters, :fold, compares casefolded
--- text with oban_icontains and :needle), :after (the last id of the previous page), :limit. Newest first along the primary key: no OFFSET.
+-- text with oban_icontains and :needle), :after (the last id of the previous page), :floor (the
+-- lowest id a bounded scan examines), :limit. Newest first along the primary key: no OFFSET.
 -- Text columns are read as BLOBs, as in get_jobs.sql.
 SELECT id, CAST(worker AS BLOB), CAST(queue AS BLOB), attempt, max_attempts, priority,
   CAST(args AS BLOB), CAST(meta AS BLOB), CAST(errors AS BLOB), CAST(tags AS BLOB),
@@ -25,5 +26,6 @@ WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
   -- (coalesce, not ":after IS NULL OR": so that SQLite seeks along the primary key)
   AND id < coalesce(:after, 9223372036854775807)
+  AND id >= coalesce(:floor, 0)
 ORDER BY id DESC
 LIMIT :limit

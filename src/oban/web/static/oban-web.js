@@ -95,6 +95,10 @@
     if (selected().length > 0) {
       return "paused while jobs are selected";
     }
+    if (target.querySelector("tr[data-scanned]")) {
+      // A refresh would search from the newest job again and drop the older matches shown.
+      return "paused while older matches are shown";
+    }
     return edited(target) ? "paused while you edit" : null;
   }
 
