@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import telemetry
@@ -43,9 +44,13 @@ class Lifeline(Looper):
         limit: int = 5_000,
         producer_max_age: float = 60.0,
         rescue_after: float = RESCUE_AFTER,
+        on_rescued: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(interval=interval, is_leader=is_leader)
         self._engine = engine
+        # Wakes the producers that can run the rescued jobs, rather than leave them for the
+        # next poll.
+        self._on_rescued = on_rescued
         self._limit = limit
         self._producer_max_age = producer_max_age
         self._rescue_after = rescue_after
@@ -83,3 +88,5 @@ class Lifeline(Looper):
                     "discarded_count": counts.get("discarded", 0),
                 }
             )
+        if counts.get("available", 0) and self._on_rescued is not None:
+            await self._on_rescued()

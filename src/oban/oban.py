@@ -556,6 +556,7 @@ class Oban:
                 engine=self._engine,
                 is_leader=lambda: self.is_leader,
                 producer_max_age=refresher.max_age,
+                on_rescued=self._after_rescue,
                 **config.lifeline,
             ),
             Scheduler(
@@ -667,6 +668,14 @@ class Oban:
         elif self._owns_pool and self.pool is not None:
             await self.pool.close()
             self._renew_pool()  # a closed pool cannot reopen: a fresh one for a later start()
+
+    async def _after_rescue(self) -> None:
+        """Rescued jobs are available again: wake this node's producers now and, on
+        PostgreSQL, stage at once, which notifies every node's queues that have available
+        jobs (rather than leave them for the next poll or staging pass)."""
+        self._wake(list(self._producers))
+        if self._stager is not None and self._stager.leader_only:
+            await self._stager.stage()
 
     def _wake(self, queues: Iterable[str]) -> None:
         for queue in queues:

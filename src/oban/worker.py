@@ -156,11 +156,14 @@ def resolve_worker(name: str, *, modules: Sequence[str] | None = None) -> type[A
         WorkerResolutionError: a refused name, no module, no attribute, an import that
             raised, or not a worker class.
     """
-    if not isinstance(name, str) or "." not in name:
+    if not isinstance(name, str):
         raise WorkerResolutionError(f"cannot resolve worker {name!r}: expected 'module.Name'")
+    # First the registry: an explicit name (``@worker(name="Mailer")``) need not be dotted.
     cls = _registry.get(name)
     if cls is not None:
         return cls
+    if "." not in name:
+        raise WorkerResolutionError(f"cannot resolve worker {name!r}: expected 'module.Name'")
     parts = name.split(".")
     if not all(part.isidentifier() for part in parts):
         raise WorkerResolutionError(

@@ -12,6 +12,7 @@ The lifeline is ticked by hand: its first tick at start aside, it runs once a mi
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from oban import Job, Oban
+from oban import Job, Oban, worker
+from oban.worker import worker_name
 from tests.helpers import eventually
 
 MINUTE = 60.0
@@ -197,3 +199,60 @@ async def test_job_of_a_stale_producer_is_rescued_by_heartbeat_long_before_rescu
     found: Job = await eventually(rescued, timeout=4.0, interval=0.2, message="the rescue")
     assert found.meta == {"rescued": 1}
     assert found.attempt == 1
+
+
+RESCUED_RUNS: list[int] = []
+
+
+@worker(queue="lifeline_wake")
+class LifelineWakeWorker:
+    async def process(self, job: Job) -> None:
+        assert job.id is not None
+        RESCUED_RUNS.append(job.id)
+
+
+async def test_a_rescued_job_starts_at_once_not_at_the_next_poll(
+    make_oban: Callable[..., Oban],
+    sql: Callable[..., Any],
+    backdate: Callable[..., Any],
+    engine: str,
+) -> None:
+    """The lifeline wakes the producers (and, on PostgreSQL, stages, which notifies every
+    node's queues with available jobs): with polling and staging 30 s apart, the rescued job
+    still runs within a second of its rescue."""
+    RESCUED_RUNS.clear()
+    node = await _leader(
+        make_oban,
+        queues={"lifeline_wake": 1},
+        refresher={"max_age": 1},
+        notifier={"poll_interval": 30},
+        stager={"interval": 30},
+    )
+    producer = str(uuid.uuid4())
+    rows = await sql(
+        node,
+        "INSERT INTO oban_jobs (state, queue, worker, args, attempt, max_attempts, "
+        "attempted_by, attempted_at) VALUES ('executing', 'lifeline_wake', %s, '{}', 1, 20, "
+        "%s, %s) RETURNING id",
+        (
+            worker_name(LifelineWakeWorker),
+            json.dumps(["py-other", producer]) if engine == "sqlite" else ["py-other", producer],
+            _ts(-5),
+        ),
+    )
+    job_id = int(rows[0][0])
+    await _producer(node, sql, producer, age=10 * MINUTE)
+
+    async def rescued() -> bool:
+        await _tick(node)
+        return (await _job(node, job_id)).state != "executing"
+
+    await eventually(rescued, timeout=4.0, interval=0.2, message="the rescue")
+    rescued_at = time.monotonic()
+
+    async def completed() -> bool:
+        return (await _job(node, job_id)).state == "completed"
+
+    await eventually(completed, timeout=3.0, message="the rescued job ran")
+    assert RESCUED_RUNS == [job_id]
+    assert time.monotonic() - rescued_at < 3.0

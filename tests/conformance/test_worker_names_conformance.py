@@ -23,6 +23,14 @@ class ConfNEcho:
         return {"echoed": job.args}
 
 
+@worker(queue="confn", name="ConfNPlain")
+class ConfNPlain:
+    """An undotted name, as an Elixir module without a namespace (``defmodule Mailer``)."""
+
+    async def process(self, job: Job) -> None:
+        RAN.append(("plain", job.args))
+
+
 @job(queue="confn", name="MyApp.ConfNSum")
 def conf_n_sum(a: int, b: int) -> int:
     RAN.append(("sum", a + b))
@@ -36,6 +44,7 @@ def test_the_explicit_name_is_the_jobs_worker_and_resolves_to_the_decorated_code
     assert worker_name(conf_n_sum) == "MyApp.ConfNSum"
     assert resolve_worker("MyApp.ConfNEcho") is ConfNEcho
     assert resolve_worker("MyApp.ConfNSum") is conf_n_sum.__oban_worker__
+    assert resolve_worker("ConfNPlain") is ConfNPlain, "an undotted explicit name resolves"
 
 
 async def test_a_job_enqueued_under_the_name_by_another_client_runs_here(
@@ -47,13 +56,14 @@ async def test_a_job_enqueued_under_the_name_by_another_client_runs_here(
     await oban.start()
     echo = await oban.enqueue(Job("MyApp.ConfNEcho", queue="confn", args={"from": "elixir"}))
     summed = await oban.enqueue(Job("MyApp.ConfNSum", queue="confn", args={"a": 2, "b": 3}))
+    plain = await oban.enqueue(Job("ConfNPlain", queue="confn", args={"n": 1}))
 
-    async def both_completed() -> bool:
-        rows = [await oban.get_job(j.id or 0) for j in (echo, summed)]
+    async def all_completed() -> bool:
+        rows = [await oban.get_job(j.id or 0) for j in (echo, summed, plain)]
         return all(row is not None and row.state == "completed" for row in rows)
 
-    await eventually(both_completed, timeout=10, message="both named jobs completed")
-    assert sorted(RAN, key=str) == [("echo", {"from": "elixir"}), ("sum", 5)]
+    await eventually(all_completed, timeout=10, message="the named jobs completed")
+    assert sorted(RAN, key=str) == [("echo", {"from": "elixir"}), ("plain", {"n": 1}), ("sum", 5)]
 
 
 def test_a_name_taken_by_another_worker_is_refused() -> None:

@@ -10,7 +10,6 @@ message that says what is missing.
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -25,11 +24,8 @@ from psycopg_pool import AsyncConnectionPool
 from oban import Oban, schema
 from tests.helpers import oban_factory
 from tests.interop.elixir import KIT_VARIABLE, Database, Kit, KitError, kit_tarball, prepare_kit
-from tests.interop.workers import PYAPP, ledger
+from tests.interop.workers import ledger
 from tests.pgserver import PrivateServer
-
-# Python nodes resolve the worker "MyApp.Echo" by importing the module MyApp from here.
-sys.path.insert(0, str(PYAPP))
 
 # Read now: the session fixture in tests/conftest.py removes OBAN_* variables before any
 # fixture of ours runs.

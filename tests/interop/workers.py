@@ -1,30 +1,26 @@
 """The Python side of the kit's worker ``MyApp.Echo`` (``exapp/lib/ex_app.ex``).
 
-Elixir stores a job's worker as its module name, ``"MyApp.Echo"``; Python stores and resolves
-``module.QualName``. So the Python twin lives in a top-level module ``MyApp`` with a class
-``Echo`` (``pyapp/MyApp.py``, whose directory the interop conftest puts on ``sys.path``), and a
-Python node resolves ``"MyApp.Echo"`` by importing it, as it would any worker. The behaviour
-is here, typed: like the Elixir worker it appends a row to ``exec_log`` (the execution
-ledger: job, language, attempt, args, meta, queue) and then acts on ``args["mode"]``.
+Elixir stores a job's worker as its module name, ``"MyApp.Echo"``. The Python twin claims that
+name with ``@worker(name="MyApp.Echo")``, so a Python node resolves jobs either language
+inserted to :class:`Echo`, whatever module it lives in. Like the Elixir worker it appends a
+row to ``exec_log`` (the execution ledger: job, language, attempt, args, meta, queue) and then
+acts on ``args["mode"]``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any, Unpack
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from oban import Cancel, Job, Record
+from oban import Cancel, Job, Record, worker
 from oban.decorators import JobOptions
 
 #: The worker string both languages use.
 ECHO = "MyApp.Echo"
-#: The directory that holds the module ``MyApp``.
-PYAPP = Path(__file__).resolve().parent / "pyapp"
 
 LEDGER_INSERT = (
     "INSERT INTO exec_log (job_id, lang, attempt, args, meta, queue) "
@@ -69,6 +65,11 @@ class EchoWorker:
 
     def backoff(self, job: Job) -> int:
         return 1
+
+
+@worker(name=ECHO, queue="py", max_attempts=3)
+class Echo(EchoWorker):
+    """Runs the jobs either language inserts for ``MyApp.Echo``."""
 
 
 async def _sleep(job: Job, seconds: float) -> Cancel | None:
