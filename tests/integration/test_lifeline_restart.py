@@ -67,8 +67,10 @@ async def _uptime(dsn: str) -> float:
 
 
 async def _until_up_for(dsn: str, seconds: float) -> None:
-    while (uptime := await _uptime(dsn)) < seconds:
+    uptime = await _uptime(dsn)
+    if uptime < seconds:
         await asyncio.sleep(seconds - uptime + 0.05)
+    assert await _uptime(dsn) >= seconds
 
 
 async def test_a_heartbeat_gone_stale_across_a_restart_waits_a_max_age(
