@@ -34,6 +34,7 @@ def create_app(
     read_only: bool = False,
     refresh_default: int = 5,
     resolver: Callable[[Request], Any] | None = None,
+    counts_max_age: float = 1.0,
 ) -> Starlette:
     """The dashboard as a Starlette (ASGI) application.
 
@@ -52,10 +53,16 @@ def create_app(
             interval (1, 2, 5, 15 or 0 for off).
         resolver: ``resolver(request) -> user`` (may be async): ``None`` refuses the request
             (403). The user goes to ``can`` and into every ``oban.web.action`` telemetry event.
+        counts_max_age: seconds for which the job counts (by state and queue) are shared by
+            every request before they are counted again in the background, where a page does
+            not wait for them (up to ten times that age); 0 counts on every request. An action
+            through the dashboard forgets them.
 
     Raises:
         ImportError: the ``web`` extra is not installed.
-        ValueError: ``refresh_default`` is not one of the offered intervals.
+        TypeError: ``counts_max_age`` is not a number.
+        ValueError: ``refresh_default`` is not one of the offered intervals, or
+            ``counts_max_age`` is outside 0 to 3,600.
 
     >>> dashboard = create_app("Oban", read_only=True)        # doctest: +SKIP
     >>> app.mount("/oban", dashboard)                          # doctest: +SKIP
@@ -69,4 +76,5 @@ def create_app(
         read_only=read_only,
         refresh_default=refresh_default,
         resolver=resolver,
+        counts_max_age=counts_max_age,
     )

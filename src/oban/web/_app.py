@@ -8,6 +8,7 @@ gets only the fragment it swaps in.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import json
@@ -47,7 +48,7 @@ BULK_LIMIT = 1_000
 PAGE_SIZE = 50
 #: A filter no index serves (search, tags, worker; args and meta on SQLite) is looked for in
 #: windows of this many job ids (``list_jobs(scan=)``), newest first, ...
-SCAN_WINDOW = 20_000
+SCAN_WINDOW = 10_000
 #: ... for at most this long per page or fragment (then the page ends where the search did,
 #: and "load more" searches on) ...
 SCAN_SECONDS = 0.1
@@ -55,6 +56,9 @@ SCAN_SECONDS = 0.1
 ACTION_SCAN_SECONDS = 1.0
 #: Unless the filtered states and queues hold at most this many jobs (their index finds them).
 SCAN_ABOVE = 50_000
+#: Counts older than ``counts_max_age`` are still shown, while a fresh count runs in the
+#: background, up to this many times that age; older ones are waited for.
+STALE_COUNTS_FACTOR = 10
 #: The charts: the last hour, per minute.
 CHART_WINDOW = 3_600
 CHART_BUCKET = 60
@@ -154,6 +158,7 @@ def build_app(
     read_only: bool,
     refresh_default: int,
     resolver: Callable[[Request], Any] | None,
+    counts_max_age: float = 1.0,
 ) -> Starlette:
     """The Starlette app of :func:`oban.web.create_app`."""
     dashboard = Dashboard(
@@ -163,11 +168,71 @@ def build_app(
         read_only=read_only,
         refresh_default=refresh_default,
         resolver=resolver,
+        counts_max_age=counts_max_age,
     )
     app = Starlette(routes=dashboard.routes())
     dashboard.app = app
     app.state.dashboard = dashboard
     return app
+
+
+class SharedCounts:
+    """The count of jobs by state and queue that every request of one dashboard shows.
+
+    On a big table a count takes tens of milliseconds (SQLite counts exactly; PostgreSQL
+    reads the heap until autovacuum has run), and every page and live refresh needs one. So,
+    as Oban Web's counts come from Oban Met's periodic reporter, a count is shared: one up to
+    ``max_age`` seconds old is shown as it is; an older one (up to
+    :data:`STALE_COUNTS_FACTOR` times that) is shown while a fresh one runs in the
+    background; anything older, or the first count, is waited for. An action through the
+    dashboard forgets the count. ``max_age`` 0 counts on every request.
+    """
+
+    def __init__(self, max_age: float) -> None:
+        if isinstance(max_age, bool) or not isinstance(max_age, int | float):
+            raise TypeError(f"counts_max_age must be a number of seconds, got {max_age!r}")
+        if not 0 <= max_age <= 3_600:
+            raise ValueError(f"counts_max_age must be from 0 to 3600 seconds, got {max_age!r}")
+        self.max_age = float(max_age)
+        self._counts: JobCounts | None = None
+        self._of: Oban | None = None
+        self._at = 0.0
+        self._running: asyncio.Task[JobCounts] | None = None
+        self._epoch = 0  # forget() moves it on: a count begun before is not kept
+
+    async def get(self, oban: Oban, *, fresh: bool = False) -> JobCounts:
+        """The counts of ``oban``'s jobs (``fresh``: counted now)."""
+        if self.max_age == 0 or fresh:
+            return await oban.count_jobs(by=("state", "queue"))
+        age = time.monotonic() - self._at
+        if self._counts is None or self._of is not oban or age > self.max_age * STALE_COUNTS_FACTOR:
+            running = self._running
+            if running is not None and self._of is oban:
+                return await asyncio.shield(running)  # one count at a time
+            return await self._count(oban)
+        if age > self.max_age and self._running is None:
+            self._running = asyncio.create_task(self._count(oban))
+            self._running.add_done_callback(self._finished)
+        return self._counts
+
+    async def _count(self, oban: Oban) -> JobCounts:
+        started, epoch = time.monotonic(), self._epoch
+        counts = await oban.count_jobs(by=("state", "queue"))
+        if epoch == self._epoch and (self._of is not oban or started >= self._at):
+            self._counts, self._of, self._at = counts, oban, started
+        return counts
+
+    def _finished(self, task: asyncio.Task[JobCounts]) -> None:
+        if self._running is task:
+            self._running = None
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("dashboard: a background count failed: %r", task.exception())
+
+    def forget(self) -> None:
+        """Drop the count: an action changed what it counted (a count under way is not
+        waited for or kept either)."""
+        self._counts, self._running = None, None
+        self._epoch += 1
 
 
 class Dashboard:
@@ -182,6 +247,7 @@ class Dashboard:
         read_only: bool,
         refresh_default: int,
         resolver: Callable[[Request], Any] | None,
+        counts_max_age: float = 1.0,
     ) -> None:
         if refresh_default not in REFRESH_CHOICES:
             raise ValueError(
@@ -196,6 +262,7 @@ class Dashboard:
         self.read_only = read_only
         self.refresh_default = refresh_default
         self.resolver = resolver
+        self.counts = SharedCounts(counts_max_age)
         self.env = environment()
         self.version = static_version()
         self.files = {name: (HERE / "static" / name).read_bytes() for name in STATIC_FILES}
@@ -420,7 +487,7 @@ class Dashboard:
     ) -> dict[str, Any]:
         error = None
         scanning = False
-        counts = await context.oban.count_jobs(by=("state", "queue"))
+        counts = await self.counts.get(context.oban)
         try:
             kwargs = filters.list_kwargs()
             if _nothing_in(counts, kwargs.get("state"), kwargs.get("queue")):
@@ -481,6 +548,7 @@ class Dashboard:
                 400, f"At most {BULK_LIMIT:,} jobs per action; {len(ids):,} were selected."
             )
         changed = await _act_on(context.oban, action, ids)
+        self.counts.forget()
         self._audit(context, action, ids=ids, count=changed)
         return self._done(context, f"{DONE[action]} {changed:,} of {len(ids):,} selected jobs.")
 
@@ -496,7 +564,8 @@ class Dashboard:
             except FilterError:
                 kwargs = None
             if kwargs is not None:
-                page, searched = await _matching_page(context.oban, kwargs, SCAN_SECONDS)
+                counts = await self.counts.get(context.oban)
+                page, searched = await _matching_page(context.oban, counts, kwargs, SCAN_SECONDS)
                 bar["count"], bar["more"] = len(page.jobs), page.next is not None
                 bar["searched_to"] = page.next if searched else None
             states = set(filters.states or STATES)
@@ -523,9 +592,11 @@ class Dashboard:
             raise Refused(400, f"Cannot filter: {problem}") from None
         wanted = kwargs.get("state") or STATES
         kwargs["state"] = [state for state in wanted if state in ACTION_STATES[action]]
-        page, searched = await _matching_page(context.oban, kwargs, ACTION_SCAN_SECONDS)
+        counts = await self.counts.get(context.oban, fresh=True)
+        page, searched = await _matching_page(context.oban, counts, kwargs, ACTION_SCAN_SECONDS)
         ids = [job.id for job in page.jobs if job.id is not None]
         changed = await _act_on(context.oban, action, ids) if ids else 0
+        self.counts.forget()
         self._audit(context, action, ids=ids, count=changed, filters=filters.query())
         if searched:
             rest = f" Older jobs were not searched yet: {action} again to search on."
@@ -547,7 +618,7 @@ class Dashboard:
 
     async def _queues(self, context: Context) -> dict[str, Any]:
         infos = await context.oban.queues()
-        counts = await context.oban.count_jobs(by=("state", "queue"))
+        counts = await self.counts.get(context.oban)
         return {"queues": queue_rows(infos, counts)}
 
     async def queue_action(self, context: Context) -> Response:
@@ -691,19 +762,15 @@ async def _act_on(oban: Oban, action: str, ids: list[int]) -> int:
 
 
 async def _matching_page(
-    oban: Oban, kwargs: dict[str, Any], seconds: float
+    oban: Oban, counts: JobCounts, kwargs: dict[str, Any], seconds: float
 ) -> tuple[JobPage, bool]:
     """The newest :data:`BULK_LIMIT` jobs that match ``list_jobs`` filters, and whether the
-    search for them stopped (after ``seconds``) before reaching the oldest job. Asked first,
-    the counts of the filtered states and queues (exact where there are none) spare a walk of
-    the whole table when they hold no job."""
+    search for them stopped (after ``seconds``) before reaching the oldest job. The counts by
+    state and queue spare a walk of the whole table when the filtered ones hold no job."""
     state, queue = kwargs.get("state"), kwargs.get("queue")
     if state == []:
         return JobPage(jobs=[], next=None), False
     try:
-        counts = JobCounts()
-        if state is not None or queue is not None or _unindexed(oban, kwargs):
-            counts = await oban.count_jobs(by=("state", "queue"), state=state, queue=queue)
         if _nothing_in(counts, state, queue):
             return JobPage(jobs=[], next=None), False
         if _scans(oban, counts, kwargs):
