@@ -32,7 +32,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 
-from . import telemetry
+from . import _faults, telemetry
 from ._engines import _payloads
 from ._engines.base import Ack, Engine
 from ._tasks import cancel_and_wait
@@ -166,6 +166,8 @@ class Acker:
 
     def settle(self, batch: list[Ack], written: set[int]) -> None:
         """``batch`` was written; ``written`` are the ids the database changed."""
+        if batch:
+            _faults.hit("after_ack")
         self._inflight -= len(batch)
         if self.on_settled is not None and batch:
             self.on_settled(batch, written)
