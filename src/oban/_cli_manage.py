@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -460,3 +461,49 @@ def scale(
     except ValueError as error:
         raise click.UsageError(str(error)) from error
     click.echo(f"scaled {queue} to {limit}" + (f" on {node}" if node else ""))
+
+
+@main.group()
+def workflow() -> None:
+    """See or cancel a workflow by its id (``meta.workflow_id`` of its jobs)."""
+
+
+@workflow.command("status")
+@_common
+@_json_option
+@click.argument("workflow_id")
+def workflow_status(
+    config_path: str | None, dsn: str | None, prefix: str | None, as_json: bool, workflow_id: str
+) -> None:
+    """How many of the workflow's jobs are in each state; exits 1 when it has no job."""
+    status = _with_client(config_path, dsn, prefix, lambda oban: oban.workflow_status(workflow_id))
+    if as_json:
+        _dump(
+            {
+                "id": status.id,
+                "state": status.state,
+                "done": status.done,
+                "total": status.total,
+                "counts": status.counts,
+            }
+        )
+    else:
+        click.echo(f"workflow {status.id}: {status.state}, {status.total} job(s)")
+        _table(
+            ["STATE", "JOBS"],
+            [[state, count] for state, count in sorted(status.counts.items())],
+            empty="no job of this workflow (never inserted, or pruned)",
+        )
+    if status.state == "missing":
+        sys.exit(1)
+
+
+@workflow.command("cancel")
+@_common
+@click.argument("workflow_id")
+def workflow_cancel(
+    config_path: str | None, dsn: str | None, prefix: str | None, workflow_id: str
+) -> None:
+    """Cancel every unfinished job of the workflow, running ones included."""
+    count = _with_client(config_path, dsn, prefix, lambda oban: oban.cancel_workflow(workflow_id))
+    click.echo(f"cancel workflow {workflow_id}: {count} job(s) cancelled")

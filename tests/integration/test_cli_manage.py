@@ -253,3 +253,34 @@ async def test_a_missing_sqlite_file_is_an_error_not_a_new_database(tmp_path: Pa
     )
     assert code != 0 and "no SQLite database" in out, out
     assert not (tmp_path / "none.db").exists()
+
+
+async def test_workflow_status_and_cancel(cli: Cli) -> None:
+    from oban import Workflow
+
+    client = cli.oban(name="cli_client")
+    flow = Workflow().add("a", Job("app.A", queue="wf_q", scheduled_in=600))
+    flow.add("b", Job("app.B", queue="wf_q"), deps="a")
+    flow.add("c", Job("app.C", queue="wf_q"), deps="b")
+    await client.enqueue_many(flow)
+    workflow_id = flow.id
+
+    shown = await cli.json("workflow", "status", workflow_id)
+    assert shown == {
+        "id": workflow_id,
+        "state": "executing",
+        "done": False,
+        "total": 3,
+        "counts": {"scheduled": 1, "suspended": 2},
+    }
+    table = await cli("workflow", "status", workflow_id)
+    assert f"workflow {workflow_id}: executing, 3 job(s)" in table and "suspended" in table
+
+    assert f"cancel workflow {workflow_id}: 3 job(s) cancelled" in await cli(
+        "workflow", "cancel", workflow_id
+    )
+    after = await cli.json("workflow", "status", workflow_id)
+    assert (after["state"], after["done"], after["counts"]) == ("cancelled", True, {"cancelled": 3})
+
+    missing = await cli("workflow", "status", "no-such-workflow", ok=False)
+    assert "missing" in missing
