@@ -131,3 +131,34 @@ async def test_elixir_inserts_and_a_python_node_runs_and_elixir_reads_the_result
     assert failed.errors.count('"keys" => ["at", "attempt", "error"]') == 2
     once = shown[by_mode["fail_once"].id or 0]
     assert once.errors is not None and once.errors.count('"attempt" => 1') == 1
+
+
+async def test_elixir_reads_a_python_workflows_meta(
+    elixir_kit: Kit,
+    database: Database,
+    pool: AsyncConnectionPool[Any],
+    make_oban: Callable[..., Oban],
+) -> None:
+    """The workflow fields Oban Pro writes (``workflow_id``, ``name``, ``deps``) are in the
+    rows Python inserts, and Elixir loads them, ``suspended`` steps included, as
+    ``%Oban.Job{}``."""
+    from oban import Workflow
+
+    await schema.install(pool)
+    client = make_oban()
+    flow = Workflow().add("fetch", echo({"mode": "ok"}, queue="nowhere", tags=["wf"]))
+    flow.add("parse", echo({"mode": "ok"}, queue="nowhere", tags=["wf"]), deps="fetch")
+    flow.add("store", echo({"mode": "ok"}, queue="nowhere", tags=["wf"]), deps=["fetch", "parse"])
+    jobs = await client.enqueue_many(flow)
+
+    shown = parse_inspect(
+        (await elixir_kit.run("inspect.exs", "wf", database=database)).check().output
+    )
+    assert sorted(shown) == sorted(job.id for job in jobs if job.id is not None)
+    fetch, parse, store = (shown[job.id or 0] for job in jobs)
+    assert (fetch.state, parse.state, store.state) == ("available", "suspended", "suspended")
+    for seen, name in ((fetch, "fetch"), (parse, "parse"), (store, "store")):
+        assert f'"workflow_id" => "{flow.id}"' in seen.line, seen.line
+        assert f'"name" => "{name}"' in seen.line, seen.line
+    assert '"deps" => ["fetch"]' in parse.line, parse.line
+    assert '"deps" => ["fetch", "parse"]' in store.line, store.line
