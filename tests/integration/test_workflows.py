@@ -211,6 +211,11 @@ async def test_a_discarded_step_cancels_everything_after_it(make: Callable[..., 
     await oban.enqueue_many(wf)
     try:
         status = await oban.wait_for_workflow(wf, timeout=20)
+        # The event follows the cascade's last statement, which a waiter may see commit first.
+        await eventually(
+            lambda: sum(len(meta["cancelled"]) for meta in events) >= 5,
+            message="the release event of every cancelled job",
+        )
     finally:
         telemetry.detach("wf-test")
     cancelled = sorted(job_id for meta in events for job_id in meta["cancelled"])
