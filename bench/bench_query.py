@@ -233,7 +233,7 @@ async def measure(target: Target, rows: int, repeat: int) -> dict[str, tuple[flo
 
 @asynccontextmanager
 async def postgres(dsn: str, rows: int, keep: bool) -> AsyncIterator[Target]:
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=1, max_size=10, open=False)
     await pool.open(wait=True, timeout=10)
     prefix = f"bench_query_{uuid.uuid4().hex[:8]}"
     oban = Oban(pool=pool, prefix=prefix, name="bench-query-postgres")

@@ -18,14 +18,17 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sqlite3
 import textwrap
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from oban import Job, Oban
 from oban._supervisor import SIGNAL_COPY_WINDOW
+from oban.oban import _instances
 from tests.acceptance import nodes_harness
 from tests.acceptance.nodes_harness import (
     ASYNC_WORKER,
@@ -205,6 +208,55 @@ async def test_sigterm_waits_past_the_grace_period_for_a_sync_job_and_records_it
     assert _pids(log, "start", job) == [str(first.pid)], why
     assert len(_log_lines(log, "done", job.id)) == 1, why
     assert second.proc.returncode is None, why
+
+
+async def test_on_sqlite_sigterm_waits_past_the_grace_period_and_records_the_job(
+    launch_node: nodes_harness.LaunchNode, project: Path
+) -> None:
+    """The test above on one SQLite file, the default engine: a sync job outliving the grace
+    period is waited for and recorded, its producer row goes, and a second node (leader,
+    lifeline every 0.5 s) never runs it again."""
+    grace, sleep = 1.5, 2.2
+    dsn = f"sqlite:///{project / 'jobs.db'}"
+    log = project / "runs.log"
+    _configure(project, grace=grace)
+    client = Oban(dsn=dsn, name="lifecycle_sqlite_client")
+
+    def producers(node: str) -> list[tuple[Any, ...]]:
+        try:
+            with closing(sqlite3.connect(project / "jobs.db", timeout=10)) as conn:
+                return list(conn.execute("SELECT uuid FROM oban_producers WHERE node = ?", (node,)))
+        except sqlite3.OperationalError:
+            return []
+
+    try:
+        first = await launch_node("node-1", dsn=dsn, prefix="public")
+        await _until(lambda: producers("node-1"), first, timeout=20, message="node-1 up")
+        job = await client.enqueue(Job(SYNC_WORKER, args={"log": str(log), "sleeps": [sleep]}))
+        await _started(log, job, first)
+        code, elapsed = await _exit_after_sigterm(first, timeout=2 * grace + 3)
+
+        why = _explain(first, log=log)
+        assert code == 0, why
+        assert grace < elapsed < 2 * grace + 1.0, (elapsed, why)
+        done = await _job(client, job.id)
+        assert (done.state, done.attempt) == ("completed", 1), (done.state, why)
+        assert "rescued" not in done.meta, (done.meta, why)
+        assert _pids(log, "start", job) == [str(first.pid)], why
+        assert [line[2] for line in _log_lines(log, "done", job.id)] == [str(first.pid)], why
+        assert producers("node-1") == [], why
+
+        second = await launch_node("node-2", dsn=dsn, prefix="public")
+        await _until(lambda: producers("node-2"), second, timeout=20, message="node-2 up")
+        await asyncio.sleep(1.5)  # three lifeline ticks
+        again = await _job(client, job.id)
+        why = _explain(first, second, log=log)
+        assert (again.state, again.attempt, again.meta) == ("completed", 1, done.meta), why
+        assert _pids(log, "start", job) == [str(first.pid)], why
+        assert len(_log_lines(log, "done", job.id)) == 1, why
+    finally:
+        await client.stop()
+        _instances.pop(client.name, None)
 
 
 async def test_sync_job_past_the_hard_deadline_is_handed_back_and_the_process_exits(

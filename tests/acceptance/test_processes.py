@@ -331,6 +331,81 @@ async def test_two_processes_on_one_sqlite_file(project: Path, supervise: Superv
     assert "database is locked" not in supervisor.text().lower(), supervisor.tail(200)
 
 
+async def test_a_killed_child_on_sqlite_is_restarted_and_its_job_rescued_and_run_once(
+    project: Path, supervise: Supervise
+) -> None:
+    """The PostgreSQL test above on one SQLite file: the supervisor restarts the killed child,
+    whose job the leader's lifeline rescues once its producer's heartbeat is stale."""
+    db = project / "jobs.db"
+    dsn = f"sqlite:///{db}"
+    log = project / "runs.log"
+    supervisor = await supervise(
+        "--dsn", dsn, "--queues", "default:1", "--node", "sup", "--processes", "2"
+    )
+
+    def producers() -> list[tuple[str, str]]:
+        try:
+            with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+                rows = conn.execute("SELECT node, uuid FROM oban_producers ORDER BY node")
+                return [(str(node), str(uuid)) for node, uuid in rows.fetchall()]
+        except sqlite3.OperationalError:
+            return []  # not created yet
+
+    await _until(
+        lambda: [n for n, _u in producers()] == ["sup-1", "sup-2"],
+        supervisor,
+        timeout=20,
+        message="both nodes registered",
+    )
+    before = producers()
+    client = Oban(dsn=dsn, name="procs_sqlite_kill_client")
+    try:
+        jobs = await client.enqueue_many(
+            [Job(WORKER, args={"log": str(log), "sleep": 3}) for _ in range(2)]
+        )
+
+        def both_running() -> bool:
+            pids = {line[2] for job in jobs for line in _log_lines(log, "start", job.id)}
+            return len(pids) == 2
+
+        await _until(both_running, supervisor, timeout=10, message="one job running in each")
+        victim, survivor = jobs
+        killed = int(_log_lines(log, "start", victim.id)[0][2])
+        (index, node) = next((i, n) for i, n, pid in _children(supervisor) if pid == killed)
+        os.kill(killed, signal.SIGKILL)
+
+        def restarted() -> int | None:
+            again = [pid for i, _n, pid in _children(supervisor)[2:] if i == index]
+            return again[0] if again else None
+
+        new_pid = await _until(restarted, supervisor, timeout=10, message="the child restarted")
+        assert new_pid != killed
+        await _until(
+            lambda: any(n == node and (n, u) not in before for n, u in producers()),
+            supervisor,
+            timeout=10,
+            message="a new producer row",
+        )
+
+        rescued = await _completed(client, victim.id, supervisor, timeout=25)
+        assert rescued.attempt == 2 and rescued.meta.get("rescued") == 1, rescued
+        starts = _log_lines(log, "start", victim.id)
+        finishes = _log_lines(log, "done", victim.id)
+        assert (starts[0][2], starts[0][3]) == (str(killed), "1"), starts
+        assert len(finishes) == 1, finishes  # the killed attempt never finished
+        assert finishes[0][2] != str(killed) and finishes[0][3] == "2", finishes
+        await _completed(client, survivor.id, supervisor, timeout=5)
+        assert len(_log_lines(log, "start", survivor.id)) == 1
+        assert len(_log_lines(log, "done", survivor.id)) == 1
+    finally:
+        await client.stop()
+        _instances.pop(client.name, None)
+
+    supervisor.signal(signal.SIGTERM)
+    assert await supervisor.exit_code(timeout=10) == 0, supervisor.tail()
+    assert "database is locked" not in supervisor.text().lower(), supervisor.tail(200)
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad values
 # ---------------------------------------------------------------------------------------------

@@ -107,3 +107,12 @@ async def test_max_age_zero_counts_on_every_request(
 def test_counts_max_age_is_checked(value: Any, error: type[Exception]) -> None:
     with pytest.raises(error, match="counts_max_age"):
         create_app("Oban", counts_max_age=value)
+
+
+async def test_an_action_does_not_trust_an_old_count_that_says_nothing_matches(oban: Oban) -> None:
+    async with dash(oban=oban, counts_max_age=60) as web:
+        assert _available((await web.get("/jobs")).text) == 0  # shared: nothing available
+        await oban.enqueue_many([CountedWorker.new({"n": n}) for n in range(2)])
+        cancelled = await web.post("/jobs/cancel/matching", {"state": "available"})
+        assert cancelled.status_code == 200, cancelled.text
+        assert "Cancelled 2 of 2 matching jobs." in cancelled.text

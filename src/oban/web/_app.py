@@ -592,7 +592,10 @@ class Dashboard:
             raise Refused(400, f"Cannot filter: {problem}") from None
         wanted = kwargs.get("state") or STATES
         kwargs["state"] = [state for state in wanted if state in ACTION_STATES[action]]
-        counts = await self.counts.get(context.oban, fresh=True)
+        counts = await self.counts.get(context.oban)
+        if _nothing_in(counts, kwargs.get("state"), kwargs.get("queue")):
+            # Shared counts may be a moment old: "nothing there" is confirmed by a count now.
+            counts = await self.counts.get(context.oban, fresh=True)
         page, searched = await _matching_page(context.oban, counts, kwargs, ACTION_SCAN_SECONDS)
         ids = [job.id for job in page.jobs if job.id is not None]
         changed = await _act_on(context.oban, action, ids) if ids else 0
