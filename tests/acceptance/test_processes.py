@@ -134,6 +134,48 @@ def _ran_each_once(log: Path, jobs: list[Job]) -> set[int]:
     return {int(line[2]) for job in jobs for line in _log_lines(log, "done", job.id)}
 
 
+async def _kill_a_running_child(supervisor: Node, log: Path, jobs: list[Job]) -> tuple[int, str]:
+    """Once each child runs one of ``jobs``, SIGKILL the child running the first; wait until
+    the supervisor restarted it. Returns the killed pid and the child's node name."""
+
+    def both_running() -> bool:
+        pids = {line[2] for job in jobs for line in _log_lines(log, "start", job.id)}
+        return len(pids) == 2
+
+    await _until(both_running, supervisor, timeout=10, message="one job running in each child")
+    killed = int(_log_lines(log, "start", jobs[0].id)[0][2])
+    (index, node) = next((i, n) for i, n, pid in _children(supervisor) if pid == killed)
+    os.kill(killed, signal.SIGKILL)
+
+    def restarted() -> int | None:
+        again = [pid for i, _n, pid in _children(supervisor)[2:] if i == index]
+        return again[0] if again else None
+
+    new_pid = await _until(restarted, supervisor, timeout=10, message="the child restarted")
+    assert new_pid != killed
+    assert f"pid {killed}) was killed by SIGKILL" in supervisor.text(), supervisor.tail()
+    return killed, node
+
+
+async def _assert_rescued_and_run_once(
+    client: Oban, supervisor: Node, log: Path, jobs: list[Job], killed: int
+) -> None:
+    """The killed child's job (the first) was rescued and ran to its end once, on attempt 2,
+    elsewhere; the other job ran once."""
+    victim, survivor = jobs
+    # Producer stale after 2 s, lifeline every 0.5 s, then a 3 s run.
+    rescued = await _completed(client, victim.id, supervisor, timeout=25)
+    assert rescued.attempt == 2 and rescued.meta.get("rescued") == 1, rescued
+    starts = _log_lines(log, "start", victim.id)
+    finishes = _log_lines(log, "done", victim.id)
+    assert (starts[0][2], starts[0][3]) == (str(killed), "1"), starts
+    assert len(finishes) == 1, finishes  # the killed attempt never finished; the rescue did
+    assert finishes[0][2] != str(killed) and finishes[0][3] == "2", finishes
+    await _completed(client, survivor.id, supervisor, timeout=5)
+    assert len(_log_lines(log, "start", survivor.id)) == 1
+    assert len(_log_lines(log, "done", survivor.id)) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL
 # ---------------------------------------------------------------------------------------------
@@ -198,42 +240,13 @@ async def test_a_killed_child_is_restarted_and_its_job_rescued_and_run_once(
     jobs = await client.enqueue_many(
         [Job(WORKER, args={"log": str(log), "sleep": 3}) for _ in range(2)]
     )
-
-    def both_running() -> bool:
-        pids = {line[2] for job in jobs for line in _log_lines(log, "start", job.id)}
-        return len(pids) == 2
-
-    await _until(both_running, supervisor, timeout=10, message="one job running in each child")
-    victim, survivor = jobs
-    killed = int(_log_lines(log, "start", victim.id)[0][2])
-    (index, node) = next((i, n) for i, n, pid in _children(supervisor) if pid == killed)
-    os.kill(killed, signal.SIGKILL)
-
-    def restarted() -> int | None:
-        again = [pid for i, _n, pid in _children(supervisor)[2:] if i == index]
-        return again[0] if again else None
-
-    new_pid = await _until(restarted, supervisor, timeout=10, message="the child restarted")
-    assert new_pid != killed
-    assert f"pid {killed}) was killed by SIGKILL" in supervisor.text(), supervisor.tail()
+    killed, node = await _kill_a_running_child(supervisor, log, jobs)
 
     async def new_producer_row() -> bool:
         return any(n == node and (n, u) not in before for n, u in await _producers(sql))
 
     await _until(new_producer_row, supervisor, timeout=10, message="a new producer row")
-
-    # Producer stale after 2 s, lifeline every 0.5 s, then a 3 s run.
-    rescued = await _completed(client, victim.id, supervisor, timeout=25)
-    assert rescued.attempt == 2
-    assert rescued.meta.get("rescued") == 1
-    starts = _log_lines(log, "start", victim.id)
-    finishes = _log_lines(log, "done", victim.id)
-    assert (starts[0][2], starts[0][3]) == (str(killed), "1"), starts
-    assert len(finishes) == 1, finishes  # the killed attempt never finished; the rescue did
-    assert finishes[0][2] != str(killed) and finishes[0][3] == "2", finishes
-    await _completed(client, survivor.id, supervisor, timeout=5)
-    assert len(_log_lines(log, "start", survivor.id)) == 1
-    assert len(_log_lines(log, "done", survivor.id)) == 1
+    await _assert_rescued_and_run_once(client, supervisor, log, jobs, killed)
 
     supervisor.signal(signal.SIGTERM)
     assert await supervisor.exit_code(timeout=10) == 0, supervisor.tail()
@@ -363,40 +376,14 @@ async def test_a_killed_child_on_sqlite_is_restarted_and_its_job_rescued_and_run
         jobs = await client.enqueue_many(
             [Job(WORKER, args={"log": str(log), "sleep": 3}) for _ in range(2)]
         )
-
-        def both_running() -> bool:
-            pids = {line[2] for job in jobs for line in _log_lines(log, "start", job.id)}
-            return len(pids) == 2
-
-        await _until(both_running, supervisor, timeout=10, message="one job running in each")
-        victim, survivor = jobs
-        killed = int(_log_lines(log, "start", victim.id)[0][2])
-        (index, node) = next((i, n) for i, n, pid in _children(supervisor) if pid == killed)
-        os.kill(killed, signal.SIGKILL)
-
-        def restarted() -> int | None:
-            again = [pid for i, _n, pid in _children(supervisor)[2:] if i == index]
-            return again[0] if again else None
-
-        new_pid = await _until(restarted, supervisor, timeout=10, message="the child restarted")
-        assert new_pid != killed
+        killed, node = await _kill_a_running_child(supervisor, log, jobs)
         await _until(
             lambda: any(n == node and (n, u) not in before for n, u in producers()),
             supervisor,
             timeout=10,
             message="a new producer row",
         )
-
-        rescued = await _completed(client, victim.id, supervisor, timeout=25)
-        assert rescued.attempt == 2 and rescued.meta.get("rescued") == 1, rescued
-        starts = _log_lines(log, "start", victim.id)
-        finishes = _log_lines(log, "done", victim.id)
-        assert (starts[0][2], starts[0][3]) == (str(killed), "1"), starts
-        assert len(finishes) == 1, finishes  # the killed attempt never finished
-        assert finishes[0][2] != str(killed) and finishes[0][3] == "2", finishes
-        await _completed(client, survivor.id, supervisor, timeout=5)
-        assert len(_log_lines(log, "start", survivor.id)) == 1
-        assert len(_log_lines(log, "done", survivor.id)) == 1
+        await _assert_rescued_and_run_once(client, supervisor, log, jobs, killed)
     finally:
         await client.stop()
         _instances.pop(client.name, None)
