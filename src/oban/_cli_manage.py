@@ -22,6 +22,7 @@ from ._query import JobCounts, JobStat, JobStats, parse_id
 from .cli import _config_option, _dsn_option, _load, _prefix_option, _run, main
 from .job import Job, JobState
 from .oban import Oban
+from .workflow import workflow_id_of
 
 T = TypeVar("T")
 
@@ -476,6 +477,7 @@ def workflow_status(
     config_path: str | None, dsn: str | None, prefix: str | None, as_json: bool, workflow_id: str
 ) -> None:
     """How many of the workflow's jobs are in each state; exits 1 when it has no job."""
+    _check_workflow_id(workflow_id)
     status = _with_client(config_path, dsn, prefix, lambda oban: oban.workflow_status(workflow_id))
     if as_json:
         _dump(
@@ -504,6 +506,23 @@ def workflow_status(
 def workflow_cancel(
     config_path: str | None, dsn: str | None, prefix: str | None, workflow_id: str
 ) -> None:
-    """Cancel every unfinished job of the workflow, running ones included."""
-    count = _with_client(config_path, dsn, prefix, lambda oban: oban.cancel_workflow(workflow_id))
+    """Cancel every unfinished job of the workflow, running ones included; exits 1 when it
+    has no job."""
+    _check_workflow_id(workflow_id)
+
+    async def cancel(oban: Oban) -> tuple[int, str]:
+        count = await oban.cancel_workflow(workflow_id)
+        return count, (await oban.workflow_status(workflow_id)).state
+
+    count, state = _with_client(config_path, dsn, prefix, cancel)
+    if state == "missing":
+        click.echo(f"no job of workflow {workflow_id} (never inserted, or pruned)", err=True)
+        sys.exit(1)
     click.echo(f"cancel workflow {workflow_id}: {count} job(s) cancelled")
+
+
+def _check_workflow_id(workflow_id: str) -> None:
+    try:
+        workflow_id_of(workflow_id)
+    except (TypeError, ValueError) as error:
+        raise click.BadParameter(str(error), param_hint="WORKFLOW_ID") from None

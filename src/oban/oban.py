@@ -1223,8 +1223,9 @@ class Oban:
         engine = await self._ready()
         floor = None
         if scan is not None:
-            top = before if before is not None else (await engine.max_job_id(None) or 0) + 1
-            floor = top - scan if top > scan else None
+            if before is None:  # the window is fixed now: jobs inserted later wait for a page 1
+                before = (await engine.max_job_id(None) or 0) + 1
+            floor = before - scan if before > scan else None
         jobs = await engine.list_jobs(where, before, limit + 1, floor)
         if len(jobs) > limit:
             return JobPage(jobs[:limit], str(jobs[limit - 1].id))

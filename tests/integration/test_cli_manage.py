@@ -284,3 +284,8 @@ async def test_workflow_status_and_cancel(cli: Cli) -> None:
 
     missing = await cli("workflow", "status", "no-such-workflow", ok=False)
     assert "missing" in missing
+    assert "no job of workflow" in await cli("workflow", "cancel", "no-such-workflow", ok=False)
+    code, out = await run_command(
+        *OBAN, "workflow", "status", "", "--dsn", cli.dsn, cwd=cli.cwd, env=subprocess_env()
+    )
+    assert code == 2 and "Traceback" not in out and "WORKFLOW_ID" in out, out

@@ -29,7 +29,6 @@ def small_scans(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_app, "SCAN_WINDOW", 10)
     monkeypatch.setattr(_app, "SCAN_ABOVE", 20)
     monkeypatch.setattr(_app, "SCAN_SECONDS", 0.0)
-    monkeypatch.setattr(_app, "ACTION_SCAN_SECONDS", 0.0)
 
 
 async def _jobs(oban: Oban, count: int, needle_every: int) -> tuple[list[int], list[int]]:
@@ -71,13 +70,15 @@ async def test_a_rare_search_ends_each_page_where_it_searched_and_goes_on(oban: 
     top = ids[-1] + 1
     for page in pages[:-1]:
         assert f'data-searched-to="{top - 10}"' in page
+        # The next job to search is top - 11: every job newer than it was searched.
+        assert f"searched the jobs newer than #{top - 11}." in page
         assert "Search older jobs" in page
         top -= 10
     assert "data-searched-to" not in pages[-1] and _more(pages[-1]) is None
     # The first window (n = 35..44) holds no needle: the page says it searched, not "none".
     assert row_ids(first) == [] and "No match yet" in first and "No jobs match" not in first
-    # Older matches come with the marker that holds live refresh (it would drop them).
-    assert all("data-scanned" in page for page in pages[1:] if row_ids(page))
+    # What "Search older jobs" brings, rows or not, holds live refresh (it would start over).
+    assert all("data-scanned" in page for page in pages[1:])
     assert "data-scanned" not in first
 
 
@@ -105,13 +106,27 @@ async def test_the_matching_bar_and_action_say_how_far_they_searched(oban: Oban)
         assert "older ones not searched yet" in bar
         assert "Cancel all 3+" in bar
 
+        # The action searches every job (no time limit): all 12 matches, not the bar's 3.
         cancelled = await web.post("/jobs/cancel/matching", {"q": "needle"})
         assert cancelled.status_code == 200, cancelled.text
-        assert "Cancelled 3 of 3 matching jobs." in cancelled.text
-        assert "Older jobs were not searched yet" in cancelled.text
+        assert "Cancelled 12 of 12 matching jobs." in cancelled.text
     states = await states_of(oban, ids)
     assert {i for i, state in states.items() if state == "cancelled"} == {
-        ids[36],
-        ids[40],
-        ids[44],
+        ids[n] for n in range(0, 45, 4)
     }
+
+
+@pytest.mark.usefixtures("small_scans")
+async def test_searching_past_the_oldest_job_says_nothing_older_matches(oban: Oban) -> None:
+    ids, _needles = await _jobs(oban, 25, needle_every=100)  # one needle: n = 0, the oldest
+    await run_sql(oban, f"UPDATE oban_jobs SET args = '{{}}' WHERE id = {ids[0]}")  # none left
+    async with dash(oban=oban) as web:
+        page = (await web.get("/jobs?q=needle")).text
+        more = _more(page)
+        fragments = []
+        while more is not None:
+            fragments.append((await web.get(more, headers={"HX-Request": "true"})).text)
+            more = _more(fragments[-1])
+    assert row_ids(page) == [] and len(fragments) == 2
+    assert "No older job matches these filters." in fragments[-1]
+    assert "data-scanned" in fragments[-1]

@@ -66,6 +66,21 @@ async def test_a_count_is_shared_then_refreshed_behind_the_page(
         assert len(calls) == 2
 
 
+async def test_requests_that_wait_for_a_count_share_one(
+    oban: Oban, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _count_calls(oban, monkeypatch)
+    async with dash(oban=oban, counts_max_age=MAX_AGE) as web:
+        pages = await asyncio.gather(*(web.get("/jobs") for _ in range(5)))
+        assert [page.status_code for page in pages] == [200] * 5
+        assert len(calls) == 1, "concurrent first requests each counted"
+        jobs = await oban.enqueue_many([CountedWorker.new({})])
+        await web.post("/jobs/cancel", [("id", jobs[0].id)])  # forgets the count
+        calls.clear()
+        await asyncio.gather(*(web.get("/jobs") for _ in range(5)))
+        assert len(calls) == 1, "concurrent requests after an action each counted"
+
+
 async def test_a_count_older_than_ten_max_ages_is_waited_for(
     oban: Oban, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ import functools
 import inspect
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -52,8 +53,9 @@ SCAN_WINDOW = 10_000
 #: ... for at most this long per page or fragment (then the page ends where the search did,
 #: and "load more" searches on) ...
 SCAN_SECONDS = 0.1
-#: ... or this long for an action on every matching job.
-ACTION_SCAN_SECONDS = 1.0
+#: ... but an action on every matching job searches to the oldest job (``None``: no time
+#: limit), so that each click acts on the newest matches that are left.
+ACTION_SCAN_SECONDS: float | None = None
 #: Unless the filtered states and queues hold at most this many jobs (their index finds them).
 SCAN_ABOVE = 50_000
 #: Counts older than ``counts_max_age`` are still shown, while a fresh count runs in the
@@ -198,22 +200,31 @@ class SharedCounts:
         self._of: Oban | None = None
         self._at = 0.0
         self._running: asyncio.Task[JobCounts] | None = None
+        self._running_for: Oban | None = None
+        self._tasks: set[asyncio.Task[JobCounts]] = set()  # asyncio keeps tasks weakly
         self._epoch = 0  # forget() moves it on: a count begun before is not kept
 
     async def get(self, oban: Oban, *, fresh: bool = False) -> JobCounts:
-        """The counts of ``oban``'s jobs (``fresh``: counted now)."""
+        """The counts of ``oban``'s jobs (``fresh``: counted now, by this request alone).
+        Requests that must wait for a count wait for the same one."""
         if self.max_age == 0 or fresh:
             return await oban.count_jobs(by=("state", "queue"))
         age = time.monotonic() - self._at
         if self._counts is None or self._of is not oban or age > self.max_age * STALE_COUNTS_FACTOR:
             running = self._running
-            if running is not None and self._of is oban:
-                return await asyncio.shield(running)  # one count at a time
-            return await self._count(oban)
+            if running is None or self._running_for is not oban:
+                running = self._start(oban)
+            return await asyncio.shield(running)
         if age > self.max_age and self._running is None:
-            self._running = asyncio.create_task(self._count(oban))
-            self._running.add_done_callback(self._finished)
+            self._start(oban)
         return self._counts
+
+    def _start(self, oban: Oban) -> asyncio.Task[JobCounts]:
+        task = asyncio.create_task(self._count(oban))
+        self._running, self._running_for = task, oban
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
 
     async def _count(self, oban: Oban) -> JobCounts:
         started, epoch = time.monotonic(), self._epoch
@@ -223,10 +234,11 @@ class SharedCounts:
         return counts
 
     def _finished(self, task: asyncio.Task[JobCounts]) -> None:
+        self._tasks.discard(task)
         if self._running is task:
             self._running = None
         if not task.cancelled() and task.exception() is not None:
-            logger.warning("dashboard: a background count failed: %r", task.exception())
+            logger.warning("dashboard: a count of the jobs failed: %r", task.exception())
 
     def forget(self) -> None:
         """Drop the count: an action changed what it counted (a count under way is not
@@ -596,14 +608,12 @@ class Dashboard:
         if _nothing_in(counts, kwargs.get("state"), kwargs.get("queue")):
             # Shared counts may be a moment old: "nothing there" is confirmed by a count now.
             counts = await self.counts.get(context.oban, fresh=True)
-        page, searched = await _matching_page(context.oban, counts, kwargs, ACTION_SCAN_SECONDS)
+        page, _searched = await _matching_page(context.oban, counts, kwargs, ACTION_SCAN_SECONDS)
         ids = [job.id for job in page.jobs if job.id is not None]
         changed = await _act_on(context.oban, action, ids) if ids else 0
         self.counts.forget()
         self._audit(context, action, ids=ids, count=changed, filters=filters.query())
-        if searched:
-            rest = f" Older jobs were not searched yet: {action} again to search on."
-        elif page.next:
+        if page.next:
             rest = f" More match: {action} again for the next {BULK_LIMIT:,}."
         else:
             rest = ""
@@ -765,7 +775,7 @@ async def _act_on(oban: Oban, action: str, ids: list[int]) -> int:
 
 
 async def _matching_page(
-    oban: Oban, counts: JobCounts, kwargs: dict[str, Any], seconds: float
+    oban: Oban, counts: JobCounts, kwargs: dict[str, Any], seconds: float | None
 ) -> tuple[JobPage, bool]:
     """The newest :data:`BULK_LIMIT` jobs that match ``list_jobs`` filters, and whether the
     search for them stopped (after ``seconds``) before reaching the oldest job. The counts by
@@ -802,11 +812,12 @@ def _unindexed(oban: Oban, kwargs: dict[str, Any]) -> bool:
 
 
 async def _scan(
-    oban: Oban, kwargs: dict[str, Any], limit: int, after: str | None, seconds: float
+    oban: Oban, kwargs: dict[str, Any], limit: int, after: str | None, seconds: float | None
 ) -> JobPage:
     """Up to ``limit`` matching jobs found by searching windows of :data:`SCAN_WINDOW` ids
-    newest first from ``after``, for about ``seconds``: the page ends where the search did."""
-    deadline = time.monotonic() + seconds
+    newest first from ``after``, for about ``seconds`` (``None``: to the oldest job): the
+    page ends where the search did."""
+    deadline = math.inf if seconds is None else time.monotonic() + seconds
     jobs: list[Job] = []
     while True:
         page = await oban.list_jobs(

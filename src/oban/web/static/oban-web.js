@@ -95,7 +95,7 @@
     if (selected().length > 0) {
       return "paused while jobs are selected";
     }
-    if (target.querySelector("tr[data-scanned]")) {
+    if (target.querySelector("[data-scanned]")) {
       // A refresh would search from the newest job again and drop the older matches shown.
       return "paused while older matches are shown";
     }
