@@ -102,7 +102,16 @@ def main() -> None:
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--prefix", default="public")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--small-scans",
+        action="store_true",
+        help="search in windows of 5 ids, one per request, from 10 jobs on (web/_app.py)",
+    )
     options = parser.parse_args()
+    if options.small_scans:
+        from oban.web import _app
+
+        _app.SCAN_WINDOW, _app.SCAN_SECONDS, _app.SCAN_ABOVE = 5, 0.0, 10
     app = StrictPolicy(build(options.dsn, options.prefix))
     uvicorn.run(app, host="127.0.0.1", port=options.port, log_level="warning")
 

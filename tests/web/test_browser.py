@@ -566,3 +566,48 @@ def test_oban_web_serves_the_dashboard_behind_basic_auth(
         assert problems == []
     finally:
         context.close()
+
+
+def test_live_refresh_holds_while_older_search_matches_show(
+    browser: Browser, site: Site, tmp_path: Path
+) -> None:
+    """A search the dashboard runs in windows (here of 5 ids, one per request, in a server
+    of its own): "Search older jobs" reaches an older match, and live refresh (1 s) then
+    holds rather than search from the newest job again and drop it."""
+    needle = f"zebra-{uuid.uuid4().hex[:8]}"
+    match = site.run(
+        site.node.enqueue(Job("tests.web.workers.Mailer", queue="scanq", args={"to": needle}))
+    )
+    site.run(
+        site.node.enqueue_many(
+            [Job("tests.web.workers.Mailer", queue="scanq", args={"n": n}) for n in range(12)]
+        )
+    )
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*SERVE, "--dsn", site.dsn, "--prefix", site.prefix, "--port", str(port), "--small-scans"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    context = browser.new_context(base_url=f"http://127.0.0.1:{port}")
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        _wait_until_serving(proc, f"http://127.0.0.1:{port}{ADMIN}/health")
+        tab = context.new_page()
+        tab.goto(f"{ADMIN}/jobs?q={needle}")
+        tab.select_option("#refresh", "1")
+        assert "No match yet" in tab.inner_text("#job-list")
+        for _ in range(10):
+            if tab.locator(f"tr[data-job-id='{match.id}']").count():
+                break
+            tab.click("button.more")
+            tab.wait_for_load_state("networkidle")
+        else:
+            raise AssertionError("Search older jobs never reached the match")
+        tab.wait_for_timeout(2_500)  # two refresh intervals
+        assert tab.locator(f"tr[data-job-id='{match.id}']").count() == 1, "the match was dropped"
+        assert tab.inner_text("#live-status") == "paused while older matches are shown"
+    finally:
+        context.close()
+        _stop(proc)
