@@ -1015,7 +1015,14 @@ class Oban:
         jobs finished."""
         if self._waiters:
             self._waiters.wake(ack.id for ack in batch)
-        relayed = [ack.id for ack in batch if ack.relay and (ack.id in written or ack.killed)]
+        if self.pool is not None:
+            # The ack statement announced the written ones at its commit (ack_relayed.sql);
+            # a killed job's row was written by whoever cancelled it.
+            relayed = [
+                ack.id for ack in batch if ack.relay and ack.killed and ack.id not in written
+            ]
+        else:
+            relayed = [ack.id for ack in batch if ack.relay and (ack.id in written or ack.killed)]
         if relayed:
             self._announce_relayed(relayed)
         workflows = {

@@ -6,6 +6,7 @@ at the timeout, a large result, nested waits, inline mode."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -271,6 +272,46 @@ async def test_a_lost_notification_is_covered_by_polling(
     outcome = await client.wait_for(job, timeout=10, poll_interval=0.5)
     assert (outcome.state, outcome.value) == ("completed", 9)
     assert time.monotonic() - started < 2.0
+
+
+async def test_the_ack_statement_itself_announces_relayed_jobs(
+    make: Callable[..., Oban], database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the relay notification is sent by the statement that writes the acks
+    (delivered at its commit): one ``{"ids": [...]}`` per batch on ``<prefix>.oban_relay``,
+    and no NOTIFY statement of its own. On SQLite the node tells the other instances of the
+    process on the same file."""
+    oban = await node(make)
+    notified: list[str] = []
+    engine = await oban._ready()
+    real_notify = engine.notify
+
+    async def spy(channel: str, payloads: Any) -> None:
+        notified.append(channel)
+        await real_notify(channel, payloads)
+
+    monkeypatch.setattr(engine, "notify", spy)
+    if not database.postgres:
+        peer = make(name="peer")
+        job = await peer.enqueue(Echo.new({"value": 3}, meta={"relay": True}))
+        outcome = await peer.wait_for(job, timeout=10, poll_interval=30)
+        assert (outcome.state, outcome.value) == ("completed", 3)
+        return
+    async with await psycopg.AsyncConnection.connect(database.dsn, autocommit=True) as listener:
+        await listener.execute(f'LISTEN "{database.prefix}.oban_relay"')
+        jobs = await oban.enqueue_many(
+            [Echo.new({"value": n}, meta={"relay": True}) for n in range(3)]
+        )
+        plain = await oban.enqueue(Echo.new({"value": "plain"}))
+        for job in [*jobs, plain]:
+            await oban.wait_for(job, timeout=10)
+        heard: set[int] = set()
+        async for note in listener.notifies(timeout=2.0):
+            heard |= set(json.loads(note.payload)["ids"])
+            if heard >= {job.id for job in jobs}:
+                break
+    assert heard == {job.id for job in jobs}, "every relayed job announced, the plain one not"
+    assert "relay" not in notified, "a NOTIFY statement of its own was sent"
 
 
 # --- in-process use -----------------------------------------------------------------------------

@@ -345,6 +345,8 @@ class PostgresEngine:
         # No oban_peers (an oban-py 0.7.0 layout not upgraded yet): leases in oban_leaders.
         self._legacy_leases: bool | None = None
         self._fetch_sql_text: str | None = None
+        self._ack_sql_text: str | None = None
+        self.relay_channel = f"{prefix}.oban_relay"
         #: Whether oban_jobs_unique_index was found valid (checked at the first unique insert).
         self._unique_index = False
         #: Told, per queue, how many unique jobs staging discarded for a key another job holds.
@@ -510,15 +512,35 @@ class PostgresEngine:
             "oban.schema.install(pool)) to build it"
         )
 
+    def _ack_parts(self, acks_param: str, channel_param: str) -> tuple[str, str]:
+        """ack_jobs.sql's UPDATE and ack_relayed.sql's CTE, comments dropped, with their
+        parameters numbered as the statement that holds them needs."""
+
+        def load(name: str) -> str:
+            text = _sql.load(_ENGINE, name, self.prefix)
+            return "\n".join(line for line in text.splitlines() if not line.startswith("--"))
+
+        ack = re.sub(r"\$1\b", acks_param, load("ack_jobs")).strip()
+        relayed = load("ack_relayed").replace("$channel", channel_param).strip()
+        return ack, relayed
+
     def _fetch_sql(self) -> str:
-        """fetch_jobs.sql with the ack statement inside."""
+        """fetch_jobs.sql with the ack statement and its relay notifications inside."""
         if self._fetch_sql_text is None:
-            ack = _sql.load(_ENGINE, "ack_jobs", self.prefix)
-            ack = "\n".join(line for line in ack.splitlines() if not line.startswith("--"))
-            ack = re.sub(r"\$1\b", "$5", ack).strip()
-            fetch = _sql.load(_ENGINE, "fetch_jobs", self.prefix).replace("{acks}", ack)
-            self._fetch_sql_text = fetch
+            ack, relayed = self._ack_parts("$5", "$6")
+            fetch = _sql.load(_ENGINE, "fetch_jobs", self.prefix)
+            self._fetch_sql_text = fetch.replace("{acks}", ack).replace("{relayed}", relayed)
         return self._fetch_sql_text
+
+    def _ack_sql(self) -> str:
+        """The acks alone ($1) and their relay notifications ($2 the channel)."""
+        if self._ack_sql_text is None:
+            ack, relayed = self._ack_parts("$1", "$2")
+            self._ack_sql_text = (
+                f"WITH acked AS (\n{ack}\n), relayed AS (\n{relayed}\n)\n"
+                "SELECT a.id FROM acked AS a CROSS JOIN (SELECT count(*) FROM relayed) AS n"
+            )
+        return self._ack_sql_text
 
     async def fetch_jobs(self, queue: str, demand: int, node: str, uuid: str) -> list[Job]:
         return (await self.ack_fetch_jobs((), queue, demand, node, uuid))[1]
@@ -528,7 +550,9 @@ class PostgresEngine:
     ) -> tuple[set[int], list[Job]]:
         payload = _ack_payload(acks) if acks else "[]"
         async with self._connection() as conn:
-            rows = await _execute_sql(conn, self._fetch_sql(), (queue, demand, node, uuid, payload))
+            rows = await _execute_sql(
+                conn, self._fetch_sql(), (queue, demand, node, uuid, payload, self.relay_channel)
+            )
         acked: set[int] = set()
         jobs: list[Job] = []
         for row in rows:
@@ -542,7 +566,8 @@ class PostgresEngine:
         if not acks:
             return set()
         payload = _ack_payload(acks)
-        rows = await self._run("ack_jobs", (payload,))
+        async with self._connection() as conn:
+            rows = await _execute_sql(conn, self._ack_sql(), (payload, self.relay_channel))
         return {row[0] for row in rows}
 
     async def stage_jobs(self, queues: Sequence[str] | None, limit: int) -> dict[str, int]:

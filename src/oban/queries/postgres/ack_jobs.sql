@@ -1,5 +1,7 @@
 -- errors is jsonb[] in Elixir's schema and a jsonb array in one left by oban-py 0.7.0: `||`
 -- appends the new entry to either.
+-- The UPDATE that writes acks, used inside ack statements as their CTE acked (see
+-- PostgresEngine: the relayed CTE of ack_relayed.sql follows it).
 -- $1: a JSON array of acks. Each update is guarded by the state and attempted_at the job was
 -- fetched with, so a stale ack (the job was rescued meanwhile) changes nothing.
 -- A row's own values cannot fail the statement (and with it every other ack): a meta that is
@@ -44,4 +46,4 @@ FROM jsonb_to_recordset($1::jsonb) AS a (
 -- (state is compared as the enum, so an index on state can serve it: comparing it as text
 -- made PostgreSQL scan the whole table on a table without statistics yet.)
 WHERE j.id = a.id AND j.state = 'executing' AND j.attempted_at = a.attempted_at
-RETURNING j.id
+RETURNING j.id, j.meta @> '{"relay": true}' AS relay

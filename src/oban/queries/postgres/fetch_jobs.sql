@@ -1,4 +1,5 @@
--- $1 queue, $2 demand, $3 node, $4 producer uuid, $5 a JSON array of acks (may be empty).
+-- $1 queue, $2 demand, $3 node, $4 producer uuid, $5 a JSON array of acks (may be empty),
+-- $6 the relay channel (relayed: ack_relayed.sql).
 -- One statement writes the acks of jobs that finished (the ack_jobs statement, its $1 as
 -- $5) and claims up to $2 available jobs, marking them executing; SKIP LOCKED keeps
 -- concurrent producers apart. The two never touch the same row: acks are guarded by
@@ -6,6 +7,8 @@
 -- Rows: (false, job columns...) per claimed job, then (true, id, NULL...) per written ack.
 WITH acked AS (
 {acks}
+), relayed AS (
+{relayed}
 ), locked AS MATERIALIZED (
   SELECT id
   FROM {prefix}.oban_jobs
@@ -30,4 +33,4 @@ SELECT false, c.* FROM claimed AS c
 UNION ALL
 SELECT true, a.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
   NULL, NULL, NULL, NULL, NULL
-FROM acked AS a
+FROM acked AS a CROSS JOIN (SELECT count(*) FROM relayed) AS n
