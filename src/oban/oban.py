@@ -1230,9 +1230,12 @@ class Oban:
         engine = await self._ready()
         floor = None
         if scan is not None:
-            if before is None:  # the window is fixed now: jobs inserted later wait for a page 1
-                before = (await engine.max_job_id(None) or 0) + 1
-            floor = before - scan if before > scan else None
+            # The window is fixed now (jobs inserted later wait for the next first page); the
+            # newest possible id has no id above it to bound the listing with.
+            top = before if before is not None else (await engine.max_job_id(None) or 0) + 1
+            if top <= MAX_ID:
+                before = top
+            floor = top - scan if top > scan else None
         jobs = await engine.list_jobs(where, before, limit + 1, floor)
         if len(jobs) > limit:
             return JobPage(jobs[:limit], str(jobs[limit - 1].id))

@@ -242,6 +242,20 @@ async def test_a_bounded_scan_jumps_over_deleted_ids(oban: Oban, sql: Callable[.
     assert second.next is None, "no job is older than the last window"
 
 
+async def test_the_largest_possible_id_is_listed_with_and_without_a_scan(
+    oban: Oban, sql: Callable[..., Any]
+) -> None:
+    top = 2**63 - 1
+    await sql(
+        oban,
+        "INSERT INTO oban_jobs (id, state, queue, worker, args, meta, tags, errors, attempted_by) "
+        f"VALUES ({top}, 'available', 'q', 'app.W', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}')",
+    )
+    assert _ids((await oban.list_jobs()).jobs) == [top]
+    scanned = await oban.list_jobs(scan=100)
+    assert _ids(scanned.jobs) == [top] and scanned.next is None
+
+
 async def test_a_bounded_scan_of_an_empty_table_ends_at_once(oban: Oban) -> None:
     page = await oban.list_jobs(scan=10)
     assert page.jobs == [] and page.next is None

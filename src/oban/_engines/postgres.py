@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -27,6 +28,8 @@ from ..job import Job, JobState
 from . import _payloads, _sql, _sync
 from ._dsn import guard_pool_logs, mask_dsn, scrub
 from .base import CANCELLED_WHILE_EXECUTING, Ack, ProducerRow
+
+logger = logging.getLogger("oban")
 
 _ENGINE = "postgres"
 CONNECT_TIMEOUT = 10.0
@@ -58,6 +61,12 @@ def _holder(row: Sequence[Any]) -> tuple[Any, ...]:
     """(id, state, queue, inserted_at, scheduled_at) with the timestamps made aware."""
     id_, state, queue, inserted_at, scheduled_at = row
     return (id_, state, queue, _aware(inserted_at), _aware(scheduled_at))
+
+
+def _notify_refused(error: BaseException) -> bool:
+    """Whether ``error`` is PostgreSQL refusing a NOTIFY (its notification queue is full),
+    which fails the statement that sent it though its other writes were fine."""
+    return getattr(error, "sqlstate", None) == "54000" and "notif" in str(error).lower()
 
 
 def _ack_payload(acks: Sequence[Ack]) -> str:
@@ -363,6 +372,15 @@ class PostgresEngine:
         except UndefinedTable as error:
             raise await self._schema_missing() from error
 
+    async def _execute_text(
+        self, conn: AsyncConnection[Any], sql: str, params: tuple[Any, ...]
+    ) -> list[tuple[Any, ...]]:
+        """:meth:`_execute` for a statement built from several query files."""
+        try:
+            return await _execute_sql(conn, sql, params)
+        except UndefinedTable as error:
+            raise await self._schema_missing() from error
+
     async def _schema_missing(self) -> SchemaNotInstalledError:
         return self._schema_missing_at(shown(await resolve_conninfo(self.pool)))
 
@@ -549,10 +567,16 @@ class PostgresEngine:
         self, acks: Sequence[Ack], queue: str, demand: int, node: str, uuid: str
     ) -> tuple[set[int], list[Job]]:
         payload = _ack_payload(acks) if acks else "[]"
-        async with self._connection() as conn:
-            rows = await _execute_sql(
-                conn, self._fetch_sql(), (queue, demand, node, uuid, payload, self.relay_channel)
-            )
+        params = (queue, demand, node, uuid, payload, self.relay_channel)
+        try:
+            async with self._connection() as conn:
+                rows = await self._execute_text(conn, self._fetch_sql(), params)
+        except psycopg.Error as error:
+            if not acks or not _notify_refused(error):
+                raise
+            # The relay notification failed, not the acks: write them, then fetch, apart.
+            written = await self.ack_jobs(acks)
+            return written, await self.fetch_jobs(queue, demand, node, uuid)
         acked: set[int] = set()
         jobs: list[Job] = []
         for row in rows:
@@ -566,9 +590,26 @@ class PostgresEngine:
         if not acks:
             return set()
         payload = _ack_payload(acks)
-        async with self._connection() as conn:
-            rows = await _execute_sql(conn, self._ack_sql(), (payload, self.relay_channel))
-        return {row[0] for row in rows}
+        try:
+            async with self._connection() as conn:
+                rows = await self._execute_text(
+                    conn, self._ack_sql(), (payload, self.relay_channel)
+                )
+            return {row[0] for row in rows}
+        except psycopg.Error as error:
+            if not _notify_refused(error):
+                raise
+            # The relay notification failed (PostgreSQL's notification queue is full): the
+            # acks are written without it, then announced apart (or only logged: waiters poll).
+            logger.warning("relay notification refused, acks written without it: %s", error)
+            written = await self._run("ack_jobs", (payload,))
+            relayed = [int(row[0]) for row in written if row[1]]
+            if relayed:
+                try:
+                    await self.notify("relay", [orjson.dumps({"ids": relayed}).decode()])
+                except psycopg.Error as again:
+                    logger.warning("could not announce %d relayed jobs: %s", len(relayed), again)
+            return {row[0] for row in written}
 
     async def stage_jobs(self, queues: Sequence[str] | None, limit: int) -> dict[str, int]:
         if queues is not None and not queues:

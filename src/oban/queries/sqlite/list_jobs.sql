@@ -24,8 +24,9 @@ WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
     ELSE worker LIKE :search ESCAPE '\' OR args LIKE :search ESCAPE '\'
   END)
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
-  -- (coalesce, not ":after IS NULL OR": so that SQLite seeks along the primary key)
-  AND id < coalesce(:after, 9223372036854775807)
+  -- (coalesce, not ":after IS NULL OR": so that SQLite seeks along the primary key; <= so
+  -- that the largest possible id is listed too)
+  AND id <= coalesce(:after - 1, 9223372036854775807)
   AND id >= coalesce(:floor, 0)
 ORDER BY id DESC
 LIMIT :limit
