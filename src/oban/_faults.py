@@ -10,9 +10,14 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["hit"]
+__all__ = ["POINTS", "hit"]
+
+#: The points the code can stop at.
+POINTS = frozenset({"after_ack"})
 
 _POINT = os.environ.get("OBAN_TEST_FAULT", "")
+if _POINT and _POINT not in POINTS:  # a typo would make a crash test pass for nothing
+    raise ValueError(f"OBAN_TEST_FAULT must be one of {', '.join(sorted(POINTS))}, got {_POINT!r}")
 
 
 def hit(point: str) -> None:

@@ -164,3 +164,20 @@ async def _sql(client: Oban, pg: str, lite: str) -> list[Any]:
     assert client.sqlite_path is not None
     with sqlite3.connect(client.sqlite_path) as conn:
         return list(conn.execute(lite).fetchall())
+
+
+def test_an_unknown_fault_point_stops_the_import() -> None:
+    import subprocess
+    import sys
+
+    from tests.processes import subprocess_env
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import oban"],
+        env=subprocess_env({"OBAN_TEST_FAULT": "after_akc"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "OBAN_TEST_FAULT must be one of after_ack, got 'after_akc'" in result.stderr
