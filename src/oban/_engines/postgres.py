@@ -31,6 +31,9 @@ from .base import CANCELLED_WHILE_EXECUTING, Ack, ProducerRow
 
 logger = logging.getLogger("oban")
 
+#: Ids per relay notification, as ack_relayed.sql sends them (plain JSON under 8,000 bytes).
+_RELAY_IDS_PER_NOTIFICATION = 300
+
 _ENGINE = "postgres"
 CONNECT_TIMEOUT = 10.0
 #: Seconds one direct connection attempt may take before the database counts as unreachable
@@ -605,8 +608,13 @@ class PostgresEngine:
             written = await self._run("ack_jobs", (payload,))
             relayed = [int(row[0]) for row in written if row[1]]
             if relayed:
+                step = _RELAY_IDS_PER_NOTIFICATION
+                payloads = [
+                    orjson.dumps({"ids": relayed[i : i + step]}).decode()
+                    for i in range(0, len(relayed), step)
+                ]
                 try:
-                    await self.notify("relay", [orjson.dumps({"ids": relayed}).decode()])
+                    await self.notify("relay", payloads)
                 except psycopg.Error as again:
                     logger.warning("could not announce %d relayed jobs: %s", len(relayed), again)
             return {row[0] for row in written}
