@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import pickle
 import struct
@@ -93,6 +94,13 @@ class _Child:
         if self.alive:
             self.proc.kill()
 
+    async def end(self) -> None:
+        """Kill the child and wait (up to 2 s) until it is gone: a job that was stopped
+        leaves no process behind, not even for a moment."""
+        self.kill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.proc.wait()), 2.0)
+
     async def close(self) -> None:
         """Ask an idle child to exit (EOF on its stdin); kill it if it does not."""
         if self.proc.stdin is not None and not self.proc.stdin.is_closing():
@@ -119,7 +127,7 @@ class _Pool:
             if reusable and child.alive:
                 self._idle.append(child)
             else:
-                child.kill()
+                await child.end()
         if reply[0] == "ok":
             return reply[1]
         raise JobError(reply[1], reply[2], reply[3])
