@@ -101,6 +101,9 @@ class PostgresNotifier:
         self._connected = asyncio.Event()
         #: "listening" while LISTEN works, "polling" while it does not (producers poll).
         self.status = "starting"
+        #: Bumped each time the link comes up: equal at two moments, and ``connected`` at
+        #: both, the link did not break in between.
+        self.generation = 0
 
     def full_channel(self, channel: str) -> str:
         """``insert`` -> ``public.oban_insert``."""
@@ -140,6 +143,10 @@ class PostgresNotifier:
         """Whether the LISTEN connection is up."""
         return self._connected.is_set()
 
+    def hears(self, channel: str) -> bool:
+        """Whether ``channel``'s notifications arrive now (linked and LISTENing)."""
+        return self._connected.is_set() and channel in self._listening
+
     def _set_status(self, status: str, reason: str | None = None) -> None:
         if status == self.status:
             return
@@ -167,6 +174,7 @@ class PostgresNotifier:
                 self._listening = set()
                 await self._listen_all(conn)
                 failures = 0
+                self.generation += 1
                 self._connected.set()
                 self._set_status("listening")
                 if lost_at is not None:

@@ -6,6 +6,11 @@ registration. Wake-ups come from this instance's acks (in-process), from the ``r
 notification other nodes send after acking jobs enqueued with ``relay`` (PostgreSQL), or from
 SQLite peers in this process; a poll every ``poll_interval`` covers everything else (a lost
 notification, another process on SQLite, a job not enqueued for relay).
+
+``relay`` skips the first read when nothing can have been missed: its listener was hearing
+``relay`` notifications, without a break, from before the insert until the waiter registered,
+and no wake-up at all came in between (:attr:`Waiters.heard` did not move). Whatever
+finishes the job after that wakes the waiter; the poll covers the rest, as for any waiter.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ def outcome_of(job_id: int, job: Job | None, done: bool) -> JobOutcome:
 class Waiter:
     """One ``await_many`` call: the ids it still waits for and what was last read of each."""
 
-    __slots__ = ("done", "latest", "pending", "poll_interval", "with_retries")
+    __slots__ = ("done", "latest", "next_read", "pending", "poll_interval", "with_retries")
 
     def __init__(self, ids: Iterable[int], with_retries: bool, poll_interval: float) -> None:
         self.pending = set(ids)
@@ -89,6 +94,8 @@ class Waiter:
         self.poll_interval = poll_interval
         self.latest: dict[int, Job | None] = {}
         self.done = asyncio.Event()
+        #: When this waiter's rows are read next, failing a wake-up (``time.monotonic()``).
+        self.next_read = 0.0
 
     def take(self, found: dict[int, Job], read: Iterable[int]) -> None:
         """Rows were read for ``read`` (``found``: those that exist)."""
@@ -106,31 +113,38 @@ Reader = Callable[[list[int]], Awaitable[dict[int, Job]]]
 
 class Waiters:
     """Every waiter of one instance, served by one loop: whenever a job they wait for may have
-    changed (an ack here, a notification, a cancel) and at least every ``poll_interval``, it
-    reads all the rows still waited for, 500 ids per statement, and hands them out. However
-    many wait, the database sees one read per wake-up, never one per waiter.
+    changed (an ack here, a notification, a cancel) it reads all the rows still waited for,
+    500 ids per statement, and hands them out; each waiter's rows are also read at least every
+    ``poll_interval``. However many wait, the database sees one read per wake-up, never one
+    per waiter.
 
     A new waiter is read at the loop's next pass, which starts after it registered: a job that
     finished before is seen then (no wake-up can be lost between a registration and a read).
     """
 
-    __slots__ = ("_dirty", "_ids", "_logged", "_read", "_task", "_waiters")
+    __slots__ = ("_dirty", "_ids", "_logged", "_read", "_task", "_waiters", "_woken", "heard")
 
     def __init__(self, read: Reader) -> None:
         self._read = read
         self._waiters: set[Waiter] = set()
         self._ids: dict[int, int] = {}  # id -> how many waiters wait for it
         self._dirty = asyncio.Event()
+        self._woken = False  # a wake-up since the last pass: read every waiter
         self._task: asyncio.Task[None] | None = None
         self._logged = 0.0
+        #: How many wake-ups came, whether or not anyone waited for their jobs.
+        self.heard = 0
 
     def __bool__(self) -> bool:
         return bool(self._waiters)
 
-    def add(self, waiter: Waiter) -> None:
+    def add(self, waiter: Waiter, read_first: bool = True) -> None:
+        """Serve ``waiter``: its rows are read at the next pass, or, with ``read_first=False``
+        (nothing about its jobs can have been missed), at the next wake-up or poll."""
         self._waiters.add(waiter)
         for job_id in waiter.pending:
             self._ids[job_id] = self._ids.get(job_id, 0) + 1
+        waiter.next_read = 0.0 if read_first else time.monotonic() + waiter.poll_interval
         self._dirty.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._serve(), name="oban-waiters")
@@ -148,7 +162,9 @@ class Waiters:
 
     def wake(self, ids: Iterable[int]) -> None:
         """Jobs ``ids`` may have changed: read again now if anyone waits for one of them."""
+        self.heard += 1
         if self._ids and any(job_id in self._ids for job_id in ids):
+            self._woken = True
             self._dirty.set()
 
     async def stop(self) -> None:
@@ -161,7 +177,9 @@ class Waiters:
     async def _serve(self) -> None:
         while self._waiters:
             self._dirty.clear()  # before the read: a change during it triggers another
-            waiting = [w for w in self._waiters if w.pending]
+            woken, self._woken = self._woken, False
+            now = time.monotonic()
+            waiting = [w for w in self._waiters if w.pending and (woken or w.next_read <= now)]
             ids = sorted({job_id for waiter in waiting for job_id in waiter.pending})
             if ids:
                 try:
@@ -174,12 +192,17 @@ class Waiters:
                 else:
                     for waiter in waiting:
                         waiter.take(found, ids)
-            if not any(w.pending for w in self._waiters):
+                now = time.monotonic()
+                for waiter in waiting:
+                    waiter.next_read = now + waiter.poll_interval
+            pending = [w.next_read for w in self._waiters if w.pending]
+            if not pending:
                 await self._dirty.wait()  # only finished waiters left: until one comes
                 continue
-            interval = min(w.poll_interval for w in self._waiters if w.pending)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), interval)
+            delay = min(pending) - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._dirty.wait(), delay)
 
 
 def relay_ids(message: dict[str, Any]) -> list[int] | None:

@@ -944,10 +944,23 @@ class Oban:
         _check_wait(timeout, poll_interval)
         if not allow_nested:
             _warn_if_nested("await_many/wait_for")
+        return await self._await(ids, timeout, with_retries, poll_interval)
+
+    async def _await(
+        self,
+        ids: list[int],
+        timeout: float | None,
+        with_retries: bool,
+        poll_interval: float,
+        heard_since: tuple[int, int, int] | None = None,
+    ) -> list[JobOutcome]:
+        """``await_many`` of ``ids``; ``heard_since``: what :meth:`_hearing` said before the
+        jobs were inserted (when unchanged now, nothing about them can have been missed)."""
         engine = await self._ready()
         await self._listen_for_relays()
         waiter = Waiter(ids, with_retries, poll_interval)
-        self._waiters.add(waiter)
+        read_first = heard_since is None or heard_since != self._hearing()
+        self._waiters.add(waiter, read_first)
         try:
             if timeout is None:
                 await waiter.done.wait()
@@ -996,15 +1009,21 @@ class Oban:
         if is_inline():
             return await inline_relay(job)
         _check_wait(timeout, poll_interval)
+        hearing = self._hearing()
         inserted = await self.enqueue(job)
-        outcome = await self.wait_for(
-            inserted,
-            timeout=timeout,
-            with_retries=with_retries,
-            poll_interval=poll_interval,
-            allow_nested=True,
+        [outcome] = await self._await(
+            _ids([inserted]), timeout, with_retries, poll_interval, heard_since=hearing
         )
         return relay_result(job.worker, outcome, timeout)
+
+    def _hearing(self) -> tuple[int, int, int] | None:
+        """While ``relay`` notifications reach this instance's waiters: which listener hears
+        them, its connection's generation and how many wake-ups came so far; else ``None``.
+        Equal before an insert and after it, nothing about the inserted jobs was missed."""
+        listener = self._notifier or self._relay_listener
+        if listener is None or not listener.hears("relay"):
+            return None
+        return (id(listener), listener.generation, self._waiters.heard)
 
     async def _read_waited(self, ids: list[int]) -> dict[int, Job]:
         return await _read_jobs(await self._ready(), ids)
@@ -1013,8 +1032,7 @@ class Oban:
         """The acker wrote ``batch`` (committed): wake this instance's waiters for those jobs,
         tell the others of the jobs enqueued with ``relay``, and check the workflows whose
         jobs finished."""
-        if self._waiters:
-            self._waiters.wake(ack.id for ack in batch)
+        self._waiters.wake(ack.id for ack in batch)
         if self.pool is not None:
             # The ack statement announced the written ones at its commit (ack_relayed.sql);
             # a killed job's row was written by whoever cancelled it.
@@ -1058,8 +1076,7 @@ class Oban:
     def _on_jobs_changed(self, rows: list[tuple[int, str, str, str]]) -> None:
         """Workflow jobs were released or cancelled: wake their waiters, and this node's
         producers of the queues that got available jobs (other nodes hear the NOTIFY)."""
-        if self._waiters:
-            self._waiters.wake(row[0] for row in rows)
+        self._waiters.wake(row[0] for row in rows)
         self._wake({row[2] for row in rows if row[1] == "available"})
 
     def _announce_relayed(self, ids: list[int]) -> None:
@@ -1085,8 +1102,7 @@ class Oban:
             drops = self._notifier.dropped if self._notifier is not None else self._local_drops
             drops("relay", "not a list of job ids", message)
             return
-        if self._waiters:
-            self._waiters.wake(ids)
+        self._waiters.wake(ids)
 
     async def _listen_for_relays(self) -> None:
         """On PostgreSQL, make sure ``relay`` notifications reach this instance's waiters: a
@@ -1550,8 +1566,7 @@ class Oban:
             "oban.job.cancel",
             {"ids": sorted(cancelled + executing), "running": executing},
         )
-        if self._waiters:
-            self._waiters.wake(cancelled + executing)
+        self._waiters.wake(cancelled + executing)
         return len(cancelled) + len(executing)
 
     async def retry_job(self, job: Job | int) -> int:
@@ -1574,8 +1589,7 @@ class Oban:
         """Delete jobs that are not executing; return how many were deleted."""
         ids = _ids(jobs)
         deleted = await (await self._ready()).delete_jobs(ids)
-        if self._waiters:
-            self._waiters.wake(ids)
+        self._waiters.wake(ids)
         return deleted
 
     async def update_job(

@@ -6,7 +6,9 @@ at the timeout, a large result, nested waits, inline mode."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +19,7 @@ import psycopg
 import pytest
 
 from oban import Job, JobOutcome, Oban, telemetry, testing
+from oban._results import Waiter
 from oban.errors import RelayCancelled, RelayDiscard, RelayError, RelayTimeout
 from tests.helpers import eventually, oban_factory
 from tests.integration.databases import Database, database_fixture  # noqa: F401 (fixture)
@@ -216,6 +219,105 @@ async def test_a_completion_during_the_last_poll_interval_is_not_a_timeout(
     job = await client.enqueue(Echo.new({"value": 5, "sleep": 0.3}))
     outcome = await client.wait_for(job, timeout=0.8, poll_interval=5)
     assert (outcome.done, outcome.state, outcome.value) == (True, "completed", None)
+
+
+def _count_reads(oban: Oban, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The ids of each row read of ``oban``'s waiters, in order (its engine's ``get_jobs``)."""
+    reads: list[list[int]] = []
+    engine: Any = oban._engine
+    real = engine.get_jobs
+
+    async def counted(ids: list[int]) -> Any:
+        reads.append(list(ids))
+        return await real(ids)
+
+    monkeypatch.setattr(engine, "get_jobs", counted)
+    return reads
+
+
+async def test_a_relay_that_missed_nothing_reads_its_row_once(
+    make: Callable[..., Oban], database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL, with the relay listener up from before the insert and no wake-up until
+    the waiter registered, nothing about the new job can have been missed: the row is read
+    once, when the ack says it finished (the node's own instance, and a client instance in
+    the same process). On SQLite (no listener) it is read first, too."""
+    await node(make)
+    client = make(name="client")
+    for waiter in (Oban.get_instance(), client):
+        await waiter.relay(Echo.new({"value": "warm"}), timeout=10)
+        reads = _count_reads(waiter, monkeypatch)
+        assert await waiter.relay(Echo.new({"value": 2}), timeout=10, poll_interval=30) == 2
+        assert len(reads) == (1 if database.postgres else 2), f"{waiter.name}: {reads}"
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("name", ["Oban", "client"])
+async def test_a_wake_up_before_the_waiter_registered_makes_it_read_first(
+    make: Callable[..., Oban], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the first read is there for: the job finishes, and its wake-up (this node's
+    ack, or the node's relay notification to the client) is handled after the insert and
+    before the waiter registers. The waiter reads at once instead of at its poll, 30 s on."""
+    await node(make)
+    make(name="client")
+    waiter = Oban.get_instance(name)
+    await waiter.relay(Echo.new({"value": "warm"}), timeout=10)
+    real_enqueue = waiter.enqueue
+
+    async def enqueue_then_finish(job: Job, **options: Any) -> Job:
+        heard = waiter._waiters.heard
+        inserted = await real_enqueue(job, **options)
+        await eventually(lambda: _state(waiter, inserted, "completed"), message="completed")
+        await eventually(lambda: waiter._waiters.heard != heard, message="the wake-up")
+        return inserted
+
+    monkeypatch.setattr(waiter, "enqueue", enqueue_then_finish)
+    started = time.monotonic()
+    assert await waiter.relay(Echo.new({"value": 8}), timeout=20, poll_interval=30) == 8
+    assert time.monotonic() - started < 3.0
+
+
+async def test_a_new_waiter_does_not_postpone_the_polls_of_others(
+    make: Callable[..., Oban], database: Database
+) -> None:
+    """Each waiter is read at least every poll interval, however often new waiters that need
+    no first read come: here a job finishes with no wake-up at all (the row written directly),
+    while such waiters register every 50 ms, more often than the 0.3 s poll."""
+    oban = await node(make)
+    job = await oban.enqueue(Echo.new({"value": 1}, schedule_in=3600))
+    watch = asyncio.create_task(oban.wait_for(job, timeout=10, poll_interval=0.3))
+    await asyncio.sleep(0.2)
+    assert job.id is not None
+    await _complete_directly(database, job.id)
+    finished_at = time.monotonic()
+    extra: list[Waiter] = []
+    while not watch.done() and time.monotonic() - finished_at < 5:
+        waiter = Waiter([2**62 + len(extra)], False, 0.3)
+        oban._waiters.add(waiter, read_first=False)
+        extra.append(waiter)
+        await asyncio.sleep(0.05)
+    for waiter in extra:
+        oban._waiters.remove(waiter)
+    outcome = await watch
+    assert outcome.state == "completed" and time.monotonic() - finished_at < 1.5
+
+
+async def _complete_directly(database: Database, job_id: int) -> None:
+    if database.postgres:
+        async with await psycopg.AsyncConnection.connect(database.dsn, autocommit=True) as conn:
+            await conn.execute(
+                f"UPDATE {database.prefix}.oban_jobs SET state = 'completed', "
+                "completed_at = now() WHERE id = %s",
+                (job_id,),
+            )
+        return
+    path = database.dsn.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as lite, lite:
+        lite.execute(
+            "UPDATE oban_jobs SET state = 'completed', completed_at = datetime('now') WHERE id = ?",
+            (job_id,),
+        )
 
 
 # --- across processes -------------------------------------------------------------------------

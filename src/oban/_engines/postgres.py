@@ -684,7 +684,10 @@ class PostgresEngine:
         return job_stats_from_rows(window, bucket, limit, rows)
 
     async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
-        rows = await self._run("get_jobs", (list(ids),))
+        if len(ids) == 1:
+            rows = await self._run("get_job", (ids[0],))
+        else:
+            rows = await self._run("get_jobs", (list(ids),))
         return [_row_to_job(row) for row in rows]
 
     async def insert_producer(
