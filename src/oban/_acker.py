@@ -121,6 +121,8 @@ class Acker:
         self._urgent = False
         #: Told of every written batch and the ids it changed (waiters for those jobs).
         self.on_settled: Callable[[list[Ack], set[int]], None] | None = None
+        #: The ids of the relay acks being written (taken, not yet settled or given back).
+        self.relaying: set[int] = set()
 
     @property
     def pending(self) -> int:
@@ -156,12 +158,15 @@ class Acker:
         batch = pending[:count]
         del pending[:count]
         self._inflight += count
+        self.relaying.update(ack.id for ack in batch if ack.relay)
         return batch
 
     def give_back(self, batch: list[Ack]) -> None:
         """A write of ``batch`` failed: buffer it again, ahead of newer acks."""
         self._pending[:0] = batch
         self._inflight -= len(batch)
+        if self.relaying:
+            self.relaying.difference_update(ack.id for ack in batch)
         self._event.set()
 
     def settle(self, batch: list[Ack], written: set[int]) -> None:
@@ -169,6 +174,8 @@ class Acker:
         if batch:
             _faults.hit("after_ack")
         self._inflight -= len(batch)
+        if self.relaying:
+            self.relaying.difference_update(ack.id for ack in batch)
         if self.on_settled is not None and batch:
             self.on_settled(batch, written)
         if not self._pending and not self._inflight:

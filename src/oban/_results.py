@@ -9,8 +9,9 @@ notification, another process on SQLite, a job not enqueued for relay).
 
 ``relay`` skips the first read when nothing can have been missed: its listener was hearing
 ``relay`` notifications, without a break, from before the insert until the waiter registered,
-and no wake-up at all came in between (:attr:`Waiters.heard` did not move). Whatever
-finishes the job after that wakes the waiter; the poll covers the rest, as for any waiter.
+and no wake-up for the new job came in between (a *window*, opened before the insert, notes
+the ids of every wake-up until the waiter registers). Whatever finishes the job after that
+wakes the waiter; the poll covers the rest, as for any waiter.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ DELETED = "deleted"
 FINAL = frozenset({JobState.COMPLETED, JobState.CANCELLED, JobState.DISCARDED})
 #: Ids per relay notification: a NOTIFY payload stays far below PostgreSQL's 8,000 bytes.
 IDS_PER_NOTIFICATION = 400
+#: Ids woken while relays wait for their inserts that are noted, at most; past that, the
+#: waiters of those relays read their rows first (as every other wait does).
+MAX_SEEN = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,18 +126,30 @@ class Waiters:
     finished before is seen then (no wake-up can be lost between a registration and a read).
     """
 
-    __slots__ = ("_dirty", "_ids", "_logged", "_read", "_task", "_waiters", "_woken", "heard")
+    __slots__ = (
+        "_dirty",
+        "_ids",
+        "_logged",
+        "_overflow",
+        "_read",
+        "_seen",
+        "_task",
+        "_waiters",
+        "_windows",
+        "_woken",
+    )
 
     def __init__(self, read: Reader) -> None:
         self._read = read
         self._waiters: set[Waiter] = set()
-        self._ids: dict[int, int] = {}  # id -> how many waiters wait for it
+        self._ids: dict[int, list[Waiter]] = {}  # id -> the waiters that wait for it
         self._dirty = asyncio.Event()
         self._woken = False  # a wake-up since the last pass: read every waiter
         self._task: asyncio.Task[None] | None = None
         self._logged = 0.0
-        #: How many wake-ups came, whether or not anyone waited for their jobs.
-        self.heard = 0
+        self._windows = 0  # open windows (see open_window)
+        self._seen: set[int] = set()  # the ids woken while one was open
+        self._overflow = False  # too many to note: every open window has seen everything
 
     def __bool__(self) -> bool:
         return bool(self._waiters)
@@ -143,7 +159,7 @@ class Waiters:
         (nothing about its jobs can have been missed), at the next wake-up or poll."""
         self._waiters.add(waiter)
         for job_id in waiter.pending:
-            self._ids[job_id] = self._ids.get(job_id, 0) + 1
+            self._ids.setdefault(job_id, []).append(waiter)
         waiter.next_read = 0.0 if read_first else time.monotonic() + waiter.poll_interval
         self._dirty.set()
         if self._task is None or self._task.done():
@@ -154,18 +170,63 @@ class Waiters:
             return
         self._waiters.discard(waiter)
         for job_id in waiter.latest.keys() | waiter.pending:
-            left = self._ids.get(job_id, 0) - 1
-            if left > 0:
-                self._ids[job_id] = left
-            else:
-                self._ids.pop(job_id, None)
+            waiters = self._ids.get(job_id)
+            if waiters is None:
+                continue
+            with contextlib.suppress(ValueError):
+                waiters.remove(waiter)
+            if not waiters:
+                del self._ids[job_id]
 
     def wake(self, ids: Iterable[int]) -> None:
-        """Jobs ``ids`` may have changed: read again now if anyone waits for one of them."""
-        self.heard += 1
-        if self._ids and any(job_id in self._ids for job_id in ids):
+        """Jobs ``ids`` may have changed: read again now if anyone still waits for one of
+        them."""
+        if self._windows:
+            ids = self._note(ids)
+        if self._ids and any(self._waited(job_id) for job_id in ids):
             self._woken = True
             self._dirty.set()
+
+    def resolve(self, jobs: Iterable[Job]) -> None:
+        """``jobs`` are rows as just written and committed (this node's acks of relayed jobs):
+        the waiters for them take these instead of reading them again."""
+        if self._windows:
+            self._note(job.id for job in jobs if job.id is not None)
+        for job in jobs:
+            job_id = job.id
+            if job_id is None:
+                continue
+            for waiter in self._ids.get(job_id, ()):
+                if job_id in waiter.pending:
+                    waiter.take({job_id: job}, (job_id,))
+
+    def open_window(self) -> None:
+        """Note the ids of every wake-up from now until :meth:`close_window`: a job inserted
+        meanwhile whose id was not noted had no wake-up before its waiter registered."""
+        self._windows += 1
+
+    def seen(self, ids: Iterable[int]) -> bool:
+        """Whether a wake-up for one of ``ids`` came since a window still open opened (or
+        too many came to tell)."""
+        return self._overflow or any(job_id in self._seen for job_id in ids)
+
+    def close_window(self) -> None:
+        self._windows -= 1
+        if self._windows <= 0:
+            self._windows = 0
+            self._seen.clear()
+            self._overflow = False
+
+    def _note(self, ids: Iterable[int]) -> list[int]:
+        noted = list(ids)
+        if len(self._seen) + len(noted) > MAX_SEEN:
+            self._overflow = True
+        elif not self._overflow:
+            self._seen.update(noted)
+        return noted
+
+    def _waited(self, job_id: int) -> bool:
+        return any(job_id in waiter.pending for waiter in self._ids.get(job_id, ()))
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -202,7 +263,8 @@ class Waiters:
             delay = min(pending) - time.monotonic()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._dirty.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._dirty.wait()
 
 
 def relay_ids(message: dict[str, Any]) -> list[int] | None:

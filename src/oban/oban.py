@@ -472,6 +472,9 @@ class Oban:
         )
         self._acker = Acker(self._engine)
         self._acker.on_settled = self._on_acks_settled
+        if isinstance(self._engine, PostgresEngine):
+            # The ack statements return the rows of relayed jobs: no read after the ack.
+            self._engine.on_relayed_rows = self._waiters.resolve
         self._acker.start()
         self._executor = Executor(threads=self._threads, worker_modules=self.config.worker_modules)
         await self._start_notifier(bool(queues))
@@ -952,21 +955,29 @@ class Oban:
         timeout: float | None,
         with_retries: bool,
         poll_interval: float,
-        heard_since: tuple[int, int, int] | None = None,
+        window: tuple[int, int] | None = None,
     ) -> list[JobOutcome]:
-        """``await_many`` of ``ids``; ``heard_since``: what :meth:`_hearing` said before the
-        jobs were inserted (when unchanged now, nothing about them can have been missed)."""
-        engine = await self._ready()
-        await self._listen_for_relays()
-        waiter = Waiter(ids, with_retries, poll_interval)
-        read_first = heard_since is None or heard_since != self._hearing()
-        self._waiters.add(waiter, read_first)
+        """``await_many`` of ``ids``. ``window``: the jobs were inserted inside a window of
+        the waiters (open_window) that this closes, and :meth:`_hearing` said this before."""
+        try:
+            engine = await self._ready()
+            await self._listen_for_relays()
+            waiter = Waiter(ids, with_retries, poll_interval)
+            # Nothing about the jobs can have been missed, unless a wake-up for one came or
+            # the listener was not hearing all along: then read them first.
+            read_first = window is None or window != self._hearing() or self._waiters.seen(ids)
+            self._waiters.add(waiter, read_first)
+        finally:
+            if window is not None:
+                self._waiters.close_window()
         try:
             if timeout is None:
                 await waiter.done.wait()
             else:
+                # asyncio.timeout, not wait_for: no task of its own, one hand-over less.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.done.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await waiter.done.wait()
             if waiter.pending:  # at the deadline: read once more, a completion just now counts
                 left = sorted(waiter.pending)
                 waiter.take(await _read_jobs(engine, left), left)
@@ -1010,20 +1021,25 @@ class Oban:
             return await inline_relay(job)
         _check_wait(timeout, poll_interval)
         hearing = self._hearing()
-        inserted = await self.enqueue(job)
-        [outcome] = await self._await(
-            _ids([inserted]), timeout, with_retries, poll_interval, heard_since=hearing
-        )
+        if hearing is not None:
+            self._waiters.open_window()
+        try:
+            ids = _ids([await self.enqueue(job)])
+        except BaseException:
+            if hearing is not None:
+                self._waiters.close_window()
+            raise
+        [outcome] = await self._await(ids, timeout, with_retries, poll_interval, window=hearing)
         return relay_result(job.worker, outcome, timeout)
 
-    def _hearing(self) -> tuple[int, int, int] | None:
+    def _hearing(self) -> tuple[int, int] | None:
         """While ``relay`` notifications reach this instance's waiters: which listener hears
-        them, its connection's generation and how many wake-ups came so far; else ``None``.
-        Equal before an insert and after it, nothing about the inserted jobs was missed."""
+        them and its connection's generation (the same at two moments: it heard everything
+        in between); else ``None``."""
         listener = self._notifier or self._relay_listener
         if listener is None or not listener.hears("relay"):
             return None
-        return (id(listener), listener.generation, self._waiters.heard)
+        return (id(listener), listener.generation)
 
     async def _read_waited(self, ids: list[int]) -> dict[int, Job]:
         return await _read_jobs(await self._ready(), ids)
@@ -1102,6 +1118,10 @@ class Oban:
             drops = self._notifier.dropped if self._notifier is not None else self._local_drops
             drops("relay", "not a list of job ids", message)
             return
+        if self._acker is not None and self._acker.relaying:
+            # This node's own acks, heard before their statement's answer: their rows come
+            # with it (or, if it never comes, the acks wake their waiters when written).
+            ids = [job_id for job_id in ids if job_id not in self._acker.relaying]
         self._waiters.wake(ids)
 
     async def _listen_for_relays(self) -> None:

@@ -363,6 +363,9 @@ class PostgresEngine:
         self._unique_index = False
         #: Told, per queue, how many unique jobs staging discarded for a key another job holds.
         self.on_unique_conflicts: Callable[[dict[str, int]], None] | None = None
+        #: Given the rows, as written, of the jobs enqueued with relay that an ack statement
+        #: of this engine wrote (after its commit): the waiters of this node take them.
+        self.on_relayed_rows: Callable[[list[Job]], None] | None = None
 
     def _q(self, name: str) -> str:
         return _sql.load(_ENGINE, name, self.prefix)
@@ -559,7 +562,7 @@ class PostgresEngine:
             ack, relayed = self._ack_parts("$1", "$2")
             self._ack_sql_text = (
                 f"WITH acked AS (\n{ack}\n), relayed AS (\n{relayed}\n)\n"
-                "SELECT a.id FROM acked AS a CROSS JOIN (SELECT count(*) FROM relayed) AS n"
+                "SELECT a.* FROM acked AS a CROSS JOIN (SELECT count(*) FROM relayed) AS n"
             )
         return self._ack_sql_text
 
@@ -582,11 +585,16 @@ class PostgresEngine:
             return written, await self.fetch_jobs(queue, demand, node, uuid)
         acked: set[int] = set()
         jobs: list[Job] = []
+        relayed: list[Job] = []
         for row in rows:
-            if row[0]:
-                acked.add(row[1])
-            else:
-                jobs.append(_row_to_job(row[1:]))
+            if not row[0]:
+                jobs.append(_row_to_job(row[1:-1]))
+                continue
+            acked.add(row[1])
+            if row[2] is not None:  # a relay ack's row (worker is never NULL)
+                relayed.append(_row_to_job(row[1:-1]))
+        if relayed:
+            self._hand_over(relayed)
         return acked, jobs
 
     async def ack_jobs(self, acks: Sequence[Ack]) -> set[int]:
@@ -598,6 +606,9 @@ class PostgresEngine:
                 rows = await self._execute_text(
                     conn, self._ack_sql(), (payload, self.relay_channel)
                 )
+            rows_relayed = [_row_to_job(row[:-1]) for row in rows if row[1] is not None]
+            if rows_relayed:
+                self._hand_over(rows_relayed)
             return {row[0] for row in rows}
         except psycopg.Error as error:
             if not _notify_refused(error):
@@ -606,7 +617,7 @@ class PostgresEngine:
             # acks are written without it, then announced apart (or only logged: waiters poll).
             logger.warning("relay notification refused, acks written without it: %s", error)
             written = await self._run("ack_jobs", (payload,))
-            relayed = [int(row[0]) for row in written if row[1]]
+            relayed = [int(row[0]) for row in written if row[-1]]
             if relayed:
                 step = _RELAY_IDS_PER_NOTIFICATION
                 payloads = [
@@ -618,6 +629,15 @@ class PostgresEngine:
                 except psycopg.Error as again:
                     logger.warning("could not announce %d relayed jobs: %s", len(relayed), again)
             return {row[0] for row in written}
+
+    def _hand_over(self, jobs: list[Job]) -> None:
+        """Rows of relayed jobs an ack statement wrote (committed): to the node's waiters."""
+        if self.on_relayed_rows is None:
+            return
+        try:
+            self.on_relayed_rows(jobs)
+        except Exception:  # the waiters read the rows as they would have without these
+            logger.exception("handing acked rows to waiters failed")
 
     async def stage_jobs(self, queues: Sequence[str] | None, limit: int) -> dict[str, int]:
         if queues is not None and not queues:

@@ -4,7 +4,8 @@
 -- $5) and claims up to $2 available jobs, marking them executing; SKIP LOCKED keeps
 -- concurrent producers apart. The two never touch the same row: acks are guarded by
 -- state = 'executing', claims take only available jobs.
--- Rows: (false, job columns...) per claimed job, then (true, id, NULL...) per written ack.
+-- Rows: (false, job columns..., false) per claimed job, then (true, id, job columns or NULLs,
+-- relay) per written ack (ack_jobs.sql's RETURNING).
 WITH acked AS (
 {acks}
 ), relayed AS (
@@ -29,8 +30,6 @@ WITH acked AS (
     j.inserted_at, j.attempted_at, j.scheduled_at, j.state::text,
     j.cancelled_at, j.completed_at, j.discarded_at
 )
-SELECT false, c.* FROM claimed AS c
+SELECT false, c.*, false FROM claimed AS c
 UNION ALL
-SELECT true, a.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-  NULL, NULL, NULL, NULL, NULL
-FROM acked AS a CROSS JOIN (SELECT count(*) FROM relayed) AS n
+SELECT true, a.* FROM acked AS a CROSS JOIN (SELECT count(*) FROM relayed) AS n
