@@ -7,7 +7,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -20,6 +20,11 @@ from ._wire import MAX_PAYLOAD_BYTES, decode_payload
 logger = logging.getLogger("oban.notifier")
 
 Callback = Callable[[dict[str, Any]], Any]
+#: Work to do on the listening connection itself (see PostgresNotifier.on_connection).
+ConnectionWork = Callable[["psycopg.AsyncConnection[Any]"], Awaitable[None]]
+#: A channel's handler on the connection: given a decoded message it returns the work to do
+#: on the connection, ``True`` (handled, nothing to do) or ``False`` (deliver it as usual).
+ConnectionHandler = Callable[[dict[str, Any]], "ConnectionWork | bool"]
 
 #: While an outage is younger than FAST_RECONNECT_WINDOW seconds, reconnect attempts are at
 #: most FAST_RECONNECT_DELAY apart (jittered): after a database restart, which empties the
@@ -96,6 +101,13 @@ class PostgresNotifier:
         self._pending: asyncio.Queue[tuple[str, str]] = asyncio.Queue(MAX_PENDING)
         self._delivery: asyncio.Task[None] | None = None
         self._listening: set[str] = set()
+        #: Per channel, a handler that may act on a plain JSON message on the listening
+        #: connection itself, when nothing else waits to be delivered: the backend that just
+        #: sent it is awake, so a statement there answers sooner than one on a pool
+        #: connection idle since who knows when (the waiters' read after a relay
+        #: notification). Run between packets of notifications, never inside one.
+        self.on_connection: dict[str, ConnectionHandler] = {}
+        self._work: list[ConnectionWork] = []
         #: Counts (and now and then logs) the notifications that were not acted on.
         self.dropped = Drops(f"{prefix}.oban_*")
         self._connected = asyncio.Event()
@@ -182,8 +194,14 @@ class PostgresNotifier:
                     self._reconnected()
                 beat = time.monotonic()
                 while True:
-                    async for notify in conn.notifies(timeout=1.0):
+                    # Each packet ends the generator (stop_after): work for this connection
+                    # runs between packets. Notifications that arrive meanwhile wait in
+                    # psycopg's backlog and come first next time.
+                    async for notify in conn.notifies(timeout=1.0, stop_after=1):
                         self._receive(notify.channel, notify.payload)
+                    work, self._work = self._work, []
+                    for job in work:
+                        await job(conn)
                     await self._listen_all(conn)
                     if time.monotonic() - beat >= self._beat_interval:
                         # A silently dropped link only shows when we talk on it.
@@ -237,10 +255,30 @@ class PostgresNotifier:
         if len(payload) > MAX_PAYLOAD_BYTES:  # no NOTIFY sends this: not even queued
             self.dropped(channel, "too long", payload)
             return
+        handler = self.on_connection.get(channel)
+        if handler is not None and payload.startswith("{") and self._pending.empty():
+            if self._on_connection(channel, handler, payload):
+                return
         try:
             self._pending.put_nowait((channel, payload))
         except asyncio.QueueFull:
             self.dropped(channel, "backlog full", payload)
+
+    def _on_connection(self, channel: str, handler: ConnectionHandler, payload: str) -> bool:
+        """Offer a message to its channel's connection handler; whether it took it."""
+        try:
+            message = decode_payload(payload)
+        except Exception:
+            return False  # the usual path drops it, and says why
+        try:
+            taken = handler(message)
+        except Exception:
+            logger.exception("notification handler failed on %s", self.full_channel(channel))
+            return False
+        if taken is True or taken is False:
+            return taken
+        self._work.append(taken)
+        return True
 
     async def _deliver(self) -> None:
         while True:

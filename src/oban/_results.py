@@ -190,15 +190,27 @@ class Waiters:
     def resolve(self, jobs: Iterable[Job]) -> None:
         """``jobs`` are rows as just written and committed (this node's acks of relayed jobs):
         the waiters for them take these instead of reading them again."""
+        found = {job.id: job for job in jobs if job.id is not None}
         if self._windows:
-            self._note(job.id for job in jobs if job.id is not None)
-        for job in jobs:
-            job_id = job.id
-            if job_id is None:
-                continue
+            self._note(found)
+        self.deliver(found, found)
+
+    def wanted(self, ids: Iterable[int]) -> list[int]:
+        """Of ``ids``, which jobs may have changed, those some waiter still waits for (to be
+        read and handed to :meth:`deliver`)."""
+        if self._windows:
+            ids = self._note(ids)
+        if not self._ids:
+            return []
+        return [job_id for job_id in ids if self._waited(job_id)]
+
+    def deliver(self, found: dict[int, Job], read: Iterable[int]) -> None:
+        """Rows were read for ``read`` (``found``: those that exist) outside the loop: to the
+        waiters of those ids."""
+        for job_id in read:
             for waiter in self._ids.get(job_id, ()):
                 if job_id in waiter.pending:
-                    waiter.take({job_id: job}, (job_id,))
+                    waiter.take(found, (job_id,))
 
     def open_window(self) -> None:
         """Note the ids of every wake-up from now until :meth:`close_window`: a job inserted

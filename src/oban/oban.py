@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, ClassVar, Never, Self, cast
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from . import _hooks, telemetry
@@ -44,7 +45,7 @@ from ._leader import Leader
 from ._lifeline import Lifeline
 from ._looper import Looper
 from ._modes import is_inline, run_inline
-from ._notifier import Drops, PostgresNotifier
+from ._notifier import ConnectionWork, Drops, PostgresNotifier
 from ._producer import Producer, QueueInfo
 from ._pruner import Pruner
 from ._query import (
@@ -519,6 +520,7 @@ class Oban:
             self._notifier.listen("insert", self._on_insert)
             self._notifier.listen("signal", self._on_remote_signal)
             self._notifier.listen("relay", self._on_relay)
+            self._notifier.on_connection["relay"] = self._relay_on_connection
             if self._leadership:
                 self._notifier.listen("leader", self._on_leader)
             await self._notifier.start()
@@ -1124,6 +1126,37 @@ class Oban:
             ids = [job_id for job_id in ids if job_id not in self._acker.relaying]
         self._waiters.wake(ids)
 
+    def _relay_on_connection(self, message: dict[str, Any]) -> ConnectionWork | bool:
+        """A relay notification, met on the listening connection with nothing else queued:
+        read the rows waited for there (its backend is awake: it just sent the
+        notification), rather than wake the waiters' loop to read them on a pool connection.
+        A larger batch goes the usual way."""
+        ids = relay_ids(message)
+        if ids is None:
+            return False  # dropped, with a reason, on the usual path
+        if self._acker is not None and self._acker.relaying:
+            ids = [job_id for job_id in ids if job_id not in self._acker.relaying]
+        wanted = self._waiters.wanted(ids)
+        if not wanted:
+            return True
+        if len(wanted) > _READ_ON_LISTENER:
+            self._waiters.wake(wanted)
+            return True
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> None:
+            engine = self._engine
+            try:
+                if not isinstance(engine, PostgresEngine):
+                    raise TypeError("relay rows are read on the listener on PostgreSQL only")
+                async with asyncio.timeout(_READ_ON_LISTENER_TIMEOUT):
+                    found = await engine.get_jobs_on(conn, wanted)
+            except BaseException:
+                self._waiters.wake(wanted)  # read by the waiters' loop, on the pool
+                raise  # the listener reconnects: it may be broken
+            self._waiters.deliver(found, wanted)
+
+        return read
+
     async def _listen_for_relays(self) -> None:
         """On PostgreSQL, make sure ``relay`` notifications reach this instance's waiters: a
         running node hears them already; an instance that only enqueues gets a listener of
@@ -1139,6 +1172,7 @@ class Oban:
             prefix=self.prefix,
         )
         listener.listen("relay", self._on_relay)
+        listener.on_connection["relay"] = self._relay_on_connection
         self._relay_listener = listener
         await listener.start()
 
@@ -1738,6 +1772,11 @@ def relay_result(worker: str, outcome: JobOutcome, timeout: float | None) -> Any
 
 #: Ack states after which a job never runs again (unless retried by hand).
 _FINISHED = frozenset({"completed", "cancelled", "discarded"})
+#: A relay notification with at most this many ids waited for here is read on the listening
+#: connection (see Oban._relay_on_connection); within this many seconds, or the listener
+#: reconnects and the waiters' loop reads them.
+_READ_ON_LISTENER = 50
+_READ_ON_LISTENER_TIMEOUT = 5.0
 
 _ID_MIN = -(2**63)
 _ID_MAX = 2**63 - 1

@@ -551,3 +551,13 @@ async def test_oban_start_logs_args_when_asked(tmp_path: Path) -> None:
         if '"event":"oban.job.stop"' in line
     ]
     assert [e["args"] for e in stops] == [{"n": 1}], out[-2_000:]
+
+
+def test_a_password_that_contains_another_is_masked_whole(pool_log: list[str]) -> None:
+    """Two DSNs, one's password inside the other's: masked as a whole, whichever was given
+    first (masking the shorter first would leave the rest of the longer in the log)."""
+    _dsn.guard_pool_logs("postgresql://app:swordfish@db/one")
+    _dsn.guard_pool_logs("postgresql://app:swordfish-Kp4@db/two")
+    logging.getLogger("psycopg.pool").warning("failed to resolve host 'swordfish-Kp4@db'")
+    text = "\n".join(pool_log)
+    assert "Kp4" not in text and "resolve host '***@db'" in text, text

@@ -221,17 +221,26 @@ async def test_a_completion_during_the_last_poll_interval_is_not_a_timeout(
     assert (outcome.done, outcome.state, outcome.value) == (True, "completed", None)
 
 
-def _count_reads(oban: Oban, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
-    """The ids of each row read of ``oban``'s waiters, in order (its engine's ``get_jobs``)."""
-    reads: list[list[int]] = []
+def _count_reads(oban: Oban, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[int]]]:
+    """Each row read of ``oban``'s waiters, in order: ("pool", ids) for its engine's
+    ``get_jobs``, ("listener", ids) for a read on its relay listener's connection."""
+    reads: list[tuple[str, list[int]]] = []
     engine: Any = oban._engine
     real = engine.get_jobs
+    real_on = getattr(engine, "get_jobs_on", None)
 
     async def counted(ids: list[int]) -> Any:
-        reads.append(list(ids))
+        reads.append(("pool", list(ids)))
         return await real(ids)
 
+    async def counted_on(conn: Any, ids: list[int]) -> Any:
+        assert real_on is not None
+        reads.append(("listener", list(ids)))
+        return await real_on(conn, ids)
+
     monkeypatch.setattr(engine, "get_jobs", counted)
+    if real_on is not None:
+        monkeypatch.setattr(engine, "get_jobs_on", counted_on)
     return reads
 
 
@@ -240,17 +249,18 @@ async def test_a_relay_reads_its_row_only_when_it_must(
 ) -> None:
     """PostgreSQL: the node that ran the job takes the row its ack statement returned, so a
     relay from the node's own instance reads nothing. Another instance (a client) reads once,
-    when the relay notification comes: with its listener up from before the insert and no
-    wake-up until the waiter registered, nothing about the new job can have been missed, so
-    there is no first read. SQLite: a first read, then one after the ack."""
+    when the relay notification comes, on the connection that heard it; with its listener up
+    from before the insert and no wake-up until the waiter registered, nothing about the new
+    job can have been missed, so there is no first read. SQLite: a first read, then one
+    after the ack."""
     await node(make)
     client = make(name="client")
-    for waiter, reads_on_postgres in ((Oban.get_instance(), 0), (client, 1)):
+    for waiter, on_postgres in ((Oban.get_instance(), []), (client, ["listener"])):
         await waiter.relay(Echo.new({"value": "warm"}), timeout=10)
         reads = _count_reads(waiter, monkeypatch)
         assert await waiter.relay(Echo.new({"value": [2]}), timeout=10, poll_interval=30) == [2]
-        expected = reads_on_postgres if database.postgres else 2
-        assert len(reads) == expected, f"{waiter.name}: {reads}"
+        expected = on_postgres if database.postgres else ["pool", "pool"]
+        assert [where for where, _ in reads] == expected, f"{waiter.name}: {reads}"
         monkeypatch.undo()
 
 
@@ -278,6 +288,35 @@ async def test_the_node_hearing_its_own_ack_first_still_reads_nothing(
     reads = _count_reads(oban, monkeypatch)
     assert await oban.relay(Echo.new({"value": 4}), timeout=10, poll_interval=30) == 4
     assert len(reads) == (0 if database.postgres else 2), reads
+
+
+async def test_a_failed_read_on_the_listener_falls_back_to_the_pool(
+    make: Callable[..., Oban], database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the read on the listening connection fails, the waiters' loop reads the row on a
+    pool connection at once (not at the next poll), and the listener reconnects."""
+    await node(make)
+    client = make(name="client")
+    await client.relay(Echo.new({"value": "warm"}), timeout=10)
+    reads = _count_reads(client, monkeypatch)
+    listener = client._relay_listener
+    generation = 0 if listener is None else listener.generation
+    if database.postgres:
+
+        async def broken(conn: Any, ids: list[int]) -> Any:
+            reads.append(("listener", list(ids)))
+            raise psycopg.OperationalError("the listener's read failed")
+
+        monkeypatch.setattr(client._engine, "get_jobs_on", broken)
+    started = time.monotonic()
+    assert await client.relay(Echo.new({"value": 6}), timeout=10, poll_interval=30) == 6
+    assert time.monotonic() - started < 3.0
+    if database.postgres:
+        assert [where for where, _ in reads] == ["listener", "pool"], reads
+        assert listener is not None
+        await eventually(lambda: listener.generation > generation, message="a reconnect")
+        monkeypatch.undo()
+        assert await client.relay(Echo.new({"value": 7}), timeout=10) == 7
 
 
 @pytest.mark.parametrize("name", ["Oban", "client"])

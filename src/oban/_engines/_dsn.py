@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Iterable
 from urllib.parse import unquote
 
 DEFAULT_SQLITE_PATH = "oban.db"
@@ -119,11 +120,22 @@ def scrub(text: str, dsn: str) -> str:
     >>> scrub("failed to resolve host 'cret@db'", "postgresql://app:se@cret@db/jobs")
     "failed to resolve host '***@db'"
     """
+    return _mask(text, _secrets(dsn))
+
+
+def _secrets(dsn: str) -> set[str]:
+    """What :func:`scrub` masks for ``dsn``."""
     secrets: set[str] = set()
     for password in _passwords(dsn):
         pieces = re.split(r"[@/\s]", password)
         secrets.update([password, unquote(password), *(p for p in pieces if len(p) >= 3)])
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+    secrets.discard("")
+    return secrets
+
+
+def _mask(text: str, secrets: Iterable[str]) -> str:
+    # The longest first: a password that contains another is masked whole, not around it.
+    for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
 
@@ -149,6 +161,7 @@ class _PasswordFilter(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self.dsns: list[str] = []
+        self.secrets: frozenset[str] = frozenset()
         self.lock = threading.Lock()
 
     def remember(self, dsn: str) -> None:
@@ -156,11 +169,11 @@ class _PasswordFilter(logging.Filter):
             if dsn in self.dsns:
                 return
             self.dsns = [*self.dsns, dsn][-self.LIMIT :]
+            self.secrets = frozenset().union(*(_secrets(known) for known in self.dsns))
 
     def clean(self, text: str) -> str:
-        for dsn in self.dsns:
-            text = scrub(text, dsn)
-        return mask_secrets(text)
+        # Every DSN's secrets at once, the longest first (one DSN's password may hold another's).
+        return mask_secrets(_mask(text, self.secrets))
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

@@ -704,10 +704,18 @@ class PostgresEngine:
         return job_stats_from_rows(window, bucket, limit, rows)
 
     async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
+        async with self._connection() as conn:
+            return await self._get_jobs(conn, ids)
+
+    async def get_jobs_on(self, conn: AsyncConnection[Any], ids: Sequence[int]) -> dict[int, Job]:
+        """:meth:`get_jobs` on ``conn`` (the relay listener's), by id."""
+        return {job.id: job for job in await self._get_jobs(conn, ids)}  # type: ignore[misc]
+
+    async def _get_jobs(self, conn: AsyncConnection[Any], ids: Sequence[int]) -> list[Job]:
         if len(ids) == 1:
-            rows = await self._run("get_job", (ids[0],))
+            rows = await self._execute(conn, "get_job", (ids[0],))
         else:
-            rows = await self._run("get_jobs", (list(ids),))
+            rows = await self._execute(conn, "get_jobs", (list(ids),))
         return [_row_to_job(row) for row in rows]
 
     async def insert_producer(
