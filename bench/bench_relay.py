@@ -24,11 +24,11 @@ d. **Many waiters at once**: for each ``--concurrent`` count (default 1,000 and 
    ``meta.relay`` followed by one ``await_many``. On PostgreSQL the waiter is the client-mode
    instance of c and the node the ``oban start`` process; on SQLite the node runs in this
    process. Prints failures, the wall time, jobs/s, this process's CPU per job and the
-   waits' row-read statements per job (the engine's ``get_jobs``, counted). While they run it
-   samples the client pool (``pool.get_stats()``: its largest size and longest queue of
-   requests) and this process's server connections (``pg_stat_activity`` rows of its
-   ``application_name``: the pool and the relay listener). It also prints RSS before, after
-   and at the peak.
+   waits' row-read statements per job (the engine's ``get_jobs`` and ``get_jobs_on``,
+   counted). While they run it samples the client pool (``pool.get_stats()``: its largest
+   size and longest queue of requests) and this process's server connections
+   (``pg_stat_activity`` rows of its ``application_name``: the pool and the relay listener).
+   It also prints RSS before, after and at the peak.
 e. **Plain jobs pay nothing**: ``--drain-jobs`` plain no-op jobs are inserted with one
    ``enqueue_many``, then drained by a node started after the insert (queue ``drain:20``, as
    in ``bench/run.py``'s run workload). The time runs from ``start()`` until the database
@@ -141,7 +141,7 @@ class Load:
     cpu_seconds: float
     failed: int = 0
     first_error: str = ""
-    reads: int = 0  # the waiters' row reads (engine.get_jobs calls)
+    reads: int = 0  # the waiters' row reads (engine.get_jobs and get_jobs_on calls)
     pool_max: int | None = None  # pool_max of the client pool
     pool_size: int | None = None  # its largest size seen
     waiting: int | None = None  # the longest queue of requests for a connection seen
@@ -357,7 +357,7 @@ async def many(oban: Oban, target: Target, count: int, way: str) -> Load:
         load.backends_idle = await backends(target.admin)
     peak_reset = reset_peak()
     load.rss_before = status_mb("VmRSS")
-    engine, get_jobs = count_reads(oban, load)
+    engine, own = count_reads(oban, load)
     sampler = asyncio.create_task(sample(load, oban, target.admin))
     cpu, started = time.process_time(), time.perf_counter()
     if way == "relay":
@@ -372,7 +372,8 @@ async def many(oban: Oban, target: Target, count: int, way: str) -> Load:
     sampler.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
-    engine.get_jobs = get_jobs
+    for name, method in own.items():
+        setattr(engine, name, method)
     failed = [result for result in results if result is not None]
     if failed:
         kinds = Counter(type(error).__name__ for error in failed)
@@ -387,19 +388,28 @@ async def many(oban: Oban, target: Target, count: int, way: str) -> Load:
     return load
 
 
-def count_reads(oban: Oban, load: Load) -> tuple[Any, Any]:
-    """Count the row reads of the waiters in ``load.reads``: the engine's ``get_jobs``
-    (private; a diagnostic: how the waits' cost grows with their number). Returns the engine
-    and its own ``get_jobs``, to put back."""
+def count_reads(oban: Oban, load: Load) -> tuple[Any, dict[str, Any]]:
+    """Count the row reads of the waiters in ``load.reads``: the engine's ``get_jobs`` and,
+    on PostgreSQL, ``get_jobs_on`` (reads on the relay listener's connection) (private; a
+    diagnostic: how the waits' cost grows with their number). Returns the engine and its own
+    methods, to put back."""
     engine: Any = oban._engine
-    get_jobs = engine.get_jobs
+    own = {
+        name: getattr(engine, name) for name in ("get_jobs", "get_jobs_on") if hasattr(engine, name)
+    }
 
     async def counted(ids: list[int]) -> Any:
         load.reads += 1
-        return await get_jobs(ids)
+        return await own["get_jobs"](ids)
+
+    async def counted_on(conn: Any, ids: list[int]) -> Any:
+        load.reads += 1
+        return await own["get_jobs_on"](conn, ids)
 
     engine.get_jobs = counted
-    return engine, get_jobs
+    if "get_jobs_on" in own:
+        engine.get_jobs_on = counted_on
+    return engine, own
 
 
 async def drained(oban: Oban) -> None:
