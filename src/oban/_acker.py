@@ -123,6 +123,8 @@ class Acker:
         self.on_settled: Callable[[list[Ack], set[int]], None] | None = None
         #: The ids of the relay acks being written (taken, not yet settled or given back).
         self.relaying: set[int] = set()
+        #: Whether a waiter of this instance waits for a job (its ack then asks for the row).
+        self.wanted: Callable[[int], bool] | None = None
 
     @property
     def pending(self) -> int:
@@ -135,6 +137,8 @@ class Acker:
         self._pending.append(ack)
         if ack.relay:
             self._urgent = True
+            if self.wanted is not None and self.wanted(ack.id):
+                ack.wanted = True
         self._drained.clear()
         self._event.set()
 

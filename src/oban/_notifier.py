@@ -256,8 +256,10 @@ class PostgresNotifier:
             self.dropped(channel, "too long", payload)
             return
         handler = self.on_connection.get(channel)
-        if handler is not None and payload.startswith("{") and self._pending.empty():
-            if self._on_connection(channel, handler, payload):
+        # At most one piece of work per packet: a burst goes the usual way (its subscribers
+        # coalesce it), not a statement per notification on this connection.
+        if handler is not None and not self._work and payload.startswith("{"):
+            if self._pending.empty() and self._on_connection(channel, handler, payload):
                 return
         try:
             self._pending.put_nowait((channel, payload))

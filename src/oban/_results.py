@@ -237,6 +237,10 @@ class Waiters:
             self._seen.update(noted)
         return noted
 
+    def waits_for(self, job_id: int) -> bool:
+        """Whether a waiter still waits for job ``job_id``."""
+        return self._waited(job_id)
+
     def _waited(self, job_id: int) -> bool:
         return any(job_id in waiter.pending for waiter in self._ids.get(job_id, ()))
 

@@ -474,7 +474,9 @@ class Oban:
         self._acker = Acker(self._engine)
         self._acker.on_settled = self._on_acks_settled
         if isinstance(self._engine, PostgresEngine):
-            # The ack statements return the rows of relayed jobs: no read after the ack.
+            # The ack statements return the rows of the relayed jobs waited for here: no
+            # read after the ack.
+            self._acker.wanted = self._waiters.waits_for
             self._engine.on_relayed_rows = self._waiters.resolve
         self._acker.start()
         self._executor = Executor(threads=self._threads, worker_modules=self.config.worker_modules)
@@ -1129,8 +1131,9 @@ class Oban:
     def _relay_on_connection(self, message: dict[str, Any]) -> ConnectionWork | bool:
         """A relay notification, met on the listening connection with nothing else queued:
         read the rows waited for there (its backend is awake: it just sent the
-        notification), rather than wake the waiters' loop to read them on a pool connection.
-        A larger batch goes the usual way."""
+        notification), rather than wake the waiters' loop to read them on a pool connection
+        (which reads every row waited for, not just these). At most one per packet of
+        notifications (see PostgresNotifier._receive): the rest wake the loop."""
         ids = relay_ids(message)
         if ids is None:
             return False  # dropped, with a reason, on the usual path
@@ -1772,9 +1775,9 @@ def relay_result(worker: str, outcome: JobOutcome, timeout: float | None) -> Any
 
 #: Ack states after which a job never runs again (unless retried by hand).
 _FINISHED = frozenset({"completed", "cancelled", "discarded"})
-#: A relay notification with at most this many ids waited for here is read on the listening
-#: connection (see Oban._relay_on_connection); within this many seconds, or the listener
-#: reconnects and the waiters' loop reads them.
+#: A relay notification naming at most this many jobs waited for here has their rows read on
+#: the listening connection (see Oban._relay_on_connection); within this many seconds, or the
+#: listener reconnects and the waiters' loop reads them.
 _READ_ON_LISTENER = 50
 _READ_ON_LISTENER_TIMEOUT = 5.0
 

@@ -264,6 +264,35 @@ async def test_a_relay_reads_its_row_only_when_it_must(
         monkeypatch.undo()
 
 
+async def test_only_rows_waited_for_on_the_node_come_back_with_the_ack(
+    make: Callable[..., Oban], database: Database
+) -> None:
+    """The ack statement returns a relayed job's row only when a waiter of the node's own
+    instance waits for it: a relay from another instance, or a relayed job nobody waits for,
+    costs the node nothing more than a plain ack."""
+    oban = await node(make)
+    client = make(name="client")
+    handed: list[int] = []
+    engine: Any = oban._engine
+    if database.postgres:
+        resolve = engine.on_relayed_rows
+        assert resolve is not None
+
+        def spy(jobs: list[Job]) -> None:
+            handed.extend(job.id for job in jobs if job.id is not None)
+            resolve(jobs)
+
+        engine.on_relayed_rows = spy
+    await client.relay(Echo.new({"value": 1}), timeout=10)
+    unwaited = await oban.enqueue(Echo.new({"value": 2}, meta={"relay": True}))
+    await eventually(lambda: _state(oban, unwaited, "completed"), message="completed")
+    assert handed == []
+    job = await oban.enqueue(Echo.new({"value": 3, "sleep": 0.2}, meta={"relay": True}))
+    outcome = await oban.wait_for(job, timeout=10, poll_interval=30)
+    assert (outcome.state, outcome.value) == ("completed", 3)
+    assert handed == ([job.id] if database.postgres else [])
+
+
 async def test_the_node_hearing_its_own_ack_first_still_reads_nothing(
     make: Callable[..., Oban], database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -213,3 +213,35 @@ async def test_a_failing_subscriber_does_not_stop_delivery() -> None:
     finally:
         await cancel_and_wait(delivery)
     assert received == [{"n": 1}, {"n": 2}]
+
+
+async def test_a_connection_handler_gets_at_most_one_piece_of_work_per_packet() -> None:
+    """A channel's connection handler may take a plain JSON message when nothing is queued;
+    once it returned work, the rest of the packet goes the usual way (to the subscribers,
+    which coalesce a burst), and so does anything it declines or that is not plain JSON."""
+    notifier = PostgresNotifier(conninfo="", connect_kwargs={}, prefix="public")
+    offered: list[dict[str, Any]] = []
+    delivered: list[dict[str, Any]] = []
+
+    async def work(conn: Any) -> None:
+        return None
+
+    def handler(message: dict[str, Any]) -> Any:
+        offered.append(message)
+        return message.get("take", False) and work
+
+    notifier.listen("relay", delivered.append)
+    notifier.on_connection["relay"] = handler
+    notifier._receive("public.oban_relay", '{"n": 1, "take": false}')  # declined
+    assert offered == [{"n": 1, "take": False}] and notifier._pending.qsize() == 1
+    notifier._pending.get_nowait()
+    notifier._receive("public.oban_relay", '{"n": 2, "take": true}')
+    notifier._receive("public.oban_relay", '{"n": 3, "take": true}')  # same packet: queued
+    notifier._receive("public.oban_relay", _legacy({"n": 4, "take": True}))  # not plain JSON
+    assert [m["n"] for m in offered] == [1, 2] and notifier._work == [work]
+    delivery = asyncio.create_task(notifier._deliver())
+    try:
+        await eventually(lambda: len(delivered) == 2, timeout=2)
+    finally:
+        await cancel_and_wait(delivery)
+    assert [m["n"] for m in delivered] == [3, 4]

@@ -218,7 +218,7 @@ def acks(
                 "meta": ack.meta,
                 "snooze": ack.snooze,
                 "replace_meta": ack.replace_meta,
-                "relay": ack.relay,
+                "wanted": ack.wanted,
             }
             for ack in items
         ]

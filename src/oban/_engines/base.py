@@ -39,6 +39,9 @@ class Ack:
     killed: bool = False
     #: The job was enqueued with ``relay``: waiters on other nodes hear of this ack.
     relay: bool = False
+    #: A waiter of this instance waits for the job: the ack statement returns its row as
+    #: written (PostgreSQL), so that it is not read again.
+    wanted: bool = False
     #: The id of the job's workflow, if any: once written, its waiting jobs are checked.
     workflow: str | None = None
 

@@ -363,8 +363,9 @@ class PostgresEngine:
         self._unique_index = False
         #: Told, per queue, how many unique jobs staging discarded for a key another job holds.
         self.on_unique_conflicts: Callable[[dict[str, int]], None] | None = None
-        #: Given the rows, as written, of the jobs enqueued with relay that an ack statement
-        #: of this engine wrote (after its commit): the waiters of this node take them.
+        #: Given the rows, as written, of the relayed jobs waited for here (``Ack.wanted``)
+        #: that an ack statement of this engine wrote (after its commit): the waiters of
+        #: this node take them.
         self.on_relayed_rows: Callable[[list[Job]], None] | None = None
 
     def _q(self, name: str) -> str:
@@ -591,7 +592,7 @@ class PostgresEngine:
                 jobs.append(_row_to_job(row[1:-1]))
                 continue
             acked.add(row[1])
-            if row[2] is not None:  # a relay ack's row (worker is never NULL)
+            if row[2] is not None:  # a wanted ack's row (worker is never NULL)
                 relayed.append(_row_to_job(row[1:-1]))
         if relayed:
             self._hand_over(relayed)

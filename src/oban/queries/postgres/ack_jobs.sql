@@ -41,31 +41,31 @@ SET state = a.state::{prefix}.oban_job_state,
     END
 FROM jsonb_to_recordset($1::jsonb) AS a (
   id bigint, attempted_at timestamp, state text, attempt_change integer,
-  schedule_in double precision, error text, meta jsonb, snooze boolean, relay boolean
+  schedule_in double precision, error text, meta jsonb, snooze boolean, wanted boolean
 )
 -- (state is compared as the enum, so an index on state can serve it: comparing it as text
 -- made PostgreSQL scan the whole table on a table without statistics yet.)
 WHERE j.id = a.id AND j.state = 'executing' AND j.attempted_at = a.attempted_at
--- The id, then for a job the node ran as enqueued with relay (a.relay) its row as written, in
--- get_jobs.sql's columns (NULLs for any other job: plain jobs send nothing more), then
--- whether the row says relay (what the relay notification announces). The node's own waiters
--- take these rows instead of reading them again.
+-- The id, then for a job a waiter of the node waits for (a.wanted) its row as written, in
+-- get_jobs.sql's columns (NULLs for any other job: they send nothing more), then whether the
+-- row says relay (what the relay notification announces). The node's waiters take these rows
+-- instead of reading them again.
 RETURNING j.id,
-  CASE WHEN a.relay THEN j.worker END,
-  CASE WHEN a.relay THEN j.queue END,
-  CASE WHEN a.relay THEN j.attempt END,
-  CASE WHEN a.relay THEN j.max_attempts END,
-  CASE WHEN a.relay THEN j.priority END,
-  CASE WHEN a.relay THEN j.args::text END,
-  CASE WHEN a.relay THEN j.meta::text END,
-  CASE WHEN a.relay THEN to_jsonb(j.errors)::text END,
-  CASE WHEN a.relay THEN j.tags END,
-  CASE WHEN a.relay THEN j.attempted_by END,
-  CASE WHEN a.relay THEN j.inserted_at END,
-  CASE WHEN a.relay THEN j.attempted_at END,
-  CASE WHEN a.relay THEN j.scheduled_at END,
-  CASE WHEN a.relay THEN j.state::text END,
-  CASE WHEN a.relay THEN j.cancelled_at END,
-  CASE WHEN a.relay THEN j.completed_at END,
-  CASE WHEN a.relay THEN j.discarded_at END,
+  CASE WHEN a.wanted THEN j.worker END,
+  CASE WHEN a.wanted THEN j.queue END,
+  CASE WHEN a.wanted THEN j.attempt END,
+  CASE WHEN a.wanted THEN j.max_attempts END,
+  CASE WHEN a.wanted THEN j.priority END,
+  CASE WHEN a.wanted THEN j.args::text END,
+  CASE WHEN a.wanted THEN j.meta::text END,
+  CASE WHEN a.wanted THEN to_jsonb(j.errors)::text END,
+  CASE WHEN a.wanted THEN j.tags END,
+  CASE WHEN a.wanted THEN j.attempted_by END,
+  CASE WHEN a.wanted THEN j.inserted_at END,
+  CASE WHEN a.wanted THEN j.attempted_at END,
+  CASE WHEN a.wanted THEN j.scheduled_at END,
+  CASE WHEN a.wanted THEN j.state::text END,
+  CASE WHEN a.wanted THEN j.cancelled_at END,
+  CASE WHEN a.wanted THEN j.completed_at END,
+  CASE WHEN a.wanted THEN j.discarded_at END,
   j.meta @> '{"relay": true}' AS relay
