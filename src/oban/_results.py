@@ -183,7 +183,7 @@ class Waiters:
         them."""
         if self._windows:
             ids = self._note(ids)
-        if self._ids and any(self._waited(job_id) for job_id in ids):
+        if self._ids and any(self.waits_for(job_id) for job_id in ids):
             self._woken = True
             self._dirty.set()
 
@@ -202,7 +202,7 @@ class Waiters:
             ids = self._note(ids)
         if not self._ids:
             return []
-        return [job_id for job_id in ids if self._waited(job_id)]
+        return [job_id for job_id in ids if self.waits_for(job_id)]
 
     def deliver(self, found: dict[int, Job], read: Iterable[int]) -> None:
         """Rows were read for ``read`` (``found``: those that exist) outside the loop: to the
@@ -239,9 +239,6 @@ class Waiters:
 
     def waits_for(self, job_id: int) -> bool:
         """Whether a waiter still waits for job ``job_id``."""
-        return self._waited(job_id)
-
-    def _waited(self, job_id: int) -> bool:
         return any(job_id in waiter.pending for waiter in self._ids.get(job_id, ()))
 
     async def stop(self) -> None:

@@ -1122,11 +1122,15 @@ class Oban:
             drops = self._notifier.dropped if self._notifier is not None else self._local_drops
             drops("relay", "not a list of job ids", message)
             return
-        if self._acker is not None and self._acker.relaying:
-            # This node's own acks, heard before their statement's answer: their rows come
-            # with it (or, if it never comes, the acks wake their waiters when written).
-            ids = [job_id for job_id in ids if job_id not in self._acker.relaying]
-        self._waiters.wake(ids)
+        self._waiters.wake(self._not_in_flight(ids))
+
+    def _not_in_flight(self, ids: list[int]) -> list[int]:
+        """``ids`` but this node's own acks whose statement has not answered yet (their relay
+        notification can arrive first): their rows come with the answer, or, if it never
+        comes, the acks wake their waiters when written."""
+        if self._acker is None or not self._acker.relaying:
+            return ids
+        return [job_id for job_id in ids if job_id not in self._acker.relaying]
 
     def _relay_on_connection(self, message: dict[str, Any]) -> ConnectionWork | bool:
         """A relay notification, met on the listening connection with nothing else queued:
@@ -1137,9 +1141,7 @@ class Oban:
         ids = relay_ids(message)
         if ids is None:
             return False  # dropped, with a reason, on the usual path
-        if self._acker is not None and self._acker.relaying:
-            ids = [job_id for job_id in ids if job_id not in self._acker.relaying]
-        wanted = self._waiters.wanted(ids)
+        wanted = self._waiters.wanted(self._not_in_flight(ids))
         if not wanted:
             return True
         if len(wanted) > _READ_ON_LISTENER:
@@ -1147,10 +1149,8 @@ class Oban:
             return True
 
         async def read(conn: psycopg.AsyncConnection[Any]) -> None:
-            engine = self._engine
+            engine = cast(PostgresEngine, self._engine)  # a listener means PostgreSQL
             try:
-                if not isinstance(engine, PostgresEngine):
-                    raise TypeError("relay rows are read on the listener on PostgreSQL only")
                 async with asyncio.timeout(_READ_ON_LISTENER_TIMEOUT):
                     found = await engine.get_jobs_on(conn, wanted)
             except BaseException:
