@@ -116,11 +116,12 @@ Reader = Callable[[list[int]], Awaitable[dict[int, Job]]]
 
 
 class Waiters:
-    """Every waiter of one instance, served by one loop: whenever a job they wait for may have
-    changed (an ack here, a notification, a cancel) it reads all the rows still waited for,
-    500 ids per statement, and hands them out; each waiter's rows are also read at least every
-    ``poll_interval``. However many wait, the database sees one read per wake-up, never one
-    per waiter.
+    """Every waiter of one instance, served by one loop: whenever jobs they wait for may have
+    changed (an ack here, a notification, a cancel) it reads the rows of those jobs, with the
+    rows of every waiter whose poll is due (each waiter's rows are read at least every
+    ``poll_interval``), 500 ids per statement, and hands them out. However many wait, the
+    database sees one read per pass, never one per waiter, and a wake-up reads only the jobs
+    it names (and polls due), not every job still waited for.
 
     A new waiter is read at the loop's next pass, which starts after it registered: a job that
     finished before is seen then (no wake-up can be lost between a registration and a read).
@@ -144,7 +145,7 @@ class Waiters:
         self._waiters: set[Waiter] = set()
         self._ids: dict[int, list[Waiter]] = {}  # id -> the waiters that wait for it
         self._dirty = asyncio.Event()
-        self._woken = False  # a wake-up since the last pass: read every waiter
+        self._woken: set[int] = set()  # ids woken since the last pass (and waited for)
         self._task: asyncio.Task[None] | None = None
         self._logged = 0.0
         self._windows = 0  # open windows (see open_window)
@@ -183,8 +184,11 @@ class Waiters:
         them."""
         if self._windows:
             ids = self._note(ids)
-        if self._ids and any(self.waits_for(job_id) for job_id in ids):
-            self._woken = True
+        if not self._ids:
+            return
+        woken = [job_id for job_id in ids if self.waits_for(job_id)]
+        if woken:
+            self._woken.update(woken)
             self._dirty.set()
 
     def resolve(self, jobs: Iterable[Job]) -> None:
@@ -251,23 +255,25 @@ class Waiters:
     async def _serve(self) -> None:
         while self._waiters:
             self._dirty.clear()  # before the read: a change during it triggers another
-            woken, self._woken = self._woken, False
+            woken, self._woken = self._woken, set()
             now = time.monotonic()
-            waiting = [w for w in self._waiters if w.pending and (woken or w.next_read <= now)]
-            ids = sorted({job_id for waiter in waiting for job_id in waiter.pending})
-            if ids:
+            due = [w for w in self._waiters if w.pending and w.next_read <= now]
+            wanted = {job_id for job_id in woken if self.waits_for(job_id)}
+            wanted.update(job_id for waiter in due for job_id in waiter.pending)
+            if wanted:
+                ids = sorted(wanted)
                 try:
                     found = await self._read(ids)
                 except Exception as error:  # waiters time out; the next pass tries again
+                    self._woken.update(woken)  # a wake-up is never dropped by a failed read
                     now = time.monotonic()
                     if now - self._logged > 5.0:
                         self._logged = now
                         logger.warning("reading the jobs waited for failed: %s", error)
                 else:
-                    for waiter in waiting:
-                        waiter.take(found, ids)
+                    self.deliver(found, ids)
                 now = time.monotonic()
-                for waiter in waiting:
+                for waiter in due:
                     waiter.next_read = now + waiter.poll_interval
             pending = [w.next_read for w in self._waiters if w.pending]
             if not pending:

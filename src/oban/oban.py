@@ -1136,8 +1136,8 @@ class Oban:
         """A relay notification, met on the listening connection with nothing else queued:
         read the rows waited for there (its backend is awake: it just sent the
         notification), rather than wake the waiters' loop to read them on a pool connection
-        (which reads every row waited for, not just these). At most one per packet of
-        notifications (see PostgresNotifier._receive): the rest wake the loop."""
+        (one task switch and one pool checkout more). At most one per packet of notifications
+        (see PostgresNotifier._receive): the rest wake the loop."""
         ids = relay_ids(message)
         if ids is None:
             return False  # dropped, with a reason, on the usual path

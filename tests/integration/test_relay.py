@@ -399,6 +399,40 @@ async def test_a_new_waiter_does_not_postpone_the_polls_of_others(
     assert outcome.state == "completed" and time.monotonic() - finished_at < 1.5
 
 
+async def test_a_wake_up_reads_only_the_jobs_it_names(make: Callable[..., Oban]) -> None:
+    """Jobs waited for that nothing woke and whose poll is not due are not read again when
+    another job finishes: a wake-up costs the rows it names, not every row waited for."""
+    oban = await node(make)
+    idle = [await oban.enqueue(Echo.new({"value": i}, schedule_in=3600)) for i in range(3)]
+    watches = [
+        asyncio.create_task(oban.wait_for(job, timeout=30, poll_interval=30)) for job in idle
+    ]
+    idle_ids = {job.id for job in idle}
+    read_before = oban._waiters._read
+    reads: list[list[int]] = []
+
+    async def counted(ids: list[int]) -> dict[int, Job]:
+        reads.append(list(ids))
+        return await read_before(ids)
+
+    oban._waiters._read = counted
+    await eventually(lambda: idle_ids <= _flat(reads), message="the waits' first reads")
+    reads.clear()
+    job = await oban.enqueue(Echo.new({"value": 9}))
+    outcome = await oban.wait_for(job, timeout=20, poll_interval=30)
+    assert outcome.state == "completed" and outcome.value is None
+    assert job.id in _flat(reads)  # its first read, or the wake-up of its ack
+    assert not idle_ids & _flat(reads), reads
+    assert not any(watch.done() for watch in watches)
+    for watch in watches:
+        watch.cancel()
+    await asyncio.gather(*watches, return_exceptions=True)
+
+
+def _flat(reads: list[list[int]]) -> set[int]:
+    return {job_id for ids in reads for job_id in ids}
+
+
 async def _complete_directly(database: Database, job_id: int) -> None:
     if database.postgres:
         async with await psycopg.AsyncConnection.connect(database.dsn, autocommit=True) as conn:
