@@ -139,7 +139,11 @@ class PostgresNotifier:
         try:
             await asyncio.wait_for(self._connected.wait(), timeout=wait)
         except TimeoutError:
-            logger.warning("notifier not connected yet; producers poll meanwhile")
+            logger.warning(
+                "notifier not connected within %gs; it keeps trying, and producers and waits "
+                "poll meanwhile",
+                wait,
+            )
 
     async def stop(self) -> None:
         """Close the listening connection."""

@@ -90,7 +90,16 @@ def outcome_of(job_id: int, job: Job | None, done: bool) -> JobOutcome:
 class Waiter:
     """One ``await_many`` call: the ids it still waits for and what was last read of each."""
 
-    __slots__ = ("done", "latest", "next_read", "pending", "poll_interval", "with_retries")
+    __slots__ = (
+        "done",
+        "latest",
+        "next_read",
+        "pending",
+        "poll_interval",
+        "serial",
+        "stopped",
+        "with_retries",
+    )
 
     def __init__(self, ids: Iterable[int], with_retries: bool, poll_interval: float) -> None:
         self.pending = set(ids)
@@ -100,6 +109,13 @@ class Waiter:
         self.done = asyncio.Event()
         #: When this waiter's rows are read next, failing a wake-up (``time.monotonic()``).
         self.next_read = 0.0
+        #: Its place in the order of registrations (Waiters.add): only reads that started
+        #: after it registered are handed to it.
+        self.serial = 0
+        #: The instance stopped while it waited: it ended then, unfinished.
+        self.stopped = False
+        if not self.pending:
+            self.done.set()  # nothing to wait for
 
     def take(self, found: dict[int, Job], read: Iterable[int]) -> None:
         """Rows were read for ``read`` (``found``: those that exist)."""
@@ -125,6 +141,11 @@ class Waiters:
 
     A new waiter is read at the loop's next pass, which starts after it registered: a job that
     finished before is seen then (no wake-up can be lost between a registration and a read).
+    A read that started before a waiter registered is not handed to it (it could be older
+    than the registration: a job retried meanwhile would look finished).
+
+    :meth:`stop` ends every wait still pending (``Waiter.stopped``); the loop starts again,
+    on the running event loop, with the next waiter.
     """
 
     __slots__ = (
@@ -133,6 +154,7 @@ class Waiters:
         "_logged",
         "_overflow",
         "_read",
+        "_registered",
         "_seen",
         "_task",
         "_waiters",
@@ -151,6 +173,7 @@ class Waiters:
         self._windows = 0  # open windows (see open_window)
         self._seen: set[int] = set()  # the ids woken while one was open
         self._overflow = False  # too many to note: every open window has seen everything
+        self._registered = 0  # waiters registered so far (the next one's serial)
 
     def __bool__(self) -> bool:
         return bool(self._waiters)
@@ -158,13 +181,21 @@ class Waiters:
     def add(self, waiter: Waiter, read_first: bool = True) -> None:
         """Serve ``waiter``: its rows are read at the next pass, or, with ``read_first=False``
         (nothing about its jobs can have been missed), at the next wake-up or poll."""
+        if not waiter.pending:
+            return  # done already
+        waiter.serial = self._registered
+        self._registered += 1
         self._waiters.add(waiter)
         for job_id in waiter.pending:
             self._ids.setdefault(job_id, []).append(waiter)
         waiter.next_read = 0.0 if read_first else time.monotonic() + waiter.poll_interval
-        self._dirty.set()
         if self._task is None or self._task.done():
+            # An Event belongs to the event loop it was first awaited on: a new one for the
+            # loop this runs on now (an instance used by sync calls, stopped, then started
+            # again with asyncio, serves its waiters on the new loop).
+            self._dirty = asyncio.Event()
             self._task = asyncio.create_task(self._serve(), name="oban-waiters")
+        self._dirty.set()
 
     def remove(self, waiter: Waiter) -> None:
         if waiter not in self._waiters:
@@ -208,12 +239,20 @@ class Waiters:
             return []
         return [job_id for job_id in ids if self.waits_for(job_id)]
 
-    def deliver(self, found: dict[int, Job], read: Iterable[int]) -> None:
-        """Rows were read for ``read`` (``found``: those that exist) outside the loop: to the
-        waiters of those ids."""
+    def mark(self) -> int:
+        """Taken before a read: given to :meth:`deliver`, the read goes only to the waiters
+        registered before it started."""
+        return self._registered
+
+    def deliver(
+        self, found: dict[int, Job], read: Iterable[int], before: int | None = None
+    ) -> None:
+        """Rows were read for ``read`` (``found``: those that exist): to the waiters of those
+        ids, those registered before :meth:`mark` returned ``before`` when it is given (rows
+        as just written by this node's acks need none)."""
         for job_id in read:
             for waiter in self._ids.get(job_id, ()):
-                if job_id in waiter.pending:
+                if job_id in waiter.pending and (before is None or waiter.serial < before):
                     waiter.take(found, (job_id,))
 
     def open_window(self) -> None:
@@ -246,16 +285,27 @@ class Waiters:
         return any(job_id in waiter.pending for waiter in self._ids.get(job_id, ()))
 
     async def stop(self) -> None:
+        """Stop the loop and end every wait still pending, unfinished."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # it died before: log it, the stop goes on
+                logger.exception("the waiters' loop had failed")
+        for waiter in list(self._waiters):
+            if waiter.pending:
+                waiter.stopped = True
+                waiter.done.set()
+        self._woken.clear()
 
     async def _serve(self) -> None:
         while self._waiters:
             self._dirty.clear()  # before the read: a change during it triggers another
             woken, self._woken = self._woken, set()
+            mark = self._registered
             now = time.monotonic()
             due = [w for w in self._waiters if w.pending and w.next_read <= now]
             wanted = {job_id for job_id in woken if self.waits_for(job_id)}
@@ -271,7 +321,7 @@ class Waiters:
                         self._logged = now
                         logger.warning("reading the jobs waited for failed: %s", error)
                 else:
-                    self.deliver(found, ids)
+                    self.deliver(found, ids, mark)
                 now = time.monotonic()
                 for waiter in due:
                     waiter.next_read = now + waiter.poll_interval

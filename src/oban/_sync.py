@@ -230,35 +230,6 @@ def _in_running_loop() -> bool:
     return True
 
 
-def _deliver(peer: Oban, channel: str, message: dict[str, Any]) -> None:
-    """Hand an in-process notification to ``peer`` on the loop it runs on."""
-    loop = peer._engine.bound_loop()
-    try:
-        here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        here = None
-    if loop is None or loop is here:
-        peer._on_local_message(channel, message)
-    else:
-        loop.call_soon_threadsafe(peer._on_local_message, channel, message)
-
-
-def _local_broadcast(oban: Oban) -> Callable[[str, dict[str, Any]], None]:
-    """The SQLite engine's in-process notifications to every instance of this process on the
-    same file (as the facade's own broadcast), each delivered on its instance's loop: a sync
-    insert wakes them from any thread."""
-    from .oban import _sqlite_peers
-
-    assert oban.sqlite_path is not None
-    key = (os.path.realpath(oban.sqlite_path), oban.prefix)
-
-    def broadcast(channel: str, message: dict[str, Any]) -> None:
-        for peer in list(_sqlite_peers.get(key, ())):
-            _deliver(peer, channel, message)
-
-    return broadcast
-
-
 async def _run_inline(jobs: list[Job]) -> None:
     for job in jobs:
         await run_inline(job)
@@ -287,9 +258,6 @@ class SyncOban:
 
     def __init__(self, oban: Oban) -> None:
         self._oban = oban
-        engine: Any = oban._engine
-        if oban.sqlite_path is not None:
-            engine.local_notify = _local_broadcast(oban)
 
     def __repr__(self) -> str:
         return f"<SyncOban of {self._oban.name!r}>"

@@ -11,6 +11,7 @@ import math
 import os
 import socket
 import sys
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
@@ -106,9 +107,26 @@ _instances: dict[str, Oban] = instances
 _sqlite_peers: dict[tuple[str, str], weakref.WeakSet[Oban]] = {}
 
 
-def _broadcast_local(key: tuple[str, str], channel: str, message: dict[str, Any]) -> None:
+def _broadcast_local(
+    key: tuple[str, str], channel: str, message: dict[str, Any], skip: Oban | None = None
+) -> None:
+    """An in-process notification to every SQLite instance of this process on the same file
+    (but ``skip``), each on the event loop it runs on: from any thread (a sync call's)."""
     for instance in list(_sqlite_peers.get(key, ())):
-        instance._on_local_message(channel, message)
+        if instance is not skip:
+            _deliver_local(instance, channel, message)
+
+
+def _deliver_local(peer: Oban, channel: str, message: dict[str, Any]) -> None:
+    loop = peer._engine.bound_loop()
+    try:
+        here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        here = None
+    if loop is None or loop is here:
+        peer._on_local_message(channel, message)
+    else:
+        loop.call_soon_threadsafe(peer._on_local_message, channel, message)
 
 
 def default_node() -> str:
@@ -263,7 +281,7 @@ class Oban:
             )
         self._leadership = bool(config.queues) if config.leadership is None else config.leadership
         self._producers: dict[str, Producer] = {}
-        self._local_drops = Drops("the signal channel")
+        self._local_drops = Drops("in-process notifications")
         self._waiters = Waiters(self._read_waited)
         self._release_pending: set[str] = set()
         self._release_loop: asyncio.Task[None] | None = None
@@ -946,12 +964,15 @@ class Oban:
         allow_nested: bool = False,
     ) -> list[JobOutcome]:
         """:meth:`wait_for` for many jobs at once, within one ``timeout``: their outcomes in
-        the order given (one read of all pending rows per wake-up or poll)."""
+        the order given (``[]`` at once for no jobs). ``stop()`` ends the wait, unfinished."""
         ids = _ids(jobs)
         _check_wait(timeout, poll_interval)
+        if not ids:
+            return []
         if not allow_nested:
             _warn_if_nested("await_many/wait_for")
-        return await self._await(ids, timeout, with_retries, poll_interval)
+        outcomes, _stopped = await self._await(ids, timeout, with_retries, poll_interval)
+        return outcomes
 
     async def _await(
         self,
@@ -960,12 +981,15 @@ class Oban:
         with_retries: bool,
         poll_interval: float,
         window: tuple[int, int] | None = None,
-    ) -> list[JobOutcome]:
-        """``await_many`` of ``ids``. ``window``: the jobs were inserted inside a window of
-        the waiters (open_window) that this closes, and :meth:`_hearing` said this before."""
+    ) -> tuple[list[JobOutcome], bool]:
+        """``await_many`` of ``ids``, and whether the instance stopped before they finished.
+        ``window``: the jobs were inserted inside a window of the waiters (open_window) that
+        this closes, and :meth:`_hearing` said this before. ``timeout`` counts from here,
+        the start of a relay listener included."""
+        started = time.monotonic()
         try:
             engine = await self._ready()
-            await self._listen_for_relays()
+            await self._listen_for_relays(5.0 if timeout is None else min(timeout, 5.0))
             waiter = Waiter(ids, with_retries, poll_interval)
             # Nothing about the jobs can have been missed, unless a wake-up for one came or
             # the listener was not hearing all along: then read them first.
@@ -980,17 +1004,19 @@ class Oban:
             else:
                 # asyncio.timeout, not wait_for: no task of its own, one hand-over less.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
+                    async with asyncio.timeout(max(0.0, started + timeout - time.monotonic())):
                         await waiter.done.wait()
-            if waiter.pending:  # at the deadline: read once more, a completion just now counts
+            if waiter.pending and not waiter.stopped:
+                # At the deadline: read once more, a completion just now counts.
                 left = sorted(waiter.pending)
                 waiter.take(await _read_jobs(engine, left), left)
         finally:
             self._waiters.remove(waiter)
-        return [
+        outcomes = [
             outcome_of(job_id, waiter.latest.get(job_id), job_id not in waiter.pending)
             for job_id in ids
         ]
+        return outcomes, waiter.stopped and bool(waiter.pending)
 
     async def relay(
         self,
@@ -1028,13 +1054,23 @@ class Oban:
         if hearing is not None:
             self._waiters.open_window()
         try:
-            ids = _ids([await self.enqueue(job)])
+            inserted = await self.enqueue(job)
+            ids = _ids([inserted])
         except BaseException:
             if hearing is not None:
                 self._waiters.close_window()
             raise
-        [outcome] = await self._await(ids, timeout, with_retries, poll_interval, window=hearing)
-        return relay_result(job.worker, outcome, timeout)
+        if inserted.conflict and hearing is not None:
+            # A unique job matched an existing one, which may have finished before the
+            # window opened: read its row first.
+            self._waiters.close_window()
+            hearing = None
+        [outcome], stopped = await self._await(
+            ids, timeout, with_retries, poll_interval, window=hearing
+        )
+        if inserted.conflict:
+            _check_value_recorded(job.worker, outcome)
+        return relay_result(job.worker, outcome, timeout, stopped)
 
     def _hearing(self) -> tuple[int, int] | None:
         """While ``relay`` notifications reach this instance's waiters: which listener hears
@@ -1102,9 +1138,9 @@ class Oban:
     def _announce_relayed(self, ids: list[int]) -> None:
         if self.sqlite_path is not None:
             key = (os.path.realpath(self.sqlite_path), self.prefix)
-            for peer in list(_sqlite_peers.get(key, ())):
-                if peer is not self:
-                    peer._on_local_message("relay", {"ids": ids})
+            step = IDS_PER_NOTIFICATION  # as a notification carries them (relay_ids)
+            for i in range(0, len(ids), step):
+                _broadcast_local(key, "relay", {"ids": ids[i : i + step]}, skip=self)
             return
         self._spawn(self._notify_relayed(ids), "oban-relay-notify")
 
@@ -1150,20 +1186,22 @@ class Oban:
 
         async def read(conn: psycopg.AsyncConnection[Any]) -> None:
             engine = cast(PostgresEngine, self._engine)  # a listener means PostgreSQL
+            mark = self._waiters.mark()
             try:
                 async with asyncio.timeout(_READ_ON_LISTENER_TIMEOUT):
                     found = await engine.get_jobs_on(conn, wanted)
             except BaseException:
                 self._waiters.wake(wanted)  # read by the waiters' loop, on the pool
                 raise  # the listener reconnects: it may be broken
-            self._waiters.deliver(found, wanted)
+            self._waiters.deliver(found, wanted, mark)
 
         return read
 
-    async def _listen_for_relays(self) -> None:
+    async def _listen_for_relays(self, wait: float) -> None:
         """On PostgreSQL, make sure ``relay`` notifications reach this instance's waiters: a
         running node hears them already; an instance that only enqueues gets a listener of
-        its own (one connection, closed by ``stop()``), or polls if it cannot have one."""
+        its own (one connection, closed by ``stop()``), or polls if it cannot have one.
+        Waits up to ``wait`` seconds for its link (the waits poll meanwhile)."""
         if self.pool is None or self._notifier is not None or self._relay_listener is not None:
             return
         if self.config.notifier.get("type", "postgres") != "postgres":
@@ -1177,7 +1215,7 @@ class Oban:
         listener.listen("relay", self._on_relay)
         listener.on_connection["relay"] = self._relay_on_connection
         self._relay_listener = listener
-        await listener.start()
+        await listener.start(wait)
 
     # Workflows
 
@@ -1230,7 +1268,8 @@ class Oban:
         allow_nested: bool = False,
     ) -> WorkflowStatus:
         """Wait until no job of the workflow can run any more (or ``timeout``), and return its
-        status (``done`` false on timeout)."""
+        status (``done`` false on timeout; ``state`` ``"missing"`` at once when no job of it
+        exists)."""
         workflow_id = workflow_id_of(workflow)
         _check_wait(timeout, poll_interval)
         rows = await (await self._ready()).workflow_jobs(workflow_id)  # type: ignore[attr-defined]
@@ -1750,15 +1789,36 @@ async def _read_jobs(engine: Engine, ids: list[int]) -> dict[int, Job]:
     return found
 
 
-def relay_result(worker: str, outcome: JobOutcome, timeout: float | None) -> Any:
+def _check_value_recorded(worker: str, outcome: JobOutcome) -> None:
+    """A unique ``relay`` that matched an existing job: that job completed without recording
+    its value (enqueued without relay, and ``process`` did not return ``Record``)."""
+    job = outcome.job
+    if outcome.state != "completed" or job is None or job.meta.get("recorded") is True:
+        return
+    if outcome.error is not None:
+        return  # relay_result raises with it
+    raise RelayError(
+        f"{worker} (job {outcome.id}): the relay matched this existing unique job, which "
+        "completed without recording its return value (it was enqueued without relay): "
+        "there is no value to return",
+        job,
+        None,
+    )
+
+
+def relay_result(
+    worker: str, outcome: JobOutcome, timeout: float | None, stopped: bool = False
+) -> Any:
     """What ``relay`` returns for ``outcome``, or the exception it raises (the message has the
-    last line of the job's error; the exception's ``error``, all of it)."""
+    last line of the job's error; the exception's ``error``, all of it). ``stopped``: the
+    instance stopped before the job finished."""
     where = f"{worker} (job {outcome.id})"
     error = outcome.error
     reason = f": {error.strip().splitlines()[-1]}" if error and error.strip() else ""
     if not outcome.done:
+        why = "before the instance stopped" if stopped else f"within {timeout}s"
         raise RelayTimeout(
-            f"{where} did not finish within {timeout}s (it is {outcome.state})", outcome.job, error
+            f"{where} did not finish {why} (it is {outcome.state})", outcome.job, error
         )
     if outcome.state == "completed":
         if error is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from oban import Job, JobOutcome, Oban, telemetry, testing
 from oban._results import Waiter
@@ -684,3 +685,194 @@ def test_sync_relay_and_wait(tmp_path: Path) -> None:
         from oban.oban import _instances
 
         _instances.clear()
+
+
+# --- edges: unique conflicts, nothing to wait for, stop, event loops, SQLite peers -----------
+
+
+async def test_a_unique_relay_that_matches_a_finished_job_returns_at_once(
+    make: Callable[..., Oban],
+) -> None:
+    """The existing job finished before this relay's window opened: its row is read first,
+    not left for a wake-up that already happened (here the poll is 30 s)."""
+    await node(make)
+    assert await Echo.relay({"value": 5}, unique=True, timeout=10) == 5
+    started = time.monotonic()
+    assert await Echo.relay({"value": 5}, unique=True, timeout=10, poll_interval=30) == 5
+    assert time.monotonic() - started < 2.0
+
+
+async def test_a_unique_relay_that_matches_a_job_enqueued_without_relay_says_so(
+    make: Callable[..., Oban],
+) -> None:
+    """That job's return value was never recorded: the relay raises rather than return None."""
+    oban = await node(make)
+    existing = await oban.enqueue(Echo.new({"value": 6}, unique=True))
+    assert (await oban.wait_for(existing, timeout=10)).state == "completed"
+    with pytest.raises(RelayError, match="without recording its return value") as raised:
+        await Echo.relay({"value": 6}, unique=True, timeout=10)
+    assert raised.value.job is not None and raised.value.job.id == existing.id
+
+
+async def test_waiting_for_nothing_returns_at_once(make: Callable[..., Oban]) -> None:
+    oban = make()
+    async with asyncio.timeout(2):
+        assert await oban.await_many([], timeout=None) == []
+        assert await oban.await_many([], timeout=30) == []
+        status = await oban.wait_for_workflow("no-such-workflow", timeout=None)
+    assert status.state == "missing" and status.total == 0
+
+
+async def test_stop_ends_the_waits_still_pending(make: Callable[..., Oban]) -> None:
+    """Nobody runs queue relay here: at stop() a wait without a timeout returns unfinished
+    with the state last seen, and a relay raises RelayTimeout saying why; nothing hangs."""
+    oban = make()
+    job = await oban.enqueue(Echo.new({"value": 1}))
+    forever = asyncio.create_task(oban.wait_for(job, timeout=None, poll_interval=30))
+    relay = asyncio.create_task(oban.relay(Echo.new({"value": 2}), timeout=30))
+    await eventually(lambda: len(oban._waiters._waiters) == 2, message="both waits registered")
+    await oban.stop()
+    async with asyncio.timeout(5):
+        outcome = await forever
+        with pytest.raises(RelayTimeout, match="before the instance stopped"):
+            await relay
+    assert (outcome.state, outcome.done) == ("available", False)
+    assert not oban._waiters._waiters
+
+
+async def test_waits_work_on_a_new_event_loop_after_a_stop(make: Callable[..., Oban]) -> None:
+    """An instance used (and stopped) on another event loop first, as sync calls then
+    ``oban.sync.stop()`` do, serves its waits on the loop it is started on next: a wake-up
+    still ends a wait at once (the poll here is 30 s)."""
+    oban = await node(make)
+    await oban.stop()
+
+    async def elsewhere() -> None:
+        await oban.start()
+        try:
+            done = await oban.relay(Echo.new({"value": "there"}), timeout=10, poll_interval=30)
+            assert done == "there"
+        finally:
+            await oban.stop()
+
+    await asyncio.to_thread(asyncio.run, elsewhere())
+    await oban.start()
+    job = await oban.enqueue(Echo.new({"value": "here", "sleep": 0.2}))
+    started = time.monotonic()
+    outcome = await oban.wait_for(job, timeout=10, poll_interval=30)
+    assert outcome.value is None and outcome.state == "completed"
+    assert time.monotonic() - started < 3.0
+
+
+async def test_a_read_that_started_before_a_wait_is_not_handed_to_it(
+    make: Callable[..., Oban], database: Database
+) -> None:
+    """A row read before a wait registered can be older than the registration: here the job
+    was completed when read, then retried (available again) before the second wait began.
+    That wait must not end on the old row."""
+    oban = make()
+    job = await oban.enqueue(Echo.new({"value": 1}, queue="nobody-runs-this"))
+    assert job.id is not None
+    await _complete_directly(database, job.id)
+    held, release = asyncio.Event(), asyncio.Event()
+    read_before = oban._waiters._read
+
+    async def slow(ids: list[int]) -> dict[int, Job]:
+        found = await read_before(ids)
+        if job.id in ids and not held.is_set():
+            held.set()
+            await release.wait()  # answer late: the row has changed since
+        return found
+
+    oban._waiters._read = slow
+    first = asyncio.create_task(oban.wait_for(job, timeout=10, poll_interval=30))
+    await held.wait()
+    await oban.retry_job(job.id)
+    second = asyncio.create_task(oban.wait_for(job, timeout=1.0, poll_interval=30))
+    await eventually(lambda: len(oban._waiters._waiters) == 2, message="the second wait")
+    release.set()
+    assert (await first).state == "completed"  # it registered before the read: its answer
+    outcome = await second
+    assert (outcome.state, outcome.done) == ("available", False)
+
+
+async def test_a_large_sqlite_relay_batch_reaches_the_other_instances(tmp_path: Path) -> None:
+    """A SQLite node announces its relayed acks to the other instances of its process in
+    notifications of at most 400 ids (as every relay notification): a batch of 1,000 is not
+    dropped as hostile, and their waits end at once (the poll here is 30 s)."""
+    dsn = f"sqlite:///{tmp_path / 'peers.db'}"
+    async with oban_factory(dsn=dsn) as made:
+        node, client = made(queues={"relay": 5}), made()
+        await node.start()
+        jobs = await client.enqueue_many(
+            [Echo.new({"value": n}, queue="parked", meta={"relay": True}) for n in range(1000)]
+        )
+        ids = [job.id for job in jobs if job.id is not None]
+        waits = asyncio.create_task(client.await_many(ids, timeout=20, poll_interval=30))
+        await eventually(lambda: client._waiters.waits_for(ids[-1]), message="registered")
+        await asyncio.sleep(0.1)  # past the first read
+        path = dsn.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(path)) as lite, lite:
+            lite.execute("UPDATE oban_jobs SET state = 'completed', completed_at = datetime('now')")
+        started = time.monotonic()
+        node._announce_relayed(ids)
+        outcomes = await waits
+    assert {outcome.state for outcome in outcomes} == {"completed"}
+    assert time.monotonic() - started < 5.0
+
+
+async def test_a_sqlite_relay_from_a_sync_call_is_woken_across_threads(tmp_path: Path) -> None:
+    """The node runs on this loop; the client's sync calls run on the oban-sync loop in
+    another thread: the node's announcement reaches it there (the poll here is 5 s)."""
+    dsn = f"sqlite:///{tmp_path / 'threads.db'}"
+    client = Oban(dsn=dsn, name="sync-client")
+    try:
+        async with oban_factory(dsn=dsn) as made:
+            node = made(queues={"relay": 2})
+            await node.start()
+
+            def relay_twice() -> list[float]:
+                took = []
+                for value in (1, 2):
+                    started = time.monotonic()
+                    job = Echo.new({"value": value})
+                    assert client.sync.relay(job, timeout=20, poll_interval=5) == value
+                    took.append(time.monotonic() - started)
+                return took
+
+            took = await asyncio.to_thread(relay_twice)
+    finally:
+        await asyncio.to_thread(client.sync.stop)
+    assert max(took) < 2.5, took
+
+
+async def test_a_wait_keeps_its_timeout_while_its_relay_listener_connects(
+    dsn: str, prefix: str
+) -> None:
+    """PostgreSQL: the first wait of an instance that only enqueues opens a relay listener.
+    When that connection hangs (here its connection settings take 30 s to resolve, as a
+    hung DNS lookup or TCP connect would), the wait polls meanwhile and still ends at its
+    timeout: the listener's start counts in it."""
+    resolved = 0
+
+    async def settings() -> dict[str, Any]:
+        nonlocal resolved
+        resolved += 1
+        if resolved > 1:  # the pool's own connection at once, the listener's never
+            await asyncio.sleep(30)
+        return {}
+
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        dsn, kwargs=settings, min_size=1, max_size=1, open=False
+    )
+    await pool.open(wait=True, timeout=10)
+    try:
+        async with Oban(pool=pool, prefix=prefix, name="hung-listener") as oban:
+            job = await oban.enqueue(Echo.new({"value": 1}))  # nobody runs it
+            started = time.monotonic()
+            outcome = await oban.wait_for(job, timeout=0.5)
+            took = time.monotonic() - started
+            assert (outcome.state, outcome.done) == ("available", False)
+            assert took < 1.5, took
+    finally:
+        await pool.close()
