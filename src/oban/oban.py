@@ -1190,9 +1190,11 @@ class Oban:
             try:
                 async with asyncio.timeout(_READ_ON_LISTENER_TIMEOUT):
                     found = await engine.get_jobs_on(conn, wanted)
-            except BaseException:
+            except BaseException as error:
                 self._waiters.wake(wanted)  # read by the waiters' loop, on the pool
-                raise  # the listener reconnects: it may be broken
+                if _connection_sound(conn, error):
+                    return  # the statement failed, not the link: it keeps listening
+                raise  # the listener reconnects
             self._waiters.deliver(found, wanted, mark)
 
         return read
@@ -1787,6 +1789,15 @@ async def _read_jobs(engine: Engine, ids: list[int]) -> dict[int, Job]:
         for row in await engine.get_jobs(ids[start : start + 500]):
             found[row.id] = row  # type: ignore[index]
     return found
+
+
+def _connection_sound(conn: psycopg.AsyncConnection[Any], error: BaseException) -> bool:
+    """Whether ``conn`` is fit to go on after a statement on it raised ``error``: an error
+    the server sent about the statement, not a lost link, a timeout (the statement may still
+    run) or a cancellation."""
+    if not isinstance(error, psycopg.DatabaseError) or isinstance(error, psycopg.OperationalError):
+        return False
+    return not (conn.closed or conn.broken)
 
 
 def _check_value_recorded(worker: str, outcome: JobOutcome) -> None:

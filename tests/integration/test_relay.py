@@ -349,6 +349,35 @@ async def test_a_failed_read_on_the_listener_falls_back_to_the_pool(
         assert await client.relay(Echo.new({"value": 7}), timeout=10) == 7
 
 
+async def test_a_statement_error_on_the_listener_does_not_reconnect_the_node(
+    dsn: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: on a node the relay listener is its notifier. A read there that the server
+    refuses (the link is fine) falls back to the pool without dropping the notifier's link
+    (insert and signal notifications go on)."""
+    async with oban_factory(dsn=dsn, prefix=prefix) as made:
+        waiter = made(name="waiter", queues={"elsewhere": 1})  # the job runs on the runner
+        await waiter.start()
+        await made(name="runner", queues={"relay": 5}).start()
+        notifier = waiter._notifier
+        assert notifier is not None
+        await eventually(lambda: notifier.hears("relay"), message="the notifier listening")
+        generation = notifier.generation
+        refusals: list[list[int]] = []
+
+        async def refused(conn: Any, ids: list[int]) -> Any:
+            refusals.append(list(ids))
+            raise psycopg.errors.UndefinedColumn("column does not exist")
+
+        monkeypatch.setattr(waiter._engine, "get_jobs_on", refused)
+        started = time.monotonic()
+        assert await waiter.relay(Echo.new({"value": 4}), timeout=10, poll_interval=30) == 4
+        assert time.monotonic() - started < 3.0
+        assert refusals, "the read on the notifier's connection was not tried"
+        await asyncio.sleep(0.2)
+        assert notifier.generation == generation and notifier.connected
+
+
 @pytest.mark.parametrize("name", ["Oban", "client"])
 async def test_a_wake_up_before_the_waiter_registered_makes_it_read_first(
     make: Callable[..., Oban], name: str, monkeypatch: pytest.MonkeyPatch
