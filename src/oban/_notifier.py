@@ -153,6 +153,8 @@ class PostgresNotifier:
         delivery, self._delivery = self._delivery, None
         if delivery is not None:
             await cancel_and_wait(delivery)
+        self._connected.clear()  # closed: it hears nothing any more
+        self._listening = set()
 
     @property
     def connected(self) -> bool:

@@ -544,6 +544,10 @@ class Oban:
             if self._leadership:
                 self._notifier.listen("leader", self._on_leader)
             await self._notifier.start()
+            # Waits before start() opened a relay listener: the notifier hears relay now.
+            listener, self._relay_listener = self._relay_listener, None
+            if listener is not None:
+                await listener.stop()
         elif has_queues:
             logger.info("notifier: poll mode, producers poll every %ss", self._poll_interval())
             telemetry.execute(

@@ -378,6 +378,25 @@ async def test_a_statement_error_on_the_listener_does_not_reconnect_the_node(
         assert notifier.generation == generation and notifier.connected
 
 
+async def test_a_relay_listener_opened_before_start_gives_way_to_the_notifier(
+    dsn: str, prefix: str
+) -> None:
+    """PostgreSQL: waits before ``start()`` open a relay listener; once the started node's
+    notifier hears relay, that listener is closed (each relay notification is heard and read
+    on one connection, not two), and relays are still woken at once (the poll is 30 s)."""
+    async with oban_factory(dsn=dsn, prefix=prefix) as made:
+        await made(name="runner", queues={"relay": 5}).start()
+        oban = made(name="late-node", queues={"elsewhere": 1})
+        assert await oban.relay(Echo.new({"value": 1}), timeout=10) == 1
+        listener = oban._relay_listener
+        assert listener is not None and listener.connected
+        await oban.start()
+        assert oban._relay_listener is None and not listener.connected
+        started = time.monotonic()
+        assert await oban.relay(Echo.new({"value": 2}), timeout=10, poll_interval=30) == 2
+        assert time.monotonic() - started < 3.0
+
+
 @pytest.mark.parametrize("name", ["Oban", "client"])
 async def test_a_wake_up_before_the_waiter_registered_makes_it_read_first(
     make: Callable[..., Oban], name: str, monkeypatch: pytest.MonkeyPatch
