@@ -12,10 +12,12 @@ between its ack and its check, and for jobs cancelled or deleted through the API
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import telemetry
+from ._acker import refused
 from ._engines.base import Engine
 from ._looper import Looper
 
@@ -25,8 +27,10 @@ logger = logging.getLogger("oban.workflows")
 
 #: At most this many rounds of cancels cascading down a workflow in one release.
 MAX_CASCADE = 100
-#: Workflows the sweeper looks at per tick.
+#: Suspended jobs whose workflows the sweeper looks at per tick.
 SWEEP_LIMIT = 1_000
+#: Seconds between two warnings about the same workflow's refused release.
+REFUSED_LOG_INTERVAL = 60.0
 
 
 Changed = list[tuple[int, str, str, str]]
@@ -42,7 +46,7 @@ async def release(
     rounds = 0
     while pending and rounds < MAX_CASCADE:
         rounds += 1
-        rows = await engine.release_workflows(pending)  # type: ignore[attr-defined]
+        rows = await _release_round(engine, pending)
         if not rows:
             break
         changed += rows
@@ -59,6 +63,50 @@ async def release(
             },
         )
     return changed
+
+
+async def _release_round(engine: Any, workflow_ids: list[str]) -> Changed:
+    """One release statement for ``workflow_ids``. When the database refuses it (a row's
+    values: a released job would take a unique key another job holds, say), each workflow
+    is released on its own, so that one cannot hold back the others; the refused ones are
+    logged and stay as they are."""
+    try:
+        rows: Changed = await engine.release_workflows(workflow_ids)
+        return rows
+    except Exception as error:
+        if not refused(error):
+            raise
+        if len(workflow_ids) == 1:
+            _log_refused(workflow_ids[0], error)
+            return []
+    changed: Changed = []
+    for workflow_id in workflow_ids:
+        try:
+            changed += await engine.release_workflows([workflow_id])
+        except Exception as error:
+            if not refused(error):
+                raise
+            _log_refused(workflow_id, error)
+    return changed
+
+
+#: When a refused release was last logged, by workflow id (at most once a minute each).
+_refused_logged: dict[str, float] = {}
+
+
+def _log_refused(workflow_id: str, error: BaseException) -> None:
+    now = time.monotonic()
+    if now - _refused_logged.get(workflow_id, -REFUSED_LOG_INTERVAL) < REFUSED_LOG_INTERVAL:
+        return
+    if len(_refused_logged) >= 1_000:
+        _refused_logged.clear()
+    _refused_logged[workflow_id] = now
+    logger.warning(
+        "the database refused to release the jobs of workflow %s, which stay suspended "
+        "(the other workflows go on): %s",
+        workflow_id,
+        error,
+    )
 
 
 class Sweeper(Looper):
@@ -78,8 +126,13 @@ class Sweeper(Looper):
         super().__init__(interval=interval, is_leader=is_leader)
         self._engine = engine
         self._on_changed = on_changed
+        #: The suspended job the next tick goes on after: each tick looks at the workflows of
+        #: the next SWEEP_LIMIT suspended jobs, in id order, so that one workflow with many
+        #: suspended jobs never hides the others.
+        self._after = 0
 
     async def tick(self) -> None:
-        workflow_ids = await self._engine.suspended_workflows(SWEEP_LIMIT)  # type: ignore[attr-defined]
+        engine: Any = self._engine
+        workflow_ids, self._after = await engine.suspended_workflows(SWEEP_LIMIT, self._after)
         if workflow_ids:
             await release(self._engine, workflow_ids, self._on_changed)

@@ -11,6 +11,7 @@ recognise the jobs.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,8 +22,6 @@ from .job import Job, JobState
 
 __all__ = ["Workflow", "WorkflowStatus"]
 
-#: Where a job's workflow settings live in its meta.
-IGNORE_FLAGS = ("ignore_cancelled", "ignore_discarded", "ignore_deleted")
 MAX_NAME_LENGTH = 255
 
 
@@ -156,6 +155,7 @@ class Workflow:
         if "workflow_id" in job.meta:
             raise ValueError(f"job {name!r} is already in workflow {job.meta['workflow_id']}")
         names = self._resolve(name, deps)
+        _check_unique(name, job, names)
         meta: dict[str, Any] = {
             **job.meta,
             "workflow": True,
@@ -178,32 +178,32 @@ class Workflow:
     ) -> Self:
         """Add every job of ``workflow`` as a part of this one, named ``"<name>.<step>"``:
         its first jobs wait for ``deps`` too, and a job that depends on ``name`` waits for
-        all of them. (The part becomes this workflow's: one id, one status.)"""
+        all of them (for an empty part: for ``deps``). The part becomes this workflow's (one
+        id, one status); a step of it ignores what either workflow's ``ignore_*`` flags
+        ignore. ``workflow`` itself is left as it was.
+
+        Raises:
+            ValueError: as :meth:`add`, checked for every step before any is added.
+        """
         self._check_name(name)
         if not isinstance(workflow, Workflow) or workflow is self:
             raise TypeError("add_workflow takes another Workflow")
         outer = self._resolve(name, deps)
+        for step, job in workflow._jobs.items():
+            self._check_name(f"{name}.{step}")
+            _check_unique(f"{name}.{step}", job, job.meta.get("deps") or outer)
         added: list[str] = []
         for step, job in workflow._jobs.items():
             inner = [f"{name}.{dep}" for dep in job.meta.get("deps", [])]
-            part = Job(
-                job.worker,
-                queue=job.queue,
-                priority=job.priority,
-                max_attempts=job.max_attempts,
-                args=job.args,
-                meta={
-                    key: value
-                    for key, value in job.meta.items()
-                    if key not in ("workflow", "workflow_id", "name", "deps", "workflow_name")
-                    and key not in IGNORE_FLAGS
-                },
-                tags=job.tags,
-                scheduled_at=job.scheduled_at,
-            )
-            self.add(f"{name}.{step}", part, [*outer, *inner] if not inner else inner)
+            part = copy.copy(job)  # unique, replace and the rest as given
+            part.meta = {
+                key: value
+                for key, value in job.meta.items()
+                if key not in ("workflow", "workflow_id", "name", "deps", "workflow_name")
+            }
+            self.add(f"{name}.{step}", part, inner or outer)
             added.append(f"{name}.{step}")
-        self._stands_for[name] = added
+        self._stands_for[name] = added if added else outer
         return self
 
     def _check_name(self, name: str) -> None:
@@ -229,6 +229,19 @@ class Workflow:
                 )
             names += [n for n in self._stands_for[dep] if n not in names]
         return names
+
+
+def _check_unique(name: str, job: Job, deps: list[str]) -> None:
+    """A step that waits (``deps``) is inserted ``suspended``: its unique states must hold
+    that state, or a duplicate could take its key while it waits and keep it from being
+    released."""
+    if deps and job.unique is not None and "suspended" not in job.unique.states:
+        raise ValueError(
+            f"step {name!r} waits for its dependencies in state suspended, which its unique "
+            "states leave out: while it waits it would hold no key, and a duplicate that took "
+            "the key would keep it from being released. Add 'suspended' to unique states "
+            "(the groups all, incomplete and successful hold it)"
+        )
 
 
 def _checked_id(workflow_id: str) -> str:

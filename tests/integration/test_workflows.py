@@ -5,6 +5,7 @@ wait, the pruner, the sweeper behind a missed check, transactional insert."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 from collections import Counter
@@ -14,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from oban import Job, Oban, Workflow, telemetry
+from oban import Job, Oban, Workflow, _workflows, telemetry
 from tests.helpers import eventually, oban_factory
 from tests.integration import workflow_workers
 from tests.integration.databases import Database, database_fixture  # noqa: F401 (fixture)
@@ -100,6 +101,56 @@ def test_a_sub_workflow_becomes_steps_of_the_workflow() -> None:
         "z": ["sub.one", "sub.two"],
     }
     assert {job.meta["workflow_id"] for job in wf} == {wf.id}
+
+
+def test_an_empty_sub_workflow_stands_for_its_dependencies() -> None:
+    """A step that depends on an empty part waits for what the part would have waited for
+    (a fan-out over no items still orders what comes after it)."""
+    wf = Workflow().add("a", Step.new({})).add_workflow("none", Workflow(), deps="a")
+    wf.add("b", Step.new({}), deps="none")
+    b = wf.jobs[-1]
+    assert b.meta["deps"] == ["a"] and b.state == "suspended"
+
+
+def test_a_sub_workflow_is_added_whole_or_not_at_all() -> None:
+    """A step name that clashes is found before any step of the part is added."""
+    sub = Workflow().add("x", Step.new({})).add("y", Step.new({}))
+    wf = Workflow().add("s.y", Step.new({}))
+    with pytest.raises(ValueError, match=r"already has a step named 's\.y'"):
+        wf.add_workflow("s", sub)
+    assert wf.names() == ["s.y"]
+    wf.add("s", Step.new({}))  # the name is still free
+
+
+def test_a_sub_workflow_keeps_its_steps_options() -> None:
+    """Its steps keep their unique and replace options, and the ignore flags of the workflow
+    they were built in (a step ignores what either workflow ignores)."""
+    sub = Workflow(ignore_cancelled=True).add(
+        "u", Step.new({"n": 1}, unique={"group": "incomplete"}, replace={"scheduled": ["args"]})
+    )
+    sub.add("v", Step.new({}), deps="u")
+    wf = Workflow(ignore_discarded=True).add("a", Step.new({})).add_workflow("s", sub, deps="a")
+    u, v = wf.jobs[1:]
+    assert u.unique is not None and "suspended" in u.unique.states
+    assert u.replace == {"scheduled": ("args",)}
+    for step in (u, v):
+        assert step.meta["ignore_cancelled"] is True and step.meta["ignore_discarded"] is True
+    assert sub.jobs[0].meta["workflow_id"] == sub.id  # the part as it was
+
+
+def test_a_waiting_unique_step_must_hold_its_key_while_suspended() -> None:
+    """Unique states without suspended would leave a waiting step without its key: a
+    duplicate could take it and keep the step from ever being released."""
+    states = ["available", "scheduled", "executing", "retryable"]
+    wf = Workflow().add("a", Step.new({}))
+    with pytest.raises(ValueError, match="Add 'suspended' to unique states"):
+        wf.add("b", Step.new({}, unique={"states": states}), deps="a")
+    wf.add("c", Step.new({}, unique={"states": states}))  # no deps: never suspended
+    wf.add("d", Step.new({}, unique={"states": [*states, "suspended"]}), deps="a")
+    sub = Workflow().add("x", Step.new({}, unique={"states": states}))
+    with pytest.raises(ValueError, match="Add 'suspended' to unique states"):
+        wf.add_workflow("s", sub, deps="a")  # its first step would wait for a
+    assert wf.names() == ["a", "c", "d"]
 
 
 # --- running --------------------------------------------------------------------------------
@@ -298,6 +349,125 @@ async def test_the_sweeper_releases_what_a_missed_check_left(
     await oban.enqueue_many(wf)
     status = await oban.wait_for_workflow(wf, timeout=10)
     assert status.counts == {"completed": 2}, status
+
+
+async def test_the_sweeper_reaches_every_workflow_however_many_jobs_one_suspends(
+    make: Callable[..., Oban], database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One workflow has more suspended jobs than the sweeper looks at per tick (here 5, its
+    parent never runs): another workflow's missed check is still swept up, on a later tick."""
+    monkeypatch.setattr(_workflows, "SWEEP_LIMIT", 5)
+    oban = make()
+    big = Workflow("big").add("p", Step.new({}, queue="nowhere"))
+    for i in range(12):
+        big.add(f"c{i}", Step.new({}), deps="p")
+    await oban.enqueue_many(big)
+    small = Workflow("small").add("q", Step.new({})).add("r", Step.new({}), deps="q")
+    q, r = await oban.enqueue_many(small)
+    assert q.id is not None and r.id is not None
+    await _complete_directly(database, q.id)  # as if its node died before its check
+    engine = await oban._ready()
+    sweeper = _workflows.Sweeper(engine=engine, is_leader=lambda: True, on_changed=lambda _: None)
+    for _ in range(4):  # 14 suspended jobs, 5 a tick: r is reached within 3 ticks
+        await sweeper.tick()
+    job = await oban.get_job(r.id)
+    assert job is not None and job.state == "available"
+    assert {
+        j.state
+        for j in (await oban.list_jobs(limit=100)).jobs
+        if j.meta.get("workflow_id") == big.id
+    } == {"available", "suspended"}
+
+
+async def test_a_workflow_inserted_twice_waits_for_every_copy(
+    make: Callable[..., Oban], database: Database
+) -> None:
+    """The same workflow inserted again (a retry after an ambiguous commit, a reused id):
+    its steps wait for every job of each dependency's name, never for the first copy
+    alone (which had finished here)."""
+    oban = make()
+    wf = diamond()
+    first = await oban.enqueue_many(wf)
+    for job in first:
+        assert job.id is not None
+        await _complete_directly(database, job.id)
+    a, b, c, d = await oban.enqueue_many(wf)
+    engine = await oban._ready()
+
+    async def states() -> list[str]:
+        await _workflows.release(engine, [wf.id], lambda _: None)
+        found = [await oban.get_job(job.id) for job in (a, b, c, d)]  # type: ignore[arg-type]
+        return [str(job.state) for job in found if job is not None]
+
+    assert await states() == ["available", "suspended", "suspended", "suspended"]
+    assert a.id is not None
+    await _complete_directly(database, a.id)
+    assert await states() == ["completed", "available", "available", "suspended"]
+
+
+async def test_a_refused_release_holds_back_no_other_workflow(
+    make: Callable[..., Oban], database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row the API would refuse (written by another program): a suspended step whose
+    unique states leave out suspended, while a duplicate holds its key. Its release breaks
+    the unique index; the other workflows of the same release statement are released
+    anyway, and the refused one stays suspended, logged."""
+    oban = make()
+    holder = await oban.enqueue(Step.new({"k": 1}, unique=True, queue="nowhere"))
+    key = holder.meta["uniq_key"]
+    stuck = Workflow().add("a", Step.new({})).add("b", Step.new({}), deps="a")
+    fine = Workflow().add("q", Step.new({})).add("r", Step.new({}), deps="q")
+    a, b = await oban.enqueue_many(stuck)
+    q, r = await oban.enqueue_many(fine)
+    assert a.id and b.id and q.id and r.id
+    await _sql(
+        database,
+        "UPDATE {t} SET meta = {merge} WHERE id = {b}",
+        {"uniq": True, "uniq_key": key, "uniq_bmp": [0, 1, 2, 3, 4, 5, 6]},
+        b.id,
+    )
+    for job_id in (a.id, q.id):
+        await _complete_directly(database, job_id)
+    engine = await oban._ready()
+    with caplog.at_level("WARNING", logger="oban.workflows"):
+        changed = await _workflows.release(engine, sorted([stuck.id, fine.id]), lambda _: None)
+    assert [(row[0], row[1]) for row in changed] == [(r.id, "available")]
+    assert (await oban.get_job(b.id)).state == "suspended"  # type: ignore[union-attr]
+    assert f"release the jobs of workflow {stuck.id}" in caplog.text
+
+
+async def _sql(database: Database, statement: str, meta: dict[str, Any], job_id: int) -> None:
+    """``statement`` with {t} the jobs table, {merge} the row's meta with ``meta`` merged
+    in, {b} the job id."""
+    encoded = json.dumps(meta)
+    if database.postgres:
+        text = statement.format(t=f"{database.prefix}.oban_jobs", merge="meta || %s::jsonb", b="%s")
+        async with await psycopg.AsyncConnection.connect(database.dsn, autocommit=True) as conn:
+            await conn.execute(text, (encoded, job_id))
+        return
+    text = statement.format(t="oban_jobs", merge="json_patch(meta, ?)", b="?")
+    lite = sqlite3.connect(database.dsn.removeprefix("sqlite:///"))
+    with lite:
+        lite.execute(text, (encoded, job_id))
+    lite.close()
+
+
+async def _complete_directly(database: Database, job_id: int) -> None:
+    if database.postgres:
+        async with await psycopg.AsyncConnection.connect(database.dsn, autocommit=True) as conn:
+            await conn.execute(
+                f"UPDATE {database.prefix}.oban_jobs SET state = 'completed', "
+                "completed_at = now() WHERE id = %s",
+                (job_id,),
+            )
+        return
+    path = database.dsn.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as lite:
+        lite.execute(
+            "UPDATE oban_jobs SET state = 'completed', completed_at = datetime('now') WHERE id = ?",
+            (job_id,),
+        )
+    lite.close()
 
 
 async def test_the_pruner_keeps_an_unfinished_workflow(

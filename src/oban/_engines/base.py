@@ -16,6 +16,15 @@ from ..job import Job
 CANCELLED_WHILE_EXECUTING = "cancelled while executing"
 
 
+def sweep_page(rows: Sequence[Sequence[Any]], limit: int) -> tuple[list[str], int]:
+    """The workflow sweeper's page of suspended jobs, ``rows`` of (workflow id or None, job
+    id) in id order: the distinct workflow ids, and the job id the next page starts after
+    (0 when this page was the last: the next starts over)."""
+    workflows = sorted({str(row[0]) for row in rows if row[0] is not None})
+    after = int(rows[-1][1]) if len(rows) >= limit else 0
+    return workflows, after
+
+
 @dataclass(slots=True)
 class Ack:
     """The outcome of one execution, waiting to be written.

@@ -27,7 +27,7 @@ from ..errors import DatabaseUnavailableError, SchemaNotInstalledError
 from ..job import Job, JobState
 from . import _payloads, _sql, _sync
 from ._dsn import guard_pool_logs, mask_dsn, scrub
-from .base import CANCELLED_WHILE_EXECUTING, Ack, ProducerRow
+from .base import CANCELLED_WHILE_EXECUTING, Ack, ProducerRow, sweep_page
 
 logger = logging.getLogger("oban")
 
@@ -735,8 +735,11 @@ class PostgresEngine:
         rows = await self._run("release_workflows", (list(ids), self.insert_channel))
         return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
 
-    async def suspended_workflows(self, limit: int) -> list[str]:
-        return [str(r[0]) for r in await self._run("suspended_workflows", (limit,))]
+    async def suspended_workflows(self, limit: int, after: int = 0) -> tuple[list[str], int]:
+        """The workflows of the next ``limit`` suspended jobs after job ``after``, and where
+        the next call goes on from (0: from the start again)."""
+        rows = await self._run("suspended_workflows", (limit, after))
+        return sweep_page(rows, limit)
 
     async def workflow_jobs(self, workflow_id: str) -> list[tuple[int, str, Any, Any]]:
         """(id, state, name, deps) of every job of the workflow, oldest first."""

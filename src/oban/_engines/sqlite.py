@@ -52,7 +52,7 @@ from .._wire import decode_payload
 from ..errors import DatabaseUnavailableError, DuplicateUniqueKeysError, SchemaNotInstalledError
 from ..job import Job, JobState
 from . import _payloads, _sql, _sync
-from .base import CANCELLED_WHILE_EXECUTING, Ack, ProducerRow
+from .base import CANCELLED_WHILE_EXECUTING, Ack, ProducerRow, sweep_page
 
 if TYPE_CHECKING:
     from .base import Engine
@@ -984,8 +984,10 @@ class SQLiteEngine:
         self._wake(sorted({row[2] for row in released if row[1] == "available"}))
         return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in released + cancelled]
 
-    async def suspended_workflows(self, limit: int) -> list[str]:
-        return [str(r[0]) for r in await self._run("suspended_workflows", {"limit": limit})]
+    async def suspended_workflows(self, limit: int, after: int = 0) -> tuple[list[str], int]:
+        """As PostgresEngine.suspended_workflows."""
+        rows = await self._run("suspended_workflows", {"limit": limit, "after": after})
+        return sweep_page(rows, limit)
 
     async def workflow_jobs(self, workflow_id: str) -> list[tuple[int, str, Any, Any]]:
         """(id, state, name, deps) of every job of the workflow, oldest first."""

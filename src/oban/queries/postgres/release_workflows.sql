@@ -14,13 +14,20 @@ members AS (
   FROM wf
   JOIN {prefix}.oban_jobs AS j ON j.meta @> jsonb_build_object('workflow_id', wf.id)
 ),
+-- A name's state: one job per name, but a workflow inserted twice (a retry after an
+-- ambiguous commit, a reused id) has a job per name per insert: a dependency then waits for
+-- every one of them, and breaks only once they all finished.
 steps AS (
-  SELECT DISTINCT ON (m.wid, m.meta->>'name') m.wid, m.meta->>'name' AS name, m.state::text AS state
+  SELECT m.wid, m.meta->>'name' AS name,
+         CASE WHEN bool_or(m.state NOT IN ('completed', 'cancelled', 'discarded')) THEN 'waiting'
+              WHEN bool_or(m.state = 'cancelled') THEN 'cancelled'
+              WHEN bool_or(m.state = 'discarded') THEN 'discarded'
+              ELSE 'completed' END AS state
   FROM members AS m
   WHERE jsonb_typeof(m.meta->'name') = 'string'
-  ORDER BY m.wid, m.meta->>'name', m.id
+  GROUP BY m.wid, m.meta->>'name'
 ),
-waiting AS (
+waiting AS MATERIALIZED (
   SELECT m.id, m.wid, m.scheduled_at,
          CASE WHEN jsonb_typeof(m.meta->'deps') = 'array' THEN m.meta->'deps' ELSE '[]' END AS deps,
          m.meta @> '{"ignore_cancelled": true}' AS ignore_cancelled,

@@ -14,13 +14,19 @@ WITH members AS (
   FROM {table_prefix}oban_jobs AS j
   WHERE (CASE WHEN instr(j.meta, '"workflow_id"') = 0 THEN NULL WHEN json_valid(j.meta) THEN json_extract(j.meta, '$.workflow_id') END) IN (SELECT value FROM json_each(:wids))
 ),
+-- A name's state over all its jobs (a workflow inserted twice has two; postgres' twin says
+-- why).
 steps AS (
-  SELECT wid, json_extract(meta, '$.name') AS name, state, min(id) AS first
+  SELECT wid, json_extract(meta, '$.name') AS name,
+         CASE WHEN max(state NOT IN ('completed', 'cancelled', 'discarded')) THEN 'waiting'
+              WHEN max(state = 'cancelled') THEN 'cancelled'
+              WHEN max(state = 'discarded') THEN 'discarded'
+              ELSE 'completed' END AS state
   FROM members
   WHERE json_type(meta, '$.name') = 'text'
   GROUP BY wid, json_extract(meta, '$.name')
 ),
-waiting AS (
+waiting AS MATERIALIZED (
   SELECT id, wid,
          CASE WHEN json_type(meta, '$.deps') = 'array' THEN json_extract(meta, '$.deps') ELSE '[]' END AS deps,
          coalesce(json_extract(meta, '$.ignore_cancelled'), 0) = 1 AS ignore_cancelled,
