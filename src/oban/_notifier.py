@@ -7,6 +7,7 @@ import inspect
 import logging
 import random
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -135,10 +136,14 @@ class PostgresNotifier:
     async def start(self, wait: float = 5.0) -> None:
         """Connect and LISTEN in the background; wait up to ``wait`` seconds for the link."""
         self._delivery = asyncio.create_task(self._deliver(), name="oban-notifier-delivery")
-        self._task = asyncio.create_task(self._run(), name="oban-notifier")
+        self._task = task = asyncio.create_task(self._run(), name="oban-notifier")
+        connected = asyncio.create_task(self._connected.wait())
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout=wait)
-        except TimeoutError:
+            # Until linked, stopped (stop() ends the task), or ``wait`` seconds.
+            await asyncio.wait({connected, task}, timeout=wait, return_when=FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+        if not self._connected.is_set() and not task.done():
             logger.warning(
                 "notifier not connected within %gs; it keeps trying, and producers and waits "
                 "poll meanwhile",

@@ -26,12 +26,24 @@ from typing import Any
 
 from .job import Job, JobState
 
-__all__ = ["DELETED", "JobOutcome", "Waiter", "Waiters", "is_done", "outcome_of", "relay_ids"]
+__all__ = [
+    "DELETED",
+    "UNKNOWN",
+    "JobOutcome",
+    "Waiter",
+    "Waiters",
+    "is_done",
+    "outcome_of",
+    "relay_ids",
+]
 
 logger = logging.getLogger("oban")
 
 #: The state a :class:`JobOutcome` reports for a job whose row no longer exists.
 DELETED = "deleted"
+#: The state a :class:`JobOutcome` reports when the instance stopped before the job's row
+#: could be read even once.
+UNKNOWN = "unknown"
 #: States a job does not leave without help (a retry): the wait ends there.
 FINAL = frozenset({JobState.COMPLETED, JobState.CANCELLED, JobState.DISCARDED})
 #: Ids per relay notification: a NOTIFY payload stays far below PostgreSQL's 8,000 bytes.
@@ -39,13 +51,16 @@ IDS_PER_NOTIFICATION = 400
 #: Ids woken while relays wait for their inserts that are noted, at most; past that, the
 #: waiters of those relays read their rows first (as every other wait does).
 MAX_SEEN = 10_000
+#: Seconds stop() gives its last read of the jobs still waited for.
+_LAST_READ_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
 class JobOutcome:
     """How a wait for one job ended (:meth:`Oban.wait_for`, :meth:`Oban.await_many`).
 
-    ``done`` is false when the timeout came first; ``state`` is then the state last seen.
+    ``done`` is false when the timeout (or the instance's ``stop()``) came first; ``state``
+    is then the state last seen (``"unknown"`` if the row was never read before the stop).
     ``state`` is ``"deleted"`` when the row no longer exists. ``value`` is what ``process``
     returned when the job was enqueued with ``relay`` or returned ``Record(value)`` (else
     ``None``); ``error`` the last recorded error of a failed, discarded or cancelled job.
@@ -156,6 +171,7 @@ class Waiters:
         "_read",
         "_registered",
         "_seen",
+        "_stops",
         "_task",
         "_waiters",
         "_windows",
@@ -174,13 +190,20 @@ class Waiters:
         self._seen: set[int] = set()  # the ids woken while one was open
         self._overflow = False  # too many to note: every open window has seen everything
         self._registered = 0  # waiters registered so far (the next one's serial)
+        self._stops = 0  # how many times stop() ran (see stops)
 
     def __bool__(self) -> bool:
         return bool(self._waiters)
 
-    def add(self, waiter: Waiter, read_first: bool = True) -> None:
+    def add(self, waiter: Waiter, read_first: bool = True, stops: int | None = None) -> None:
         """Serve ``waiter``: its rows are read at the next pass, or, with ``read_first=False``
-        (nothing about its jobs can have been missed), at the next wake-up or poll."""
+        (nothing about its jobs can have been missed), at the next wake-up or poll.
+        ``stops``: :attr:`stops` as the wait began; if :meth:`stop` ran since, the wait
+        ends at once, stopped, instead."""
+        if stops is not None and stops != self._stops and waiter.pending:
+            waiter.stopped = True
+            waiter.done.set()
+            return
         if not waiter.pending:
             return  # done already
         waiter.serial = self._registered
@@ -284,8 +307,15 @@ class Waiters:
         """Whether a waiter still waits for job ``job_id``."""
         return any(job_id in waiter.pending for waiter in self._ids.get(job_id, ()))
 
+    @property
+    def stops(self) -> int:
+        """How many times :meth:`stop` ran: a wait that read it before it registers and
+        finds it changed after, was stopped meanwhile (see :meth:`add`)."""
+        return self._stops
+
     async def stop(self) -> None:
         """Stop the loop and end every wait still pending, unfinished."""
+        self._stops += 1
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -295,6 +325,16 @@ class Waiters:
                 pass
             except Exception:  # it died before: log it, the stop goes on
                 logger.exception("the waiters' loop had failed")
+        # One last read (the database is still open): the waits end with the latest state.
+        left = sorted({job_id for waiter in self._waiters for job_id in waiter.pending})
+        if left:
+            try:
+                async with asyncio.timeout(_LAST_READ_TIMEOUT):
+                    found = await self._read(left)
+            except Exception as error:
+                logger.warning("the last read of the jobs waited for failed: %s", error)
+            else:
+                self.deliver(found, left)
         for waiter in list(self._waiters):
             if waiter.pending:
                 waiter.stopped = True

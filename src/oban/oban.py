@@ -68,6 +68,7 @@ from ._refresher import Refresher
 from ._results import (
     DELETED,
     IDS_PER_NOTIFICATION,
+    UNKNOWN,
     JobOutcome,
     Waiter,
     Waiters,
@@ -991,14 +992,16 @@ class Oban:
         this closes, and :meth:`_hearing` said this before. ``timeout`` counts from here,
         the start of a relay listener included."""
         started = time.monotonic()
+        stops = self._waiters.stops  # a stop() before this wait registers ends it too
         try:
             engine = await self._ready()
-            await self._listen_for_relays(5.0 if timeout is None else min(timeout, 5.0))
+            if self._waiters.stops == stops:  # not after a stop(): it would stay open
+                await self._listen_for_relays(5.0 if timeout is None else min(timeout, 5.0))
             waiter = Waiter(ids, with_retries, poll_interval)
             # Nothing about the jobs can have been missed, unless a wake-up for one came or
             # the listener was not hearing all along: then read them first.
             read_first = window is None or window != self._hearing() or self._waiters.seen(ids)
-            self._waiters.add(waiter, read_first)
+            self._waiters.add(waiter, read_first, stops)
         finally:
             if window is not None:
                 self._waiters.close_window()
@@ -1018,6 +1021,8 @@ class Oban:
             self._waiters.remove(waiter)
         outcomes = [
             outcome_of(job_id, waiter.latest.get(job_id), job_id not in waiter.pending)
+            if job_id in waiter.latest or job_id not in waiter.pending
+            else JobOutcome(job_id, UNKNOWN, False)  # stopped before its row was ever read
             for job_id in ids
         ]
         return outcomes, waiter.stopped and bool(waiter.pending)

@@ -195,12 +195,27 @@ class Workflow:
         added: list[str] = []
         for step, job in workflow._jobs.items():
             inner = [f"{name}.{dep}" for dep in job.meta.get("deps", [])]
-            part = copy.copy(job)  # unique, replace and the rest as given
-            part.meta = {
-                key: value
-                for key, value in job.meta.items()
-                if key not in ("workflow", "workflow_id", "name", "deps", "workflow_name")
-            }
+            # A new job with what describes the step (a workflow already inserted can serve
+            # as a template): nothing mutable is shared with the other workflow's job.
+            part = Job(
+                job.worker,
+                queue=job.queue,
+                priority=job.priority,
+                max_attempts=job.max_attempts,
+                args=copy.deepcopy(job.args),
+                meta={
+                    key: copy.deepcopy(value)
+                    for key, value in job.meta.items()
+                    if key not in ("workflow", "workflow_id", "name", "deps", "workflow_name")
+                },
+                tags=list(job.tags),
+                scheduled_at=job.scheduled_at,
+                unique=job.unique,
+                replace=None
+                if job.replace is None
+                else {k: list(v) for k, v in job.replace.items()},
+                extra=copy.deepcopy(job.extra),
+            )
             self.add(f"{name}.{step}", part, inner or outer)
             added.append(f"{name}.{step}")
         self._stands_for[name] = added if added else outer

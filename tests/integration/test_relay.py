@@ -23,7 +23,11 @@ from oban import Job, JobOutcome, Oban, telemetry, testing
 from oban._results import Waiter
 from oban.errors import RelayCancelled, RelayDiscard, RelayError, RelayTimeout
 from tests.helpers import eventually, oban_factory
-from tests.integration.databases import Database, database_fixture  # noqa: F401 (fixture)
+from tests.integration.databases import (  # noqa: F401 (fixture)
+    Database,
+    complete_directly,
+    database_fixture,
+)
 from tests.integration.relay_workers import (
     Echo,
     Explode,
@@ -434,7 +438,7 @@ async def test_a_new_waiter_does_not_postpone_the_polls_of_others(
     watch = asyncio.create_task(oban.wait_for(job, timeout=10, poll_interval=0.3))
     await asyncio.sleep(0.2)
     assert job.id is not None
-    await _complete_directly(database, job.id)
+    await complete_directly(database, job.id)
     finished_at = time.monotonic()
     extra: list[Waiter] = []
     while not watch.done() and time.monotonic() - finished_at < 5:
@@ -480,23 +484,6 @@ async def test_a_wake_up_reads_only_the_jobs_it_names(make: Callable[..., Oban])
 
 def _flat(reads: list[list[int]]) -> set[int]:
     return {job_id for ids in reads for job_id in ids}
-
-
-async def _complete_directly(database: Database, job_id: int) -> None:
-    if database.postgres:
-        async with await psycopg.AsyncConnection.connect(database.dsn, autocommit=True) as conn:
-            await conn.execute(
-                f"UPDATE {database.prefix}.oban_jobs SET state = 'completed', "
-                "completed_at = now() WHERE id = %s",
-                (job_id,),
-            )
-        return
-    path = database.dsn.removeprefix("sqlite:///")
-    with contextlib.closing(sqlite3.connect(path)) as lite, lite:
-        lite.execute(
-            "UPDATE oban_jobs SET state = 'completed', completed_at = datetime('now') WHERE id = ?",
-            (job_id,),
-        )
 
 
 # --- across processes -------------------------------------------------------------------------
@@ -821,7 +808,7 @@ async def test_a_read_that_started_before_a_wait_is_not_handed_to_it(
     oban = make()
     job = await oban.enqueue(Echo.new({"value": 1}, queue="nobody-runs-this"))
     assert job.id is not None
-    await _complete_directly(database, job.id)
+    await complete_directly(database, job.id)
     held, release = asyncio.Event(), asyncio.Event()
     read_before = oban._waiters._read
 
@@ -892,6 +879,39 @@ async def test_a_sqlite_relay_from_a_sync_call_is_woken_across_threads(tmp_path:
     finally:
         await asyncio.to_thread(client.sync.stop)
     assert max(took) < 2.5, took
+
+
+async def test_stop_ends_a_wait_still_opening_its_relay_listener(dsn: str, prefix: str) -> None:
+    """PostgreSQL: stop() while a wait without a timeout is still opening its relay listener
+    (whose connection hangs here): the wait ends then, unfinished, rather than register
+    after the stop and wait for ever."""
+    resolved = 0
+
+    async def settings() -> dict[str, Any]:
+        nonlocal resolved
+        resolved += 1
+        if resolved > 1:  # the pool's own connection at once, the listener's never
+            await asyncio.sleep(30)
+        return {}
+
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        dsn, kwargs=settings, min_size=1, max_size=1, open=False
+    )
+    await pool.open(wait=True, timeout=10)
+    try:
+        oban = Oban(pool=pool, prefix=prefix, name="stopped-while-opening")
+        job = await oban.enqueue(Echo.new({"value": 1}))  # nobody runs it
+        wait = asyncio.create_task(oban.wait_for(job, timeout=None))
+        await eventually(lambda: oban._relay_listener is not None, message="the listener")
+        await asyncio.sleep(0.2)
+        await oban.stop()
+        async with asyncio.timeout(3):
+            outcome = await wait
+        # Stopped before its row was ever read (the pool closed with the instance).
+        assert (outcome.state, outcome.done) == ("unknown", False)
+        assert oban._relay_listener is None and not oban._waiters._waiters
+    finally:
+        await pool.close()
 
 
 async def test_a_wait_keeps_its_timeout_while_its_relay_listener_connects(

@@ -18,7 +18,11 @@ import pytest
 from oban import Job, Oban, Workflow, _workflows, telemetry
 from tests.helpers import eventually, oban_factory
 from tests.integration import workflow_workers
-from tests.integration.databases import Database, database_fixture  # noqa: F401 (fixture)
+from tests.integration.databases import (  # noqa: F401 (fixture)
+    Database,
+    complete_directly,
+    database_fixture,
+)
 from tests.integration.workflow_workers import LEDGER, Fail, Gather, Step
 
 
@@ -129,8 +133,13 @@ def test_a_sub_workflow_keeps_its_steps_options() -> None:
         "u", Step.new({"n": 1}, unique={"group": "incomplete"}, replace={"scheduled": ["args"]})
     )
     sub.add("v", Step.new({}), deps="u")
+    sub.jobs[0].id = 99  # inserted already: it serves as a template
     wf = Workflow(ignore_discarded=True).add("a", Step.new({})).add_workflow("s", sub, deps="a")
     u, v = wf.jobs[1:]
+    assert u.id is None and u.state == "suspended"
+    u.args["n"] = 2
+    u.extra["k"] = 1
+    assert sub.jobs[0].args == {"n": 1} and "k" not in sub.jobs[0].extra  # nothing shared
     assert u.unique is not None and "suspended" in u.unique.states
     assert u.replace == {"scheduled": ("args",)}
     for step in (u, v):
@@ -365,7 +374,7 @@ async def test_the_sweeper_reaches_every_workflow_however_many_jobs_one_suspends
     small = Workflow("small").add("q", Step.new({})).add("r", Step.new({}), deps="q")
     q, r = await oban.enqueue_many(small)
     assert q.id is not None and r.id is not None
-    await _complete_directly(database, q.id)  # as if its node died before its check
+    await complete_directly(database, q.id)  # as if its node died before its check
     engine = await oban._ready()
     sweeper = _workflows.Sweeper(engine=engine, is_leader=lambda: True, on_changed=lambda _: None)
     for _ in range(4):  # 14 suspended jobs, 5 a tick: r is reached within 3 ticks
@@ -390,7 +399,7 @@ async def test_a_workflow_inserted_twice_waits_for_every_copy(
     first = await oban.enqueue_many(wf)
     for job in first:
         assert job.id is not None
-        await _complete_directly(database, job.id)
+        await complete_directly(database, job.id)
     a, b, c, d = await oban.enqueue_many(wf)
     engine = await oban._ready()
 
@@ -401,8 +410,41 @@ async def test_a_workflow_inserted_twice_waits_for_every_copy(
 
     assert await states() == ["available", "suspended", "suspended", "suspended"]
     assert a.id is not None
-    await _complete_directly(database, a.id)
+    await complete_directly(database, a.id)
     assert await states() == ["completed", "available", "available", "suspended"]
+
+
+async def test_inserted_twice_a_dependency_breaks_on_any_copy_not_ignored(
+    make: Callable[..., Oban], database: Database
+) -> None:
+    """One copy of a dependency discarded, the other cancelled, with ignore_cancelled: the
+    discard is not ignored, so the dependents of both inserts are cancelled, saying so."""
+    oban = make()
+    wf = Workflow(ignore_cancelled=True).add("a", Step.new({})).add("b", Step.new({}), deps="a")
+    a1, b1 = [job.id for job in await oban.enqueue_many(wf)]
+    a2, b2 = [job.id for job in await oban.enqueue_many(wf)]  # the same jobs, new ids
+    await _set_state(database, a1, "discarded")
+    await _set_state(database, a2, "cancelled")
+    await _workflows.release(await oban._ready(), [wf.id], lambda _: None)
+    for job_id in (b1, b2):
+        found = await oban.get_job(job_id)  # type: ignore[arg-type]
+        assert found is not None and found.state == "cancelled"
+        assert found.errors[-1]["error"] == "cancelled: upstream job a was discarded"
+
+
+async def _set_state(database: Database, job_id: int | None, state: str) -> None:
+    assert job_id is not None
+    if database.postgres:
+        async with await psycopg.AsyncConnection.connect(database.dsn, autocommit=True) as conn:
+            await conn.execute(
+                f"UPDATE {database.prefix}.oban_jobs SET state = %s WHERE id = %s",
+                (state, job_id),
+            )
+        return
+    lite = sqlite3.connect(database.dsn.removeprefix("sqlite:///"))
+    with lite:
+        lite.execute("UPDATE oban_jobs SET state = ? WHERE id = ?", (state, job_id))
+    lite.close()
 
 
 async def test_a_refused_release_holds_back_no_other_workflow(
@@ -427,7 +469,7 @@ async def test_a_refused_release_holds_back_no_other_workflow(
         b.id,
     )
     for job_id in (a.id, q.id):
-        await _complete_directly(database, job_id)
+        await complete_directly(database, job_id)
     engine = await oban._ready()
     with caplog.at_level("WARNING", logger="oban.workflows"):
         changed = await _workflows.release(engine, sorted([stuck.id, fine.id]), lambda _: None)
@@ -449,24 +491,6 @@ async def _sql(database: Database, statement: str, meta: dict[str, Any], job_id:
     lite = sqlite3.connect(database.dsn.removeprefix("sqlite:///"))
     with lite:
         lite.execute(text, (encoded, job_id))
-    lite.close()
-
-
-async def _complete_directly(database: Database, job_id: int) -> None:
-    if database.postgres:
-        async with await psycopg.AsyncConnection.connect(database.dsn, autocommit=True) as conn:
-            await conn.execute(
-                f"UPDATE {database.prefix}.oban_jobs SET state = 'completed', "
-                "completed_at = now() WHERE id = %s",
-                (job_id,),
-            )
-        return
-    path = database.dsn.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as lite:
-        lite.execute(
-            "UPDATE oban_jobs SET state = 'completed', completed_at = datetime('now') WHERE id = ?",
-            (job_id,),
-        )
     lite.close()
 
 

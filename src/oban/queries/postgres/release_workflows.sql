@@ -14,15 +14,14 @@ members AS (
   FROM wf
   JOIN {prefix}.oban_jobs AS j ON j.meta @> jsonb_build_object('workflow_id', wf.id)
 ),
--- A name's state: one job per name, but a workflow inserted twice (a retry after an
--- ambiguous commit, a reused id) has a job per name per insert: a dependency then waits for
--- every one of them, and breaks only once they all finished.
+-- A dependency by name: one job per name, but a workflow inserted twice (a retry after an
+-- ambiguous commit, a reused id) has one per insert: a dependency then waits while any of
+-- them is unfinished, and breaks when any was cancelled or discarded (unless ignored).
 steps AS (
   SELECT m.wid, m.meta->>'name' AS name,
-         CASE WHEN bool_or(m.state NOT IN ('completed', 'cancelled', 'discarded')) THEN 'waiting'
-              WHEN bool_or(m.state = 'cancelled') THEN 'cancelled'
-              WHEN bool_or(m.state = 'discarded') THEN 'discarded'
-              ELSE 'completed' END AS state
+         bool_or(m.state NOT IN ('completed', 'cancelled', 'discarded')) AS unfinished,
+         bool_or(m.state = 'cancelled') AS cancelled,
+         bool_or(m.state = 'discarded') AS discarded
   FROM members AS m
   WHERE jsonb_typeof(m.meta->'name') = 'string'
   GROUP BY m.wid, m.meta->>'name'
@@ -38,13 +37,16 @@ waiting AS MATERIALIZED (
 ),
 verdicts AS (
   SELECT w.id, w.scheduled_at,
-         count(*) FILTER (WHERE d.name IS NOT NULL AND s.state IS NOT NULL
-                          AND s.state NOT IN ('completed', 'cancelled', 'discarded')) AS pending,
-         min(d.name || ' was ' || coalesce(s.state, 'deleted')) FILTER (
+         count(*) FILTER (WHERE d.name IS NOT NULL AND s.unfinished) AS pending,
+         min(d.name || ' was ' || CASE
+               WHEN s.name IS NULL THEN 'deleted'
+               WHEN s.cancelled AND NOT w.ignore_cancelled THEN 'cancelled'
+               ELSE 'discarded'
+             END) FILTER (
            WHERE d.name IS NOT NULL AND (
-             (s.state IS NULL AND NOT w.ignore_deleted)
-             OR (s.state = 'cancelled' AND NOT w.ignore_cancelled)
-             OR (s.state = 'discarded' AND NOT w.ignore_discarded))
+             (s.name IS NULL AND NOT w.ignore_deleted)
+             OR (s.cancelled AND NOT w.ignore_cancelled)
+             OR (s.discarded AND NOT w.ignore_discarded))
          ) AS broken
   FROM waiting AS w
   LEFT JOIN LATERAL jsonb_array_elements_text(w.deps) AS d(name) ON true

@@ -14,14 +14,13 @@ WITH members AS (
   FROM {table_prefix}oban_jobs AS j
   WHERE (CASE WHEN instr(j.meta, '"workflow_id"') = 0 THEN NULL WHEN json_valid(j.meta) THEN json_extract(j.meta, '$.workflow_id') END) IN (SELECT value FROM json_each(:wids))
 ),
--- A name's state over all its jobs (a workflow inserted twice has two; postgres' twin says
--- why).
+-- A dependency by name, over all its jobs (a workflow inserted twice has two; postgres'
+-- twin says why).
 steps AS (
   SELECT wid, json_extract(meta, '$.name') AS name,
-         CASE WHEN max(state NOT IN ('completed', 'cancelled', 'discarded')) THEN 'waiting'
-              WHEN max(state = 'cancelled') THEN 'cancelled'
-              WHEN max(state = 'discarded') THEN 'discarded'
-              ELSE 'completed' END AS state
+         max(state NOT IN ('completed', 'cancelled', 'discarded')) AS unfinished,
+         max(state = 'cancelled') AS cancelled,
+         max(state = 'discarded') AS discarded
   FROM members
   WHERE json_type(meta, '$.name') = 'text'
   GROUP BY wid, json_extract(meta, '$.name')
@@ -37,13 +36,15 @@ waiting AS MATERIALIZED (
 ),
 verdicts AS (
   SELECT w.id,
-         sum(CASE WHEN d.value IS NOT NULL AND s.state IS NOT NULL
-                   AND s.state NOT IN ('completed', 'cancelled', 'discarded') THEN 1 ELSE 0 END) AS pending,
+         sum(CASE WHEN d.value IS NOT NULL AND s.unfinished THEN 1 ELSE 0 END) AS pending,
          min(CASE WHEN d.value IS NOT NULL AND (
-                    (s.state IS NULL AND NOT w.ignore_deleted)
-                    OR (s.state = 'cancelled' AND NOT w.ignore_cancelled)
-                    OR (s.state = 'discarded' AND NOT w.ignore_discarded))
-                  THEN d.value || ' was ' || coalesce(s.state, 'deleted') END) AS broken
+                    (s.name IS NULL AND NOT w.ignore_deleted)
+                    OR (s.cancelled AND NOT w.ignore_cancelled)
+                    OR (s.discarded AND NOT w.ignore_discarded))
+                  THEN d.value || ' was ' || CASE
+                    WHEN s.name IS NULL THEN 'deleted'
+                    WHEN s.cancelled AND NOT w.ignore_cancelled THEN 'cancelled'
+                    ELSE 'discarded' END END) AS broken
   FROM waiting AS w
   LEFT JOIN json_each(w.deps) AS d ON 1
   LEFT JOIN steps AS s ON s.wid = w.wid AND s.name = d.value
