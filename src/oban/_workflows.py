@@ -29,8 +29,6 @@ logger = logging.getLogger("oban.workflows")
 MAX_CASCADE = 100
 #: Suspended jobs whose workflows the sweeper looks at per tick.
 SWEEP_LIMIT = 1_000
-#: Seconds between two warnings about the same workflow's refused release.
-REFUSED_LOG_INTERVAL = 60.0
 
 
 Changed = list[tuple[int, str, str, str]]
@@ -69,38 +67,54 @@ async def _release_round(engine: Any, workflow_ids: list[str]) -> Changed:
     """One release statement for ``workflow_ids``. When the database refuses it (a row's
     values: a released job would take a unique key another job holds, say), each workflow
     is released on its own, so that one cannot hold back the others; the refused ones are
-    logged and stay as they are."""
-    try:
-        rows: Changed = await engine.release_workflows(workflow_ids)
-        return rows
-    except Exception as error:
-        if not refused(error):
-            raise
-        if len(workflow_ids) == 1:
-            _log_refused(workflow_ids[0], error)
-            return []
+    logged and stay as they are. A workflow refused lately is tried on its own from the
+    start, so that it does not make every later batch fail first."""
+    now = time.monotonic()
+    alone = [wid for wid in workflow_ids if _recently_refused(wid, now)]
+    batch = [wid for wid in workflow_ids if wid not in alone] if alone else workflow_ids
     changed: Changed = []
-    for workflow_id in workflow_ids:
+    if len(batch) > 1:
+        try:
+            changed += await engine.release_workflows(batch)
+        except Exception as error:
+            if not refused(error):
+                raise
+            alone += batch
+    else:
+        alone += batch
+    for workflow_id in alone:
         try:
             changed += await engine.release_workflows([workflow_id])
         except Exception as error:
             if not refused(error):
                 raise
-            _log_refused(workflow_id, error)
+            _note_refused(workflow_id, error)
+        else:
+            _refused.pop(workflow_id, None)
     return changed
 
 
-#: When a refused release was last logged, by workflow id (at most once a minute each).
-_refused_logged: dict[str, float] = {}
+#: Workflows whose release the database refused: when it last refused, and when that was
+#: last logged (at most 1,000 remembered).
+_refused: dict[str, tuple[float, float]] = {}
+#: Seconds a refused workflow is released on its own, and between two warnings about it.
+REFUSED_FOR = 60.0
 
 
-def _log_refused(workflow_id: str, error: BaseException) -> None:
+def _recently_refused(workflow_id: str, now: float) -> bool:
+    seen = _refused.get(workflow_id)
+    return seen is not None and now - seen[0] < REFUSED_FOR
+
+
+def _note_refused(workflow_id: str, error: BaseException) -> None:
     now = time.monotonic()
-    if now - _refused_logged.get(workflow_id, -REFUSED_LOG_INTERVAL) < REFUSED_LOG_INTERVAL:
+    seen = _refused.get(workflow_id)
+    if seen is None and len(_refused) >= 1_000:
+        _refused.clear()
+    if seen is not None and now - seen[1] < REFUSED_FOR:
+        _refused[workflow_id] = (now, seen[1])
         return
-    if len(_refused_logged) >= 1_000:
-        _refused_logged.clear()
-    _refused_logged[workflow_id] = now
+    _refused[workflow_id] = (now, now)
     logger.warning(
         "the database refused to release the jobs of workflow %s, which stay suspended "
         "(the other workflows go on): %s",

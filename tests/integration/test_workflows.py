@@ -476,6 +476,20 @@ async def test_a_refused_release_holds_back_no_other_workflow(
     assert [(row[0], row[1]) for row in changed] == [(r.id, "available")]
     assert (await oban.get_job(b.id)).state == "suspended"  # type: ignore[union-attr]
     assert f"release the jobs of workflow {stuck.id}" in caplog.text
+    # Refused lately: tried on its own from now on, and not logged again within a minute.
+    calls: list[list[str]] = []
+    release_before = engine.release_workflows  # type: ignore[attr-defined]
+
+    async def counted(ids: list[str]) -> Any:
+        calls.append(list(ids))
+        return await release_before(ids)
+
+    engine.release_workflows = counted  # type: ignore[attr-defined]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="oban.workflows"):
+        await _workflows.release(engine, sorted([stuck.id, fine.id]), lambda _: None)
+    assert calls == [[stuck.id], [fine.id]], calls
+    assert "release the jobs of workflow" not in caplog.text
 
 
 async def _sql(database: Database, statement: str, meta: dict[str, Any], job_id: int) -> None:
