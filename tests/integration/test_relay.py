@@ -881,16 +881,17 @@ async def test_a_sqlite_relay_from_a_sync_call_is_woken_across_threads(tmp_path:
     assert max(took) < 2.5, took
 
 
-async def test_stop_ends_a_wait_still_opening_its_relay_listener(dsn: str, prefix: str) -> None:
-    """PostgreSQL: stop() while a wait without a timeout is still opening its relay listener
-    (whose connection hangs here): the wait ends then, unfinished, rather than register
-    after the stop and wait for ever."""
+@contextlib.asynccontextmanager
+async def _pool_whose_other_connections_hang(dsn: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """A pool of one connection whose connection settings resolve at once for it and take
+    30 s for any later connection (the relay listener's), as a hung DNS lookup or TCP
+    connect would."""
     resolved = 0
 
     async def settings() -> dict[str, Any]:
         nonlocal resolved
         resolved += 1
-        if resolved > 1:  # the pool's own connection at once, the listener's never
+        if resolved > 1:
             await asyncio.sleep(30)
         return {}
 
@@ -899,6 +900,16 @@ async def test_stop_ends_a_wait_still_opening_its_relay_listener(dsn: str, prefi
     )
     await pool.open(wait=True, timeout=10)
     try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def test_stop_ends_a_wait_still_opening_its_relay_listener(dsn: str, prefix: str) -> None:
+    """PostgreSQL: stop() while a wait without a timeout is still opening its relay listener
+    (whose connection hangs here): the wait ends then, unfinished, rather than register
+    after the stop and wait for ever."""
+    async with _pool_whose_other_connections_hang(dsn) as pool:
         oban = Oban(pool=pool, prefix=prefix, name="stopped-while-opening")
         job = await oban.enqueue(Echo.new({"value": 1}))  # nobody runs it
         wait = asyncio.create_task(oban.wait_for(job, timeout=None))
@@ -907,11 +918,9 @@ async def test_stop_ends_a_wait_still_opening_its_relay_listener(dsn: str, prefi
         await oban.stop()
         async with asyncio.timeout(3):
             outcome = await wait
-        # Stopped before its row was ever read (the pool closed with the instance).
+        # It had not registered when stop() made its last read: its row was never read.
         assert (outcome.state, outcome.done) == ("unknown", False)
         assert oban._relay_listener is None and not oban._waiters._waiters
-    finally:
-        await pool.close()
 
 
 async def test_a_wait_keeps_its_timeout_while_its_relay_listener_connects(
@@ -921,20 +930,7 @@ async def test_a_wait_keeps_its_timeout_while_its_relay_listener_connects(
     When that connection hangs (here its connection settings take 30 s to resolve, as a
     hung DNS lookup or TCP connect would), the wait polls meanwhile and still ends at its
     timeout: the listener's start counts in it."""
-    resolved = 0
-
-    async def settings() -> dict[str, Any]:
-        nonlocal resolved
-        resolved += 1
-        if resolved > 1:  # the pool's own connection at once, the listener's never
-            await asyncio.sleep(30)
-        return {}
-
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        dsn, kwargs=settings, min_size=1, max_size=1, open=False
-    )
-    await pool.open(wait=True, timeout=10)
-    try:
+    async with _pool_whose_other_connections_hang(dsn) as pool:
         async with Oban(pool=pool, prefix=prefix, name="hung-listener") as oban:
             job = await oban.enqueue(Echo.new({"value": 1}))  # nobody runs it
             started = time.monotonic()
@@ -942,5 +938,3 @@ async def test_a_wait_keeps_its_timeout_while_its_relay_listener_connects(
             took = time.monotonic() - started
             assert (outcome.state, outcome.done) == ("available", False)
             assert took < 1.5, took
-    finally:
-        await pool.close()
