@@ -44,20 +44,22 @@ def database_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
             conn.execute(f'DROP SCHEMA IF EXISTS "{prefix}" CASCADE'.encode())
 
 
-async def complete_directly(database: Database, job_id: int) -> None:
-    """Mark job ``job_id`` completed with a statement of its own, as another program (or a
-    node that died before telling anyone) would: no ack, no notification."""
+async def set_state_directly(database: Database, job_id: int | None, state: str) -> None:
+    """Give job ``job_id`` ``state`` (and, for a finished state, its ``<state>_at`` now) with
+    a statement of its own, as another program (or a node that died before telling anyone)
+    would: no ack, no notification."""
+    assert job_id is not None
+    stamp = {"completed": "completed_at", "cancelled": "cancelled_at", "discarded": "discarded_at"}
+    column = stamp.get(state)
     if database.postgres:
+        also = f", {column} = now()" if column else ""
         async with await psycopg.AsyncConnection.connect(database.dsn, autocommit=True) as conn:
             await conn.execute(
-                f"UPDATE {database.prefix}.oban_jobs SET state = 'completed', "
-                "completed_at = now() WHERE id = %s",
-                (job_id,),
+                f"UPDATE {database.prefix}.oban_jobs SET state = %s{also} WHERE id = %s",
+                (state, job_id),
             )
         return
+    also = f", {column} = datetime('now')" if column else ""
     path = database.dsn.removeprefix("sqlite:///")
     with contextlib.closing(sqlite3.connect(path)) as lite, lite:
-        lite.execute(
-            "UPDATE oban_jobs SET state = 'completed', completed_at = datetime('now') WHERE id = ?",
-            (job_id,),
-        )
+        lite.execute(f"UPDATE oban_jobs SET state = ?{also} WHERE id = ?", (state, job_id))

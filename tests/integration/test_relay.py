@@ -25,8 +25,8 @@ from oban.errors import RelayCancelled, RelayDiscard, RelayError, RelayTimeout
 from tests.helpers import eventually, oban_factory
 from tests.integration.databases import (  # noqa: F401 (fixture)
     Database,
-    complete_directly,
     database_fixture,
+    set_state_directly,
 )
 from tests.integration.relay_workers import (
     Echo,
@@ -438,7 +438,7 @@ async def test_a_new_waiter_does_not_postpone_the_polls_of_others(
     watch = asyncio.create_task(oban.wait_for(job, timeout=10, poll_interval=0.3))
     await asyncio.sleep(0.2)
     assert job.id is not None
-    await complete_directly(database, job.id)
+    await set_state_directly(database, job.id, "completed")
     finished_at = time.monotonic()
     extra: list[Waiter] = []
     while not watch.done() and time.monotonic() - finished_at < 5:
@@ -808,7 +808,7 @@ async def test_a_read_that_started_before_a_wait_is_not_handed_to_it(
     oban = make()
     job = await oban.enqueue(Echo.new({"value": 1}, queue="nobody-runs-this"))
     assert job.id is not None
-    await complete_directly(database, job.id)
+    await set_state_directly(database, job.id, "completed")
     held, release = asyncio.Event(), asyncio.Event()
     read_before = oban._waiters._read
 

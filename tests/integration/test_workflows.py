@@ -20,8 +20,8 @@ from tests.helpers import eventually, oban_factory
 from tests.integration import workflow_workers
 from tests.integration.databases import (  # noqa: F401 (fixture)
     Database,
-    complete_directly,
     database_fixture,
+    set_state_directly,
 )
 from tests.integration.workflow_workers import LEDGER, Fail, Gather, Step
 
@@ -374,7 +374,7 @@ async def test_the_sweeper_reaches_every_workflow_however_many_jobs_one_suspends
     small = Workflow("small").add("q", Step.new({})).add("r", Step.new({}), deps="q")
     q, r = await oban.enqueue_many(small)
     assert q.id is not None and r.id is not None
-    await complete_directly(database, q.id)  # as if its node died before its check
+    await set_state_directly(database, q.id, "completed")  # as if its node died before its check
     engine = await oban._ready()
     sweeper = _workflows.Sweeper(engine=engine, is_leader=lambda: True, on_changed=lambda _: None)
     for _ in range(4):  # 14 suspended jobs, 5 a tick: r is reached within 3 ticks
@@ -399,7 +399,7 @@ async def test_a_workflow_inserted_twice_waits_for_every_copy(
     first = await oban.enqueue_many(wf)
     for job in first:
         assert job.id is not None
-        await complete_directly(database, job.id)
+        await set_state_directly(database, job.id, "completed")
     a, b, c, d = await oban.enqueue_many(wf)
     engine = await oban._ready()
 
@@ -410,7 +410,7 @@ async def test_a_workflow_inserted_twice_waits_for_every_copy(
 
     assert await states() == ["available", "suspended", "suspended", "suspended"]
     assert a.id is not None
-    await complete_directly(database, a.id)
+    await set_state_directly(database, a.id, "completed")
     assert await states() == ["completed", "available", "available", "suspended"]
 
 
@@ -423,28 +423,13 @@ async def test_inserted_twice_a_dependency_breaks_on_any_copy_not_ignored(
     wf = Workflow(ignore_cancelled=True).add("a", Step.new({})).add("b", Step.new({}), deps="a")
     a1, b1 = [job.id for job in await oban.enqueue_many(wf)]
     a2, b2 = [job.id for job in await oban.enqueue_many(wf)]  # the same jobs, new ids
-    await _set_state(database, a1, "discarded")
-    await _set_state(database, a2, "cancelled")
+    await set_state_directly(database, a1, "discarded")
+    await set_state_directly(database, a2, "cancelled")
     await _workflows.release(await oban._ready(), [wf.id], lambda _: None)
     for job_id in (b1, b2):
         found = await oban.get_job(job_id)  # type: ignore[arg-type]
         assert found is not None and found.state == "cancelled"
         assert found.errors[-1]["error"] == "cancelled: upstream job a was discarded"
-
-
-async def _set_state(database: Database, job_id: int | None, state: str) -> None:
-    assert job_id is not None
-    if database.postgres:
-        async with await psycopg.AsyncConnection.connect(database.dsn, autocommit=True) as conn:
-            await conn.execute(
-                f"UPDATE {database.prefix}.oban_jobs SET state = %s WHERE id = %s",
-                (state, job_id),
-            )
-        return
-    lite = sqlite3.connect(database.dsn.removeprefix("sqlite:///"))
-    with lite:
-        lite.execute("UPDATE oban_jobs SET state = ? WHERE id = ?", (state, job_id))
-    lite.close()
 
 
 async def test_a_refused_release_holds_back_no_other_workflow(
@@ -469,7 +454,7 @@ async def test_a_refused_release_holds_back_no_other_workflow(
         b.id,
     )
     for job_id in (a.id, q.id):
-        await complete_directly(database, job_id)
+        await set_state_directly(database, job_id, "completed")
     engine = await oban._ready()
     with caplog.at_level("WARNING", logger="oban.workflows"):
         changed = await _workflows.release(engine, sorted([stuck.id, fine.id]), lambda _: None)
